@@ -1,0 +1,56 @@
+//! The record the timer program writes to the ring buffer.
+
+use crate::domain::MAX_DOMAINS;
+
+#[cfg(feature = "user")]
+mod user;
+
+/// Distinct cgroups one CPU can accumulate between two flushes before
+/// `sched_switch` flushes early (counted in `STAT_CGROUP_OVERFLOW`).
+pub const CGROUP_SLOTS: usize = 16;
+
+/// A timer run: counters read and the CPU's time table flushed.
+pub const RECORD_TICK: u32 = 1;
+/// An early flush of the time table from `sched_switch` (no counter values).
+pub const RECORD_CGROUP_FLUSH: u32 = 2;
+
+/// On-CPU nanoseconds of one cgroup (v2 id) on one CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CgroupTime {
+    pub cgroup_id: u64,
+    pub ns: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<CgroupTime>() == 16);
+
+/// One ring-buffer record. The time table covers `[span_start_ns, ts_ns]` on
+/// `cpu` exactly: `idle_ns + other_ns + Σ cgroups[..n_cgroups].ns == ts_ns - span_start_ns`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TickRecord {
+    /// `RECORD_TICK` or `RECORD_CGROUP_FLUSH`.
+    pub kind: u32,
+    pub cpu: u32,
+    /// `bpf_ktime_get_boot_ns()` when the counters were read.
+    pub ts_ns: u64,
+    /// Start of the time this record accounts for.
+    pub span_start_ns: u64,
+    /// Bit `d` set: `values[d]` holds a fresh read of this CPU's domain-`d` counter.
+    pub valid_mask: u32,
+    /// Bit `d` set: reading domain `d` failed (a counter was configured).
+    pub error_mask: u32,
+    /// Raw counter values (64-bit accumulated counts, scale per counter).
+    pub values: [u64; MAX_DOMAINS],
+    /// Nanoseconds the idle task ran in the span.
+    pub idle_ns: u64,
+    /// Nanoseconds of tasks whose cgroup could not be tracked because the
+    /// table was full and the early flush failed (exported as `other`).
+    pub other_ns: u64,
+    /// Number of valid entries in `cgroups`.
+    pub n_cgroups: u32,
+    pub _pad: u32,
+    pub cgroups: [CgroupTime; CGROUP_SLOTS],
+}
+
+const _: () = assert!(core::mem::size_of::<TickRecord>() == 352);

@@ -1,0 +1,252 @@
+use core::ptr::addr_of;
+
+use aya_ebpf::{
+    bindings::{bpf_perf_event_value, BPF_RB_NO_WAKEUP},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_smp_processor_id,
+        bpf_ktime_get_boot_ns, bpf_perf_event_read_value,
+    },
+    macros::{btf_tracepoint, map, perf_event},
+    maps::{Array, PerCpuArray, PerfEventArray, RingBuf},
+    programs::{BtfTracePointContext, PerfEventContext},
+};
+use aya_log_ebpf::warn;
+use sampler_common::{
+    counter_slot, CgroupTime, CpuState, TickRecord, CGROUP_SLOTS, MAX_CPUS, MAX_DOMAINS,
+    RECORD_CGROUP_FLUSH, RECORD_TICK, STAT_CGROUP_OVERFLOW, STAT_COUNT, STAT_READ_ERRORS,
+    STAT_RINGBUF_DROPS,
+};
+
+/// Records for the daemon. Size set by the daemon (`--ringbuf-size`).
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+
+/// Energy counters opened by the daemon; slot `cpu * MAX_DOMAINS + domain`
+/// holds the counter CPU `cpu` reads for `domain`. Size set by the daemon.
+#[map]
+static COUNTERS: PerfEventArray<u32> = PerfEventArray::new(0);
+
+/// Bit `d` of entry `cpu`: slot `counter_slot(cpu, d)` holds a counter.
+#[map]
+static DOMAIN_MASK: Array<u32> = Array::with_max_entries(MAX_CPUS, 0);
+
+/// Per-CPU time table and switch state.
+#[map]
+static CPU_STATE: PerCpuArray<CpuState> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU failure counters, indexed by `STAT_*`.
+#[map]
+static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
+
+#[inline(always)]
+fn bump(stat: u32) -> u64 {
+    match STATS.get_ptr_mut(stat) {
+        Some(p) => {
+            // SAFETY: per-CPU value, this program is the only writer on this CPU
+            // (programs do not nest on one CPU for these attach types).
+            unsafe {
+                let old = *p;
+                *p = old + 1;
+                old
+            }
+        }
+        None => 0,
+    }
+}
+
+/// Gives `d` ns to `cgroup_id` in the table; false when the table is full.
+#[inline(always)]
+fn add_cgroup(st: &mut CpuState, cgroup_id: u64, d: u64) -> bool {
+    let n = st.n_cgroups as usize;
+    for i in 0..CGROUP_SLOTS {
+        if i >= n {
+            break;
+        }
+        if let Some(slot) = st.cgroups.get_mut(i) {
+            if slot.cgroup_id == cgroup_id {
+                slot.ns += d;
+                return true;
+            }
+        }
+    }
+    match st.cgroups.get_mut(n) {
+        Some(slot) => {
+            *slot = CgroupTime { cgroup_id, ns: d };
+            st.n_cgroups = n as u32 + 1;
+            true
+        }
+        None => false,
+    }
+}
+
+/// Closes the running task's span `[since_ns, now]`. Returns `Some(d)` with the
+/// span length when the table had no room for the task's cgroup.
+#[inline(always)]
+fn close_span(st: &mut CpuState, now: u64, idle: bool, cgroup_id: u64) -> Option<u64> {
+    if st.since_ns == 0 {
+        // First event on this CPU: the table starts here.
+        st.since_ns = now;
+        st.span_start_ns = now;
+        return None;
+    }
+    let d = now.saturating_sub(st.since_ns);
+    st.since_ns = now;
+    if idle {
+        st.idle_ns += d;
+        None
+    } else if add_cgroup(st, cgroup_id, d) {
+        None
+    } else {
+        Some(d)
+    }
+}
+
+/// Copies the table into a fresh record and clears it. `values` are written
+/// by the caller. Returns false when the ring buffer was full (the table is
+/// then kept, so the time is reported by the next successful flush).
+#[inline(always)]
+fn flush(st: &mut CpuState, kind: u32, cpu: u32, now: u64, counters: &Counters) -> bool {
+    let Some(mut entry) = EVENTS.reserve::<TickRecord>(0) else {
+        bump(STAT_RINGBUF_DROPS);
+        return false;
+    };
+    let rec = entry.as_mut_ptr();
+    // SAFETY: `rec` points to a reserved, exclusively owned TickRecord.
+    unsafe {
+        (*rec).kind = kind;
+        (*rec).cpu = cpu;
+        (*rec).ts_ns = now;
+        (*rec).span_start_ns = st.span_start_ns;
+        (*rec).valid_mask = counters.valid;
+        (*rec).error_mask = counters.errors;
+        for d in 0..MAX_DOMAINS {
+            (*rec).values[d] = counters.values[d];
+        }
+        (*rec).idle_ns = st.idle_ns;
+        (*rec).other_ns = st.other_ns;
+        (*rec).n_cgroups = st.n_cgroups;
+        (*rec)._pad = 0;
+        for i in 0..CGROUP_SLOTS {
+            (*rec).cgroups[i] = st.cgroups[i];
+        }
+    }
+    entry.submit(BPF_RB_NO_WAKEUP.into());
+    st.span_start_ns = now;
+    st.idle_ns = 0;
+    st.other_ns = 0;
+    st.n_cgroups = 0;
+    true
+}
+
+struct Counters {
+    values: [u64; MAX_DOMAINS],
+    valid: u32,
+    errors: u32,
+}
+
+impl Counters {
+    const NONE: Self = Self {
+        values: [0; MAX_DOMAINS],
+        valid: 0,
+        errors: 0,
+    };
+}
+
+#[inline(always)]
+fn read_counters(cpu: u32) -> Counters {
+    let mut c = Counters::NONE;
+    let mask = DOMAIN_MASK.get(cpu).copied().unwrap_or(0);
+    if mask == 0 {
+        return c;
+    }
+    for d in 0..MAX_DOMAINS {
+        if mask & (1 << d) == 0 {
+            continue;
+        }
+        let mut v = bpf_perf_event_value {
+            counter: 0,
+            enabled: 0,
+            running: 0,
+        };
+        // SAFETY: COUNTERS is a PERF_EVENT_ARRAY map definition (the wrapper is
+        // `repr(transparent)` over it); the helper bounds-checks the index.
+        let r = unsafe {
+            bpf_perf_event_read_value(
+                addr_of!(COUNTERS) as *mut _,
+                u64::from(counter_slot(cpu, d as u32)),
+                &mut v,
+                core::mem::size_of::<bpf_perf_event_value>() as u32,
+            )
+        };
+        if r == 0 {
+            c.values[d] = v.counter;
+            c.valid |= 1 << d;
+        } else {
+            c.errors |= 1 << d;
+        }
+    }
+    c
+}
+
+#[perf_event]
+pub fn on_timer(ctx: PerfEventContext) -> u32 {
+    // SAFETY: plain helper calls.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let counters = read_counters(cpu);
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    if counters.errors != 0 && bump(STAT_READ_ERRORS) == 0 {
+        warn!(&ctx, "cpu {}: energy counter read failed (mask {})", cpu, counters.errors);
+    }
+    let Some(st) = CPU_STATE.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: per-CPU map value; programs on one CPU do not run concurrently.
+    let st = unsafe { &mut *st };
+    let idle = bpf_get_current_pid_tgid() as u32 == 0;
+    let cgroup_id = if idle {
+        0
+    } else {
+        unsafe { bpf_get_current_cgroup_id() }
+    };
+    st.last_idle = u32::from(idle);
+    st.last_cgroup = cgroup_id;
+    if let Some(d) = close_span(st, now, idle, cgroup_id) {
+        // Table full at a timer run: the record below carries it anyway, so
+        // the time goes to `other` only for this span.
+        bump(STAT_CGROUP_OVERFLOW);
+        st.other_ns += d;
+    }
+    flush(st, RECORD_TICK, cpu, now, &counters);
+    0
+}
+
+#[btf_tracepoint(function = "sched_switch")]
+pub fn sched_switch(_ctx: BtfTracePointContext) -> u32 {
+    // SAFETY: plain helper calls. `current` is still the outgoing task here.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let Some(st) = CPU_STATE.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: per-CPU map value; programs on one CPU do not run concurrently.
+    let st = unsafe { &mut *st };
+    let idle = bpf_get_current_pid_tgid() as u32 == 0;
+    let cgroup_id = if idle {
+        0
+    } else {
+        unsafe { bpf_get_current_cgroup_id() }
+    };
+    if let Some(d) = close_span(st, now, idle, cgroup_id) {
+        bump(STAT_CGROUP_OVERFLOW);
+        let cpu = unsafe { bpf_get_smp_processor_id() };
+        // Flush the full table early; the span just closed opens the next one.
+        if flush(st, RECORD_CGROUP_FLUSH, cpu, now.saturating_sub(d), &Counters::NONE) {
+            st.span_start_ns = now.saturating_sub(d);
+            if !add_cgroup(st, cgroup_id, d) {
+                st.other_ns += d;
+            }
+        } else {
+            st.other_ns += d;
+        }
+    }
+    0
+}

@@ -1,0 +1,70 @@
+//! Developer tasks: `cargo xtask build | run | test | bench-overhead`.
+//!
+//! Each task first makes sure the toolchain is present (installing Debian
+//! packages and bpf-linker when missing, and saying so), so the README's two
+//! commands work on a fresh Debian 12 machine.
+
+mod bench;
+mod build;
+mod test;
+mod toolchain;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Ergon developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install the toolchain if missing, build the eBPF object and `target/release/ergon`.
+    Build,
+    /// Build if needed, then run the daemon as root (`ergon run --source auto`);
+    /// arguments after `--` go to `ergon run`.
+    Run {
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Every test: fmt, clippy, unit tests, privileged integration and end-to-end tests.
+    Test,
+    /// Measure the cost of sampling at 1, 2 and 10 kHz per CPU with every CPU busy.
+    BenchOverhead {
+        /// Seconds per rate.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Write the markdown table here as well as to stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    match cli.cmd {
+        Cmd::Build => build::build(&root).map(|_| ()),
+        Cmd::Run { args } => {
+            let bin = build::build(&root)?;
+            build::run_daemon(&bin, &args)
+        }
+        Cmd::Test => test::test(&root),
+        Cmd::BenchOverhead { seconds, out } => {
+            let bin = build::build(&root)?;
+            bench::overhead(&bin, seconds, out.as_deref())
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| manifest.clone())
+}

@@ -13,13 +13,12 @@ pub use domain::{DOMAIN_NAMES, MAX_DOMAINS};
 pub use record::{CgroupTime, TickRecord, CGROUP_SLOTS, RECORD_CGROUP_FLUSH, RECORD_TICK};
 pub use stats::{STAT_COUNT, STAT_CGROUP_OVERFLOW, STAT_READ_ERRORS, STAT_RINGBUF_DROPS};
 
-/// Upper bound on CPU ids the maps are sized for at compile time. The daemon
-/// sizes the counter array to the machine (`set_max_entries`); this bound only
+/// Upper bound on CPU ids the maps are sized for at compile time. The
+/// counter arrays are sized to the machine by the loader; this bound only
 /// limits the per-CPU domain-mask table.
 pub const MAX_CPUS: u32 = 4096;
 
-/// Index of a counter in the `COUNTERS` perf-event array.
-#[inline(always)]
-pub const fn counter_slot(cpu: u32, domain: u32) -> u32 {
-    cpu * MAX_DOMAINS as u32 + domain
-}
+/// Names of the perf-event arrays holding the energy counters, one per domain
+/// (in `DOMAIN_NAMES` order), each indexed by the reading CPU. One array per
+/// domain because loaders size perf-event arrays to the number of CPUs.
+pub const COUNTER_MAPS: [&str; MAX_DOMAINS] = ["CTR_PKG", "CTR_CORES", "CTR_RAM", "CTR_PSYS", "CTR_GPU"];

@@ -12,7 +12,7 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use sampler_common::{
-    counter_slot, CgroupTime, CpuState, TickRecord, CGROUP_SLOTS, MAX_CPUS, MAX_DOMAINS,
+    CgroupTime, CpuState, TickRecord, CGROUP_SLOTS, MAX_CPUS, MAX_DOMAINS,
     RECORD_CGROUP_FLUSH, RECORD_TICK, STAT_CGROUP_OVERFLOW, STAT_COUNT, STAT_READ_ERRORS,
     STAT_RINGBUF_DROPS,
 };
@@ -21,12 +21,21 @@ use sampler_common::{
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 
-/// Energy counters opened by the daemon; slot `cpu * MAX_DOMAINS + domain`
-/// holds the counter CPU `cpu` reads for `domain`. Size set by the daemon.
+// Energy counters opened by the daemon, one array per domain
+// (`sampler_common::COUNTER_MAPS`); entry `cpu` holds the counter that CPU
+// reads. Sized to the number of CPUs by the loader.
 #[map]
-static COUNTERS: PerfEventArray<u32> = PerfEventArray::new(0);
+static CTR_PKG: PerfEventArray<u32> = PerfEventArray::new(0);
+#[map]
+static CTR_CORES: PerfEventArray<u32> = PerfEventArray::new(0);
+#[map]
+static CTR_RAM: PerfEventArray<u32> = PerfEventArray::new(0);
+#[map]
+static CTR_PSYS: PerfEventArray<u32> = PerfEventArray::new(0);
+#[map]
+static CTR_GPU: PerfEventArray<u32> = PerfEventArray::new(0);
 
-/// Bit `d` of entry `cpu`: slot `counter_slot(cpu, d)` holds a counter.
+/// Bit `d` of entry `cpu`: that CPU's entry of the domain-`d` array holds a counter.
 #[map]
 static DOMAIN_MASK: Array<u32> = Array::with_max_entries(MAX_CPUS, 0);
 
@@ -168,12 +177,19 @@ fn read_counters(cpu: u32) -> Counters {
             enabled: 0,
             running: 0,
         };
-        // SAFETY: COUNTERS is a PERF_EVENT_ARRAY map definition (the wrapper is
-        // `repr(transparent)` over it); the helper bounds-checks the index.
+        let map = match d {
+            0 => addr_of!(CTR_PKG),
+            1 => addr_of!(CTR_CORES),
+            2 => addr_of!(CTR_RAM),
+            3 => addr_of!(CTR_PSYS),
+            _ => addr_of!(CTR_GPU),
+        };
+        // SAFETY: each CTR_* is a PERF_EVENT_ARRAY map definition (the wrapper
+        // is `repr(transparent)` over it); the helper bounds-checks the index.
         let r = unsafe {
             bpf_perf_event_read_value(
-                addr_of!(COUNTERS) as *mut _,
-                u64::from(counter_slot(cpu, d as u32)),
+                map as *mut _,
+                u64::from(cpu),
                 &mut v,
                 core::mem::size_of::<bpf_perf_event_value>() as u32,
             )

@@ -1,0 +1,21 @@
+//! Ergon's userspace: loading the kernel programs, draining their records,
+//! energy sources, the energy books, and export over HTTP.
+//!
+//! Data flows one way: kernel records → [`drain`] → [`energy`] books →
+//! immutable [`snapshot`] → [`metrics`] encoder → [`server`].
+
+pub mod bpf;
+pub mod check;
+pub mod config;
+pub mod daemon;
+pub mod decode;
+pub mod drain;
+pub mod energy;
+pub mod metrics;
+pub mod perf;
+pub mod server;
+pub mod snapshot;
+pub mod source;
+pub mod sysroot;
+pub mod topology;
+pub mod units;

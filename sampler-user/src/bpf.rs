@@ -1,0 +1,401 @@
+//! Loading and attaching the kernel programs, wiring the energy counters into
+//! them, and reading their maps and run statistics.
+
+use std::{
+    collections::HashMap,
+    os::fd::{AsFd, AsRawFd, OwnedFd, RawFd},
+};
+
+use aya::{
+    maps::{Array, Map, MapData, PerCpuArray, RingBuf},
+    programs::{perf_event, BtfTracePoint, PerfEvent},
+    Btf, Ebpf, EbpfLoader,
+};
+use sampler_common::{CpuState, COUNTER_MAPS, STAT_COUNT};
+
+use crate::{perf, source::Plan, topology::Topology};
+
+/// The object `cargo xtask build` produced, embedded at compile time.
+static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sampler.bpf.o"));
+
+/// Names of the kernel programs, as in `sampler-ebpf`.
+pub const TIMER_PROGRAM: &str = "on_timer";
+pub const SWITCH_PROGRAM: &str = "sched_switch";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BpfError {
+    #[error("this ergon binary was built without its eBPF object; build it with `cargo xtask build`")]
+    NotBuilt,
+    #[error("loading the eBPF object failed (kernel ≥ 5.8 with BTF and CAP_BPF are needed; `ergon check` says what is missing)")]
+    Load {
+        #[source]
+        source: aya::EbpfError,
+    },
+    #[error("program `{name}` is missing from the eBPF object")]
+    MissingProgram { name: &'static str },
+    #[error("map `{name}` is missing from the eBPF object or has the wrong type")]
+    MissingMap { name: &'static str },
+    #[error("program `{name}`: {action} failed")]
+    Program {
+        name: &'static str,
+        action: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("map `{name}`: {action} failed")]
+    Map {
+        name: &'static str,
+        action: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("reading the kernel BTF (/sys/kernel/btf/vmlinux) failed; ergon needs a kernel built with CONFIG_DEBUG_INFO_BTF")]
+    Btf {
+        #[source]
+        source: aya::BtfError,
+    },
+    #[error("opening an energy counter failed")]
+    Counter {
+        #[source]
+        source: perf::PerfError,
+    },
+    #[error("putting a counter fd into {map}[{cpu}] failed")]
+    CounterSlot {
+        map: &'static str,
+        cpu: u32,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How to load.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Timer period in nanoseconds (per CPU).
+    pub period_ns: u64,
+    /// Ring buffer size in bytes (power of two, multiple of the page size).
+    pub ringbuf_bytes: u32,
+}
+
+/// One opened energy counter and where it is read.
+#[derive(Debug)]
+pub struct OpenCounter {
+    pub plan: crate::source::CounterPlan,
+    pub counter: perf::Counter,
+    /// CPUs whose timer programs currently read it (narrowed at run time when
+    /// the kernel refuses reads from other CPUs than `open_cpu`).
+    pub readers: Vec<u32>,
+}
+
+/// Kernel run statistics of one program (cumulative since load, counted only
+/// while BPF stats are enabled, which `Sampler` does for its lifetime).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProgramStats {
+    pub name: &'static str,
+    pub run_count: u64,
+    pub run_time_ns: u64,
+}
+
+/// The loaded and attached kernel side. Dropping it detaches everything.
+pub struct Sampler {
+    ebpf: Ebpf,
+    pub counters: Vec<OpenCounter>,
+    /// (cpu, domain) → index into `counters`.
+    pub slots: HashMap<(u32, usize), usize>,
+    pub attached_cpus: Vec<u32>,
+    _stats: Option<OwnedFd>,
+}
+
+impl Sampler {
+    pub fn load(plan: &Plan, topo: &Topology, opts: &LoadOptions) -> Result<Self, BpfError> {
+        if BPF_OBJECT.is_empty() {
+            return Err(BpfError::NotBuilt);
+        }
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("EVENTS", opts.ringbuf_bytes)
+            .load(BPF_OBJECT)
+            .map_err(|source| BpfError::Load { source })?;
+
+        // Run statistics for the self-metrics; held until the sampler drops.
+        let stats = match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                tracing::warn!(error = %e, "BPF run-time statistics unavailable; ergon_bpf_program_* will stay 0");
+                None
+            }
+        };
+
+        // Counters first, so the first timer run already finds them.
+        let mut counters = Vec::with_capacity(plan.counters.len());
+        let mut slots = HashMap::new();
+        let mut masks: HashMap<u32, u32> = HashMap::new();
+        for cp in &plan.counters {
+            let counter = perf::Counter::open(cp.pmu_type, cp.config, cp.open_cpu)
+                .map_err(|source| BpfError::Counter { source })?;
+            let idx = counters.len();
+            for &reader in &cp.readers {
+                slots.insert((reader, cp.domain), idx);
+                *masks.entry(reader).or_default() |= 1 << cp.domain;
+            }
+            counters.push(OpenCounter {
+                readers: cp.readers.clone(),
+                plan: cp.clone(),
+                counter,
+            });
+        }
+        for (&(cpu, domain), &idx) in &slots {
+            let name = counter_map(domain)?;
+            let fd = map_fd(&ebpf, name)?;
+            map_update_fd(fd, cpu, counters[idx].counter.raw_fd())
+                .map_err(|source| BpfError::CounterSlot { map: name, cpu, source })?;
+        }
+        {
+            let map = ebpf
+                .map_mut("DOMAIN_MASK")
+                .ok_or(BpfError::MissingMap { name: "DOMAIN_MASK" })?;
+            let mut arr: Array<&mut MapData, u32> = Array::try_from(map).map_err(|source| {
+                BpfError::Map {
+                    name: "DOMAIN_MASK",
+                    action: "open",
+                    source,
+                }
+            })?;
+            for (&cpu, &mask) in &masks {
+                arr.set(cpu, mask, 0).map_err(|source| BpfError::Map {
+                    name: "DOMAIN_MASK",
+                    action: "set",
+                    source,
+                })?;
+            }
+        }
+
+        // Kernel-side diagnostics (aya-log) go to `log`, bridged into tracing.
+        // The logger task is started by the daemon; failing here only loses logs.
+        let btf = Btf::from_sys_fs().map_err(|source| BpfError::Btf { source })?;
+        let sw: &mut BtfTracePoint = program_mut(&mut ebpf, SWITCH_PROGRAM)?;
+        sw.load("sched_switch", &btf).map_err(|source| BpfError::Program {
+            name: SWITCH_PROGRAM,
+            action: "load",
+            source,
+        })?;
+        sw.attach().map_err(|source| BpfError::Program {
+            name: SWITCH_PROGRAM,
+            action: "attach",
+            source,
+        })?;
+
+        let timer: &mut PerfEvent = program_mut(&mut ebpf, TIMER_PROGRAM)?;
+        timer.load().map_err(|source| BpfError::Program {
+            name: TIMER_PROGRAM,
+            action: "load",
+            source,
+        })?;
+        let mut attached_cpus = Vec::new();
+        for c in &topo.cpus {
+            timer
+                .attach(
+                    perf_event::PerfEventConfig::Software(perf_event::SoftwareEvent::CpuClock),
+                    perf_event::PerfEventScope::AllProcessesOneCpu { cpu: c.cpu },
+                    perf_event::SamplePolicy::Period(opts.period_ns),
+                    false,
+                )
+                .map_err(|source| BpfError::Program {
+                    name: TIMER_PROGRAM,
+                    action: "attach (perf_event_open cpu-clock)",
+                    source,
+                })?;
+            attached_cpus.push(c.cpu);
+        }
+        Ok(Self {
+            ebpf,
+            counters,
+            slots,
+            attached_cpus,
+            _stats: stats,
+        })
+    }
+
+    /// Takes the aya-log ring buffer for the logger task (None when the object has no logs).
+    pub fn take_logger(&mut self) -> Option<aya_log::EbpfLogger<&'static dyn log::Log>> {
+        aya_log::EbpfLogger::init(&mut self.ebpf).ok()
+    }
+
+    /// Takes the record ring buffer for the drain task.
+    pub fn take_ringbuf(&mut self) -> Result<RingBuf<MapData>, BpfError> {
+        let map = self
+            .ebpf
+            .take_map("EVENTS")
+            .ok_or(BpfError::MissingMap { name: "EVENTS" })?;
+        RingBuf::try_from(map).map_err(|source| BpfError::Map {
+            name: "EVENTS",
+            action: "open",
+            source,
+        })
+    }
+
+    /// The `STATS` counters summed over CPUs, indexed by `STAT_*`.
+    pub fn kernel_stats(&self) -> Result<[u64; STAT_COUNT as usize], BpfError> {
+        let map = self
+            .ebpf
+            .map("STATS")
+            .ok_or(BpfError::MissingMap { name: "STATS" })?;
+        let arr: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(map).map_err(|source| BpfError::Map {
+                name: "STATS",
+                action: "open",
+                source,
+            })?;
+        let mut out = [0u64; STAT_COUNT as usize];
+        for (i, slot) in out.iter_mut().enumerate() {
+            let values = arr.get(&(i as u32), 0).map_err(|source| BpfError::Map {
+                name: "STATS",
+                action: "read",
+                source,
+            })?;
+            *slot = values.iter().sum();
+        }
+        Ok(out)
+    }
+
+    /// Every CPU's accounting state (index = CPU id).
+    pub fn cpu_states(&self) -> Result<Vec<CpuState>, BpfError> {
+        let map = self
+            .ebpf
+            .map("CPU_STATE")
+            .ok_or(BpfError::MissingMap { name: "CPU_STATE" })?;
+        let arr: PerCpuArray<&MapData, CpuState> =
+            PerCpuArray::try_from(map).map_err(|source| BpfError::Map {
+                name: "CPU_STATE",
+                action: "open",
+                source,
+            })?;
+        let values = arr.get(&0, 0).map_err(|source| BpfError::Map {
+            name: "CPU_STATE",
+            action: "read",
+            source,
+        })?;
+        Ok(values.iter().copied().collect())
+    }
+
+    /// Run count and run time of both programs.
+    pub fn program_stats(&self) -> Vec<ProgramStats> {
+        [TIMER_PROGRAM, SWITCH_PROGRAM]
+            .into_iter()
+            .map(|name| {
+                let info = self.ebpf.program(name).and_then(|p| p.info().ok());
+                ProgramStats {
+                    name,
+                    run_count: info.as_ref().map_or(0, |i| i.run_count()),
+                    run_time_ns: info.map_or(0, |i| i.run_time().as_nanos() as u64),
+                }
+            })
+            .collect()
+    }
+
+    /// Stops CPU `cpu` from reading counter `idx` (the kernel refused the read:
+    /// the PMU does not allow reads from other CPUs of the package).
+    pub fn narrow(&mut self, cpu: u32, idx: usize) -> Result<(), BpfError> {
+        let Some(c) = self.counters.get_mut(idx) else {
+            return Ok(());
+        };
+        if cpu == c.plan.open_cpu {
+            return Ok(());
+        }
+        c.readers.retain(|&r| r != cpu);
+        let domain = c.plan.domain;
+        self.slots.remove(&(cpu, domain));
+        let name = counter_map(domain)?;
+        let fd = map_fd(&self.ebpf, name)?;
+        map_delete(fd, cpu).map_err(|source| BpfError::CounterSlot { map: name, cpu, source })?;
+        let map = self
+            .ebpf
+            .map_mut("DOMAIN_MASK")
+            .ok_or(BpfError::MissingMap { name: "DOMAIN_MASK" })?;
+        let mut arr: Array<&mut MapData, u32> =
+            Array::try_from(map).map_err(|source| BpfError::Map {
+                name: "DOMAIN_MASK",
+                action: "open",
+                source,
+            })?;
+        let mask = arr.get(&cpu, 0).unwrap_or(0) & !(1u32 << domain);
+        arr.set(cpu, mask, 0).map_err(|source| BpfError::Map {
+            name: "DOMAIN_MASK",
+            action: "set",
+            source,
+        })
+    }
+}
+
+fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, BpfError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let prog = ebpf
+        .program_mut(name)
+        .ok_or(BpfError::MissingProgram { name })?;
+    prog.try_into().map_err(|source| BpfError::Program {
+        name,
+        action: "type check",
+        source,
+    })
+}
+
+fn map_fd(ebpf: &Ebpf, name: &'static str) -> Result<RawFd, BpfError> {
+    match ebpf.map(name) {
+        Some(Map::PerfEventArray(data)) => Ok(data.fd().as_fd().as_raw_fd()),
+        _ => Err(BpfError::MissingMap { name }),
+    }
+}
+
+// aya exposes PERF_EVENT_ARRAY maps only as output buffers it opens itself;
+// putting our own counter fds in needs the raw map-update command.
+#[repr(C)]
+struct MapElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
+
+fn bpf_map_cmd(cmd: libc::c_long, map: RawFd, key: &u32, value: Option<&u32>) -> std::io::Result<()> {
+    let attr = MapElemAttr {
+        map_fd: map as u32,
+        _pad: 0,
+        key: key as *const u32 as u64,
+        value: value.map_or(0, |v| v as *const u32 as u64),
+        flags: 0,
+    };
+    // SAFETY: `attr` and the key/value it points to outlive the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            &attr as *const MapElemAttr,
+            std::mem::size_of::<MapElemAttr>(),
+        )
+    };
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn map_update_fd(map: RawFd, index: u32, fd: RawFd) -> std::io::Result<()> {
+    bpf_map_cmd(BPF_MAP_UPDATE_ELEM, map, &index, Some(&(fd as u32)))
+}
+
+fn map_delete(map: RawFd, index: u32) -> std::io::Result<()> {
+    bpf_map_cmd(BPF_MAP_DELETE_ELEM, map, &index, None)
+}
+
+fn counter_map(domain: usize) -> Result<&'static str, BpfError> {
+    COUNTER_MAPS
+        .get(domain)
+        .copied()
+        .ok_or(BpfError::MissingMap { name: "CTR_<domain>" })
+}

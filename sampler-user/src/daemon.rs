@@ -1,0 +1,170 @@
+//! `ergon run`: wires the tasks together. Drain, HTTP and the kernel logger
+//! run as tokio tasks under one cancellation token; SIGINT/SIGTERM or the
+//! first task that fails stops the rest, and dropping the sampler detaches
+//! the kernel programs.
+
+use aya_log::EbpfLogger;
+use tokio::{io::unix::AsyncFd, signal::unix::SignalKind, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::{
+    bpf::{BpfError, LoadOptions, Sampler},
+    config::Settings,
+    drain::{DrainError, Drainer},
+    energy::EnergyBooks,
+    metrics, server,
+    snapshot::{self, Snapshot},
+    source::{self, SourceError},
+    topology::{Topology, TopologyError},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Topology(#[from] TopologyError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Bpf(#[from] BpfError),
+    #[error(transparent)]
+    Serve(#[from] server::ServeError),
+    #[error(transparent)]
+    Drain(#[from] DrainError),
+    #[error("installing the signal handler failed")]
+    Signal {
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("a task panicked: {message}")]
+    Panic { message: String },
+}
+
+pub async fn run(settings: Settings) -> Result<(), DaemonError> {
+    let topo = Topology::read(&settings.root)?;
+    let plan = source::select(settings.source, &settings.root, &topo, settings.synthetic_watts)?;
+    info!(
+        source = plan.source.name(),
+        reason = %plan.reason,
+        counters = plan.counters.len(),
+        "energy source chosen"
+    );
+    // Bind before loading anything: a taken port fails at once.
+    let listener = server::bind(settings.listen).await?;
+    let mut sampler = Sampler::load(
+        &plan,
+        &topo,
+        &LoadOptions {
+            period_ns: settings.period.as_nanos() as u64,
+            ringbuf_bytes: settings.ringbuf_bytes,
+        },
+    )?;
+    info!(
+        cpus = ?sampler.attached_cpus,
+        period = %humantime::format_duration(settings.period),
+        listen = %settings.listen,
+        "kernel programs attached; serving /metrics"
+    );
+    let logger = sampler.take_logger();
+    let ring = sampler.take_ringbuf()?;
+    let cpus: Vec<(u32, u32)> = topo.cpus.iter().map(|c| (c.cpu, c.package)).collect();
+    let books = EnergyBooks::new(&plan, &cpus);
+    let shared = snapshot::shared(Snapshot {
+        source: plan.source.name(),
+        period_seconds: settings.period.as_secs_f64(),
+        ..Snapshot::default()
+    });
+
+    let stop = CancellationToken::new();
+    let mut tasks: JoinSet<Result<&'static str, DaemonError>> = JoinSet::new();
+    let drainer = Drainer::new(sampler, ring, books, shared.clone())?;
+    {
+        let stop = stop.clone();
+        let every = settings.drain_interval;
+        tasks.spawn(async move {
+            drainer.run(every, stop).await?;
+            Ok("drain")
+        });
+    }
+    {
+        let stop = stop.clone();
+        let app = server::router(metrics::registry(shared));
+        tasks.spawn(async move {
+            server::serve(listener, app, stop).await?;
+            Ok("http")
+        });
+    }
+    if let Some(logger) = logger {
+        let stop = stop.clone();
+        tasks.spawn(async move {
+            kernel_logs(logger, stop).await;
+            Ok("kernel-log")
+        });
+    }
+    {
+        let stop = stop.clone();
+        let mut term = tokio::signal::unix::signal(SignalKind::terminate())
+            .map_err(|source| DaemonError::Signal { source })?;
+        let mut int = tokio::signal::unix::signal(SignalKind::interrupt())
+            .map_err(|source| DaemonError::Signal { source })?;
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = term.recv() => info!("SIGTERM: stopping"),
+                _ = int.recv() => info!("SIGINT: stopping"),
+                _ = stop.cancelled() => {}
+            }
+            stop.cancel();
+            Ok("signals")
+        });
+    }
+
+    let mut first_error = None;
+    while let Some(joined) = tasks.join_next().await {
+        let result = joined.map_err(|e| DaemonError::Panic {
+            message: e.to_string(),
+        });
+        match result.and_then(|r| r) {
+            Ok(_) => {}
+            Err(e) => {
+                error!(error = %source::chain(&e), "task failed; stopping");
+                first_error.get_or_insert(e);
+            }
+        }
+        stop.cancel();
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => {
+            info!("stopped cleanly");
+            Ok(())
+        }
+    }
+}
+
+/// Forwards aya-log records from the kernel programs into `log` → tracing.
+async fn kernel_logs(logger: EbpfLogger<&'static dyn log::Log>, stop: CancellationToken) {
+    // SAFETY: the logger owns its ring-buffer fd and neither closes nor
+    // replaces it while registered.
+    let mut fd = match unsafe { AsyncFd::register(logger) } {
+        Ok(fd) => fd,
+        Err(e) => {
+            warn!(error = %e, "kernel log forwarding unavailable");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            r = fd.readable_mut() => match r {
+                Ok(mut guard) => {
+                    guard.get_inner_mut().flush();
+                    guard.clear_ready();
+                }
+                Err(e) => {
+                    warn!(error = %e, "kernel log forwarding stopped");
+                    break;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! The drain task: every `--drain-interval` it empties the ring buffer,
+//! decodes the records, applies them to the energy books, reads counters
+//! whose CPUs all sleep, and publishes a new snapshot.
+
+use std::{
+    collections::HashSet,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use aya::maps::{MapData, RingBuf};
+use sampler_common::{STAT_CGROUP_OVERFLOW, STAT_READ_ERRORS, STAT_RINGBUF_DROPS};
+use tokio::io::unix::AsyncFd;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::{
+    bpf::{BpfError, Sampler},
+    decode::decode,
+    energy::EnergyBooks,
+    perf::boot_ns,
+    snapshot::{SharedSnapshot, Snapshot},
+};
+
+/// A counter not read by any timer program for this long (its CPUs are idle)
+/// is read by the daemon itself. Longer means fewer wake-ups of idle CPUs,
+/// shorter means fresher package totals.
+pub const IDLE_READ_AFTER: Duration = Duration::from_millis(50);
+
+/// Kernel map statistics and program run statistics are refreshed this often.
+const STATS_EVERY: Duration = Duration::from_millis(250);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DrainError {
+    #[error("watching the ring buffer failed")]
+    Poll {
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Bpf(#[from] BpfError),
+}
+
+pub struct Drainer {
+    sampler: Sampler,
+    ring: AsyncFd<RingBuf<MapData>>,
+    books: EnergyBooks,
+    snapshot: SharedSnapshot,
+    base: Snapshot,
+    records_decoded: u64,
+    records_malformed: u64,
+    idle_counter_reads: u64,
+    last_stats: Option<Instant>,
+    narrowed: HashSet<usize>,
+    remote_ok: HashSet<usize>,
+}
+
+impl Drainer {
+    pub fn new(
+        sampler: Sampler,
+        ring: RingBuf<MapData>,
+        books: EnergyBooks,
+        snapshot: SharedSnapshot,
+    ) -> Result<Self, DrainError> {
+        // SAFETY: the RingBuf owns its map fd and neither closes nor replaces
+        // it while registered.
+        let ring =
+            unsafe { AsyncFd::register(ring) }.map_err(|e| DrainError::Poll { source: e.into() })?;
+        let base = (**snapshot.load()).clone();
+        Ok(Self {
+            sampler,
+            ring,
+            books,
+            snapshot,
+            base,
+            records_decoded: 0,
+            records_malformed: 0,
+            idle_counter_reads: 0,
+            last_stats: None,
+            narrowed: HashSet::new(),
+            remote_ok: HashSet::new(),
+        })
+    }
+
+    /// Runs until `stop`; drains one last time before returning, then drops
+    /// the sampler (detaching the programs).
+    pub async fn run(mut self, every: Duration, stop: CancellationToken) -> Result<(), DrainError> {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => {}
+                // Records are submitted without wake-ups; this wakes early only
+                // if the kernel ever signals (e.g. a future program that does).
+                r = self.ring.readable_mut() => match r {
+                    Ok(mut guard) => guard.clear_ready(),
+                    Err(source) => return Err(DrainError::Poll { source }),
+                },
+            }
+            self.drain_once()?;
+        }
+        self.drain_once()?;
+        info!(records = self.records_decoded, "drain stopped; detaching kernel programs");
+        Ok(())
+    }
+
+    /// One drain: records, idle counters, statistics, snapshot.
+    pub fn drain_once(&mut self) -> Result<(), DrainError> {
+        let mut failed = Vec::new();
+        {
+            let ring = self.ring.get_mut();
+            while let Some(item) = ring.next() {
+                match decode(&item) {
+                    Ok(ev) => {
+                        self.records_decoded += 1;
+                        let applied = self.books.apply(&ev);
+                        failed.extend(applied.failed_reads);
+                        for (cpu, idx) in applied.remote_reads {
+                            if self.remote_ok.insert(idx) {
+                                info!(cpu, counter = idx, "the kernel lets any CPU of the package read this energy counter (PMU read scope): sampling at every busy CPU's cadence");
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        if self.records_malformed == 0 {
+                            warn!(error = %e, "malformed kernel record (counted in ergon_records_malformed_total)");
+                        }
+                        self.records_malformed += 1;
+                    }
+                }
+            }
+        }
+        for (cpu, idx) in failed {
+            let Some(c) = self.sampler.counters.get(idx) else {
+                continue;
+            };
+            if cpu != c.plan.open_cpu {
+                let open_cpu = c.plan.open_cpu;
+                self.sampler.narrow(cpu, idx)?;
+                self.books.forget_reader(cpu, idx);
+                if self.narrowed.insert(idx) {
+                    info!(cpu, open_cpu, counter = idx, "the kernel refuses to read this energy counter from other CPUs than the one it was opened on (no PMU read scope): reading it on cpu {open_cpu} only");
+                }
+            }
+        }
+        self.read_idle_counters();
+        let now = Instant::now();
+        if self.last_stats.is_none_or(|t| now.duration_since(t) >= STATS_EVERY) {
+            self.last_stats = Some(now);
+            let k = self.sampler.kernel_stats()?;
+            self.base.ringbuf_dropped = k[STAT_RINGBUF_DROPS as usize];
+            self.base.counter_read_errors = k[STAT_READ_ERRORS as usize];
+            self.base.cgroup_table_overflows = k[STAT_CGROUP_OVERFLOW as usize];
+            self.base.programs = self.sampler.program_stats();
+        }
+        self.publish();
+        Ok(())
+    }
+
+    fn read_idle_counters(&mut self) {
+        let now = boot_ns();
+        for idx in self.books.stale(now, IDLE_READ_AFTER.as_nanos() as u64) {
+            let Some(c) = self.sampler.counters.get(idx) else {
+                continue;
+            };
+            match c.counter.read() {
+                Ok(raw) => {
+                    // Stamp after the read: a kernel reading stamped earlier
+                    // than this is then ignored, never double counted.
+                    let ts = boot_ns();
+                    if self.books.reading(idx, ts, raw) {
+                        self.idle_counter_reads += 1;
+                    }
+                }
+                Err(e) => warn!(error = %e, counter = idx, "reading an idle energy counter failed"),
+            }
+        }
+    }
+
+    fn publish(&mut self) {
+        let mut s = self.base.clone();
+        s.packages = self.books.packages();
+        s.cpus = self.books.cpus();
+        s.cpu_time = self.books.cpu_time().iter().map(|(&c, &t)| (c, t)).collect();
+        s.records_decoded = self.records_decoded;
+        s.records_malformed = self.records_malformed;
+        s.idle_counter_reads = self.idle_counter_reads;
+        s.last_drain_unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.snapshot.store(std::sync::Arc::new(s));
+    }
+}

@@ -1,0 +1,398 @@
+//! The energy books: counter readings in, joules per package/domain and per
+//! CPU out. Pure bookkeeping, no I/O.
+//!
+//! Every counter keeps its last reading and the sum of its deltas in raw
+//! counts (`u128`, exact); joules are computed from counts only when a
+//! snapshot is taken, so the books never drift. Readings can come from any
+//! CPU that reads the counter and from the daemon's own reads of idle
+//! counters: only a reading newer than the last one is applied, so an
+//! out-of-order reading can never produce a backwards (or wrapped) delta.
+
+use std::collections::{BTreeMap, HashMap};
+
+use sampler_common::DOMAIN_NAMES;
+
+use crate::{
+    decode::Event,
+    source::{CounterPlan, Plan},
+    units::{counter_delta, Joules},
+};
+
+/// Where a counter's count comes from: the perf PMU hands out 64-bit counts.
+const COUNTER_BITS: u32 = 64;
+
+/// Deltas above this are treated as a reset, not as energy (a 64-bit perf
+/// count never advances 2^62 between two reads).
+const MAX_SANE_DELTA: u64 = 1 << 62;
+
+#[derive(Clone, Debug)]
+struct Book {
+    plan: CounterPlan,
+    last: Option<(u64, u64)>,
+    counts: u128,
+}
+
+/// Kernel-accounted time of one CPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuTime {
+    pub busy_ns: u64,
+    pub idle_ns: u64,
+}
+
+/// Energy of one (package, domain).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PackageEnergy {
+    pub package: u32,
+    pub domain: &'static str,
+    pub joules: Joules,
+}
+
+/// Energy of one CPU.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CpuEnergy {
+    pub cpu: u32,
+    pub package: u32,
+    pub joules: Joules,
+}
+
+/// What applying one record found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Readings applied.
+    pub readings: u32,
+    /// Readings ignored as not newer than what the book had.
+    pub stale: u32,
+    /// (cpu, counter index) pairs whose read failed in the kernel.
+    pub failed_reads: Vec<(u32, usize)>,
+    /// (cpu, counter index) pairs read successfully by a CPU other than the
+    /// one the counter was opened on.
+    pub remote_reads: Vec<(u32, usize)>,
+}
+
+#[derive(Clone, Debug)]
+pub struct EnergyBooks {
+    books: Vec<Book>,
+    slots: HashMap<(u32, usize), usize>,
+    per_cpu: bool,
+    /// package → its CPUs, for the per-CPU split of package counters.
+    package_cpus: BTreeMap<u32, Vec<u32>>,
+    cpu_time: BTreeMap<u32, CpuTime>,
+}
+
+impl EnergyBooks {
+    /// `cpus` are the (cpu, package) pairs of the machine.
+    pub fn new(plan: &Plan, cpus: &[(u32, u32)]) -> Self {
+        let mut slots = HashMap::new();
+        for (idx, c) in plan.counters.iter().enumerate() {
+            for &r in &c.readers {
+                slots.insert((r, c.domain), idx);
+            }
+        }
+        let mut package_cpus: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+        for &(cpu, pkg) in cpus {
+            package_cpus.entry(pkg).or_default().push(cpu);
+        }
+        Self {
+            books: plan
+                .counters
+                .iter()
+                .map(|p| Book {
+                    plan: p.clone(),
+                    last: None,
+                    counts: 0,
+                })
+                .collect(),
+            slots,
+            per_cpu: plan.per_cpu,
+            package_cpus,
+            cpu_time: cpus.iter().map(|&(c, _)| (c, CpuTime::default())).collect(),
+        }
+    }
+
+    /// Applies a reading of counter `idx` taken at boot-time `ts_ns`.
+    /// Returns false when it was not newer than the last one (ignored).
+    pub fn reading(&mut self, idx: usize, ts_ns: u64, raw: u64) -> bool {
+        let Some(b) = self.books.get_mut(idx) else {
+            return false;
+        };
+        match b.last {
+            None => {
+                b.last = Some((ts_ns, raw));
+                true
+            }
+            Some((t, prev)) if ts_ns > t => {
+                let d = counter_delta(prev, raw, COUNTER_BITS);
+                if d < MAX_SANE_DELTA {
+                    b.counts += u128::from(d);
+                }
+                b.last = Some((ts_ns, raw));
+                true
+            }
+            Some(_) => false,
+        }
+    }
+
+    /// Applies a kernel record: its counter readings and its time table.
+    pub fn apply(&mut self, ev: &Event) -> Applied {
+        let r = &ev.record;
+        let mut out = Applied::default();
+        for (domain, raw) in ev.readings() {
+            if let Some(&idx) = self.slots.get(&(r.cpu, domain)) {
+                if self.reading(idx, r.ts_ns, raw) {
+                    out.readings += 1;
+                } else {
+                    out.stale += 1;
+                }
+                if self.books[idx].plan.open_cpu != r.cpu {
+                    out.remote_reads.push((r.cpu, idx));
+                }
+            }
+        }
+        for domain in ev.read_errors() {
+            if let Some(&idx) = self.slots.get(&(r.cpu, domain)) {
+                out.failed_reads.push((r.cpu, idx));
+            }
+        }
+        let t = self.cpu_time.entry(r.cpu).or_default();
+        t.busy_ns += ev.busy_ns();
+        t.idle_ns += r.idle_ns;
+        out
+    }
+
+    /// Stops mapping `(cpu, domain of idx)` to counter `idx`.
+    pub fn forget_reader(&mut self, cpu: u32, idx: usize) {
+        if let Some(b) = self.books.get(idx) {
+            self.slots.remove(&(cpu, b.plan.domain));
+        }
+    }
+
+    /// Counters whose last reading is older than `max_age_ns` at `now_ns`
+    /// (all their readers are idle): the daemon reads those itself.
+    pub fn stale(&self, now_ns: u64, max_age_ns: u64) -> Vec<usize> {
+        self.books
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.last.is_none_or(|(t, _)| now_ns.saturating_sub(t) > max_age_ns))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Joules per (package, domain), sorted.
+    pub fn packages(&self) -> Vec<PackageEnergy> {
+        let mut sums: BTreeMap<(u32, usize), f64> = BTreeMap::new();
+        for b in &self.books {
+            *sums.entry((b.plan.package, b.plan.domain)).or_default() += joules(b);
+        }
+        sums.into_iter()
+            .map(|((package, d), j)| PackageEnergy {
+                package,
+                domain: DOMAIN_NAMES.get(d).copied().unwrap_or("unknown"),
+                joules: Joules(j),
+            })
+            .collect()
+    }
+
+    /// Joules per CPU (the `pkg` domain). Per-CPU counters give their CPU's
+    /// energy directly. A package counter is split across the package's CPUs
+    /// by time: every CPU's timeline (busy + idle) spans the whole interval,
+    /// so each gets an equal share and the CPUs sum to the package exactly.
+    pub fn cpus(&self) -> Vec<CpuEnergy> {
+        let mut out: BTreeMap<u32, CpuEnergy> = BTreeMap::new();
+        for (&pkg, cpus) in &self.package_cpus {
+            for &cpu in cpus {
+                out.insert(
+                    cpu,
+                    CpuEnergy {
+                        cpu,
+                        package: pkg,
+                        joules: Joules(0.0),
+                    },
+                );
+            }
+        }
+        for b in self.books.iter().filter(|b| b.plan.domain == 0) {
+            let j = joules(b);
+            if self.per_cpu {
+                if let Some(e) = out.get_mut(&b.plan.open_cpu) {
+                    e.joules.0 += j;
+                }
+            } else if let Some(cpus) = self.package_cpus.get(&b.plan.package) {
+                let share = j / cpus.len() as f64;
+                for cpu in cpus {
+                    if let Some(e) = out.get_mut(cpu) {
+                        e.joules.0 += share;
+                    }
+                }
+            }
+        }
+        out.into_values().collect()
+    }
+
+    pub fn cpu_time(&self) -> &BTreeMap<u32, CpuTime> {
+        &self.cpu_time
+    }
+}
+
+fn joules(b: &Book) -> f64 {
+    b.counts as f64 * b.plan.joules_per_count
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        decode::{blank_record, decode, record_bytes},
+        source::Resolved,
+    };
+    use proptest::prelude::*;
+
+    fn counter(domain: usize, package: u32, open_cpu: u32, readers: Vec<u32>, jpc: f64) -> CounterPlan {
+        CounterPlan {
+            domain,
+            package,
+            open_cpu,
+            readers,
+            pmu_type: 0,
+            config: 0,
+            joules_per_count: jpc,
+        }
+    }
+
+    fn synthetic(cpus: u32, watts: f64) -> Plan {
+        Plan {
+            source: Resolved::Synthetic,
+            reason: String::new(),
+            counters: (0..cpus).map(|c| counter(0, 0, c, vec![c], watts * 1e-9)).collect(),
+            per_cpu: true,
+        }
+    }
+
+    fn tick(cpu: u32, ts: u64, value: u64) -> Event {
+        let mut r = blank_record();
+        r.cpu = cpu;
+        r.ts_ns = ts;
+        r.span_start_ns = ts;
+        r.valid_mask = 1;
+        r.values[0] = value;
+        decode(&record_bytes(&r)).expect("valid")
+    }
+
+    #[test]
+    fn first_reading_is_a_baseline() {
+        let mut b = EnergyBooks::new(&synthetic(1, 10.0), &[(0, 0)]);
+        b.apply(&tick(0, 100, 5_000_000_000));
+        assert_eq!(b.packages()[0].joules, Joules(0.0));
+        b.apply(&tick(0, 200, 6_000_000_000));
+        // 1e9 counts × 10e-9 J = 10 J.
+        assert!((b.packages()[0].joules.0 - 10.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn older_readings_are_ignored() {
+        let mut b = EnergyBooks::new(&synthetic(1, 1.0), &[(0, 0)]);
+        b.reading(0, 100, 1000);
+        assert!(b.reading(0, 300, 3000));
+        assert!(!b.reading(0, 200, 2000), "older reading must be ignored");
+        assert!(!b.reading(0, 300, 3000), "same timestamp must be ignored");
+        assert!(b.reading(0, 400, 4000));
+        assert!((b.packages()[0].joules.0 - 3000e-9).abs() < 1e-15);
+    }
+
+    #[test]
+    fn counter_wrap_is_an_advance() {
+        let mut b = EnergyBooks::new(&synthetic(1, 1e9), &[(0, 0)]);
+        b.reading(0, 1, u64::MAX - 9);
+        b.reading(0, 2, 10);
+        // 20 counts × 1 J.
+        assert!((b.packages()[0].joules.0 - 20.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn package_counter_splits_equally_across_cpus() {
+        let plan = Plan {
+            source: Resolved::Rapl,
+            reason: String::new(),
+            counters: vec![
+                counter(0, 0, 0, vec![0, 1], 0.5),
+                counter(2, 0, 0, vec![0, 1], 0.25),
+                counter(0, 1, 2, vec![2, 3], 1.0),
+            ],
+            per_cpu: false,
+        };
+        let mut b = EnergyBooks::new(&plan, &[(0, 0), (1, 0), (2, 1), (3, 1)]);
+        b.reading(0, 1, 0);
+        b.reading(0, 2, 100); // 50 J pkg 0
+        b.reading(1, 1, 0);
+        b.reading(1, 2, 100); // 25 J ram pkg 0
+        b.reading(2, 1, 0);
+        b.reading(2, 2, 30); // 30 J pkg 1
+        let p = b.packages();
+        assert_eq!(
+            p,
+            vec![
+                PackageEnergy { package: 0, domain: "pkg", joules: Joules(50.0) },
+                PackageEnergy { package: 0, domain: "ram", joules: Joules(25.0) },
+                PackageEnergy { package: 1, domain: "pkg", joules: Joules(30.0) },
+            ]
+        );
+        let c: Vec<f64> = b.cpus().iter().map(|c| c.joules.0).collect();
+        assert_eq!(c, vec![25.0, 25.0, 15.0, 15.0]);
+    }
+
+    #[test]
+    fn remote_reader_is_reported_and_can_be_forgotten() {
+        let plan = Plan {
+            source: Resolved::Rapl,
+            reason: String::new(),
+            counters: vec![counter(0, 0, 0, vec![0, 1], 1.0)],
+            per_cpu: false,
+        };
+        let mut b = EnergyBooks::new(&plan, &[(0, 0), (1, 0)]);
+        let a = b.apply(&tick(1, 10, 5));
+        assert_eq!(a.remote_reads, vec![(1, 0)]);
+        b.forget_reader(1, 0);
+        let a = b.apply(&tick(1, 20, 6));
+        assert_eq!(a.readings, 0);
+    }
+
+    #[test]
+    fn stale_counters_are_listed() {
+        let mut b = EnergyBooks::new(&synthetic(2, 1.0), &[(0, 0), (1, 0)]);
+        b.reading(0, 1_000, 0);
+        b.reading(1, 9_000, 0);
+        assert_eq!(b.stale(10_000, 5_000), vec![0]);
+    }
+
+    proptest! {
+        /// Per-CPU energy always sums to package energy, and package energy
+        /// equals the exact count advance × scale, whatever the order and
+        /// interleaving of readings.
+        #[test]
+        fn books_balance(steps in proptest::collection::vec((0u32..4, 1u64..1_000_000, any::<bool>()), 1..200)) {
+            let plan = synthetic(4, 3.0);
+            let cpus = [(0, 0), (1, 0), (2, 0), (3, 0)];
+            let mut b = EnergyBooks::new(&plan, &cpus);
+            let mut ts = [0u64; 4];
+            let mut raw = [u64::MAX - 1_000; 4];
+            let mut first = [true; 4];
+            let mut truth = 0u128;
+            for (cpu, adv, replay_old) in steps {
+                let c = cpu as usize;
+                ts[c] += 1;
+                raw[c] = raw[c].wrapping_add(adv);
+                if !first[c] { truth += u128::from(adv); }
+                first[c] = false;
+                b.reading(c, ts[c], raw[c]);
+                if replay_old {
+                    // A late, older reading must change nothing.
+                    b.reading(c, ts[c] - 1, raw[c].wrapping_sub(adv));
+                }
+            }
+            let pkg: f64 = b.packages().iter().map(|p| p.joules.0).sum();
+            let cpu_sum: f64 = b.cpus().iter().map(|c| c.joules.0).sum();
+            let expect = truth as f64 * 3e-9;
+            prop_assert!((pkg - expect).abs() <= 1e-9 * expect.max(1.0));
+            prop_assert!((cpu_sum - pkg).abs() <= 1e-9 * pkg.max(1.0));
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! `/metrics`: the prometheus-client registry. A collector encodes the
+//! current [`Snapshot`] — a scrape only encodes what the drain task already
+//! computed.
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric},
+    metrics::{counter::ConstCounter, gauge::ConstGauge, MetricType},
+    registry::Registry,
+};
+
+use crate::snapshot::SharedSnapshot;
+
+/// Content type of what [`encode`] writes.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Debug)]
+struct SnapshotCollector {
+    snapshot: SharedSnapshot,
+}
+
+pub fn registry(snapshot: SharedSnapshot) -> Registry {
+    let mut r = Registry::default();
+    r.register_collector(Box::new(SnapshotCollector { snapshot }));
+    r
+}
+
+/// Encodes the whole registry (OpenMetrics text, `# EOF` terminated).
+pub fn encode(registry: &Registry) -> Result<String, std::fmt::Error> {
+    let mut out = String::with_capacity(4096);
+    prometheus_client::encoding::text::encode(&mut out, registry)?;
+    Ok(out)
+}
+
+fn counter<'a, I>(enc: &mut DescriptorEncoder, name: &str, help: &str, items: I) -> std::fmt::Result
+where
+    I: IntoIterator<Item = (Vec<(&'static str, String)>, f64)>,
+{
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, v) in items {
+        ConstCounter::new(v).encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn counter1(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
+    let m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    ConstCounter::new(v).encode(m)
+}
+
+impl Collector for SnapshotCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = self.snapshot.load();
+        counter(
+            &mut enc,
+            "ergon_package_energy_joules",
+            "Energy consumed by a package in an energy domain since the daemon started.",
+            s.packages.iter().map(|p| {
+                (
+                    vec![("package", p.package.to_string()), ("domain", p.domain.to_string())],
+                    p.joules.0,
+                )
+            }),
+        )?;
+        counter(
+            &mut enc,
+            "ergon_cpu_energy_joules",
+            "Package energy (domain pkg) attributed to a CPU, idle included; sums to the package.",
+            s.cpus
+                .iter()
+                .map(|c| (vec![("cpu", c.cpu.to_string())], c.joules.0)),
+        )?;
+        counter(
+            &mut enc,
+            "ergon_cpu_time_seconds",
+            "Time the kernel programs accounted per CPU, as busy (any task) or idle.",
+            s.cpu_time.iter().flat_map(|(cpu, t)| {
+                [
+                    (
+                        vec![("cpu", cpu.to_string()), ("state", "busy".to_string())],
+                        t.busy_ns as f64 * 1e-9,
+                    ),
+                    (
+                        vec![("cpu", cpu.to_string()), ("state", "idle".to_string())],
+                        t.idle_ns as f64 * 1e-9,
+                    ),
+                ]
+            }),
+        )?;
+        {
+            let mut m = enc.encode_descriptor(
+                "ergon_source_info",
+                "The energy source in use (value 1).",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(1i64).encode(m.encode_family(&[("source", s.source)])?)?;
+        }
+        counter1(
+            &mut enc,
+            "ergon_records_decoded",
+            "Kernel records decoded.",
+            s.records_decoded,
+        )?;
+        counter1(
+            &mut enc,
+            "ergon_records_malformed",
+            "Kernel records rejected as malformed.",
+            s.records_malformed,
+        )?;
+        counter1(
+            &mut enc,
+            "ergon_ringbuf_dropped",
+            "Records the kernel could not write because the ring buffer was full (their time and energy are carried by the next record).",
+            s.ringbuf_dropped,
+        )?;
+        counter1(
+            &mut enc,
+            "ergon_counter_read_errors",
+            "Energy counter reads that failed in the kernel.",
+            s.counter_read_errors,
+        )?;
+        counter1(
+            &mut enc,
+            "ergon_cgroup_table_overflows",
+            "Times a CPU's per-cgroup time table filled up between two timer runs.",
+            s.cgroup_table_overflows,
+        )?;
+        counter1(
+            &mut enc,
+            "ergon_idle_counter_reads",
+            "Counter reads made by the daemon because every CPU reading the counter was idle.",
+            s.idle_counter_reads,
+        )?;
+        counter(
+            &mut enc,
+            "ergon_bpf_program_runs",
+            "Runs of each kernel program (kernel BPF stats, enabled while the daemon runs).",
+            s.programs
+                .iter()
+                .map(|p| (vec![("program", p.name.to_string())], p.run_count as f64)),
+        )?;
+        counter(
+            &mut enc,
+            "ergon_bpf_program_run_seconds",
+            "Time spent in each kernel program (kernel BPF stats).",
+            s.programs
+                .iter()
+                .map(|p| (vec![("program", p.name.to_string())], p.run_time_ns as f64 * 1e-9)),
+        )?;
+        {
+            let m = enc.encode_descriptor(
+                "ergon_last_drain_timestamp_seconds",
+                "Wall-clock time of the last ring-buffer drain.",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(s.last_drain_unix).encode(m)?;
+        }
+        {
+            let m = enc.encode_descriptor(
+                "ergon_sampling_period_seconds",
+                "Timer period of the kernel sampler per CPU.",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(s.period_seconds).encode(m)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        energy::{CpuEnergy, CpuTime, PackageEnergy},
+        snapshot::{shared, Snapshot},
+        units::Joules,
+    };
+
+    #[test]
+    fn encodes_the_snapshot() {
+        let snap = Snapshot {
+            source: "synthetic",
+            packages: vec![PackageEnergy {
+                package: 0,
+                domain: "pkg",
+                joules: Joules(12.5),
+            }],
+            cpus: vec![
+                CpuEnergy { cpu: 0, package: 0, joules: Joules(6.25) },
+                CpuEnergy { cpu: 1, package: 0, joules: Joules(6.25) },
+            ],
+            cpu_time: vec![(0, CpuTime { busy_ns: 1_500_000_000, idle_ns: 500_000_000 })],
+            records_decoded: 42,
+            ringbuf_dropped: 3,
+            ..Snapshot::default()
+        };
+        let text = encode(&registry(shared(snap))).expect("encode");
+        for line in [
+            "ergon_package_energy_joules_total{package=\"0\",domain=\"pkg\"} 12.5",
+            "ergon_cpu_energy_joules_total{cpu=\"1\"} 6.25",
+            "ergon_cpu_time_seconds_total{cpu=\"0\",state=\"busy\"} 1.5",
+            "ergon_source_info{source=\"synthetic\"} 1",
+            "ergon_records_decoded_total 42",
+            "ergon_ringbuf_dropped_total 3",
+            "# TYPE ergon_package_energy_joules counter",
+            "# EOF",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing `{line}` in:\n{text}");
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! The immutable state a scrape encodes. The drain task builds a new one
+//! after every drain and swaps it in; a scrape reads one `Arc` and so always
+//! sees one consistent set of books.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::{
+    bpf::ProgramStats,
+    energy::{CpuEnergy, CpuTime, PackageEnergy},
+};
+
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub source: &'static str,
+    pub packages: Vec<PackageEnergy>,
+    pub cpus: Vec<CpuEnergy>,
+    pub cpu_time: Vec<(u32, CpuTime)>,
+    pub records_decoded: u64,
+    pub records_malformed: u64,
+    pub ringbuf_dropped: u64,
+    pub counter_read_errors: u64,
+    pub cgroup_table_overflows: u64,
+    /// Counter reads the daemon made itself for counters whose CPUs were idle.
+    pub idle_counter_reads: u64,
+    pub programs: Vec<ProgramStats>,
+    /// Wall-clock time of the last drain, seconds since the epoch (0 before the first).
+    pub last_drain_unix: f64,
+    pub period_seconds: f64,
+}
+
+/// Shared, swappable current snapshot.
+pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
+
+pub fn shared(initial: Snapshot) -> SharedSnapshot {
+    Arc::new(ArcSwap::from_pointee(initial))
+}

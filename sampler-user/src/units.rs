@@ -1,0 +1,115 @@
+//! Unit newtypes and the one wrap-aware delta every counter goes through.
+
+use std::fmt;
+
+/// Energy in joules.
+#[derive(Clone, Copy, Debug, Default, PartialEq, PartialOrd)]
+pub struct Joules(pub f64);
+
+impl fmt::Display for Joules {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} J", self.0)
+    }
+}
+
+/// Power in watts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, PartialOrd)]
+pub struct Watts(pub f64);
+
+/// A duration or a boot-time instant in nanoseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Nanos(pub u64);
+
+impl Nanos {
+    pub fn as_secs_f64(self) -> f64 {
+        self.0 as f64 * 1e-9
+    }
+}
+
+/// Advance of a counter that counts up and wraps at `2^bits` (`bits` in
+/// 1..=64), from `prev` to `cur`. The perf PMU hands out 64-bit accumulated
+/// counts (`bits = 64`); the RAPL MSR is 32 bits wide. A counter that is read
+/// at least once per wrap period is never misread.
+pub fn counter_delta(prev: u64, cur: u64, bits: u32) -> u64 {
+    let mask = if bits >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << bits) - 1
+    };
+    cur.wrapping_sub(prev) & mask
+}
+
+/// Advance of a counter that wraps at an arbitrary `max` (inclusive range
+/// `0..=max`, as powercap's `max_energy_range_uj`).
+pub fn bounded_delta(prev: u64, cur: u64, max: u64) -> u64 {
+    if cur >= prev {
+        cur - prev
+    } else {
+        // Wrapped: up to max, then from 0 to cur.
+        (max - prev.min(max)) + cur + 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn plain_advance() {
+        assert_eq!(counter_delta(10, 25, 64), 15);
+        assert_eq!(counter_delta(10, 25, 32), 15);
+    }
+
+    #[test]
+    fn wraps_at_64_bits() {
+        assert_eq!(counter_delta(u64::MAX - 4, 5, 64), 10);
+    }
+
+    #[test]
+    fn wraps_at_32_bits() {
+        assert_eq!(counter_delta(0xffff_fff0, 0x10, 32), 0x20);
+    }
+
+    #[test]
+    fn bounded_wrap() {
+        // powercap: 0..=max, so max → 0 is one step.
+        assert_eq!(bounded_delta(99, 0, 99), 1);
+        assert_eq!(bounded_delta(90, 9, 99), 19);
+        assert_eq!(bounded_delta(5, 9, 99), 4);
+    }
+
+    proptest! {
+        #[test]
+        fn delta_recovers_any_advance(start in any::<u64>(), adv in any::<u64>(), bits in 1u32..=64) {
+            let mask = if bits == 64 { u64::MAX } else { (1u64 << bits) - 1 };
+            let adv = adv & mask;
+            let prev = start & mask;
+            let cur = prev.wrapping_add(adv) & mask;
+            prop_assert_eq!(counter_delta(prev, cur, bits), adv);
+        }
+
+        #[test]
+        fn bounded_delta_recovers_any_advance(max in 1u64..u64::MAX / 2, start in any::<u64>(), adv in any::<u64>()) {
+            let prev = start % (max + 1);
+            let adv = adv % (max + 1);
+            let cur = (prev + adv) % (max + 1);
+            prop_assert_eq!(bounded_delta(prev, cur, max), adv);
+        }
+
+        #[test]
+        fn sum_of_deltas_is_total_advance(steps in proptest::collection::vec(0u64..1 << 31, 1..50), start in any::<u32>()) {
+            // 32-bit counter read often enough: the sum of deltas equals the true advance.
+            let mut raw = u64::from(start);
+            let mut total = 0u64;
+            let mut sum = 0u64;
+            for s in steps {
+                let next = (raw + s) & 0xffff_ffff;
+                sum += counter_delta(raw, next, 32);
+                total += s;
+                raw = next;
+            }
+            prop_assert_eq!(sum, total);
+        }
+    }
+}

@@ -399,3 +399,25 @@ fn counter_map(domain: usize) -> Result<&'static str, BpfError> {
         .copied()
         .ok_or(BpfError::MissingMap { name: "CTR_<domain>" })
 }
+
+/// Loads the object and both programs through the verifier without attaching
+/// anything: the strongest "will `ergon run` work here" check short of running.
+pub fn verify() -> Result<(), BpfError> {
+    if BPF_OBJECT.is_empty() {
+        return Err(BpfError::NotBuilt);
+    }
+    let mut ebpf = Ebpf::load(BPF_OBJECT).map_err(|source| BpfError::Load { source })?;
+    let btf = Btf::from_sys_fs().map_err(|source| BpfError::Btf { source })?;
+    let sw: &mut BtfTracePoint = program_mut(&mut ebpf, SWITCH_PROGRAM)?;
+    sw.load("sched_switch", &btf).map_err(|source| BpfError::Program {
+        name: SWITCH_PROGRAM,
+        action: "load",
+        source,
+    })?;
+    let timer: &mut PerfEvent = program_mut(&mut ebpf, TIMER_PROGRAM)?;
+    timer.load().map_err(|source| BpfError::Program {
+        name: TIMER_PROGRAM,
+        action: "load",
+        source,
+    })
+}

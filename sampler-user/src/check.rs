@@ -1,1 +1,315 @@
-use std::process::ExitCode; use crate::config::Settings; pub fn run(_s: &Settings) -> ExitCode { ExitCode::FAILURE }
+//! `ergon check`: what this machine offers, what `--source auto` would pick,
+//! and whether `ergon run` can work here (exit 0) or not (exit 1, with the
+//! reason and the fix).
+
+use std::{fmt::Write as _, process::ExitCode};
+
+use crate::{
+    bpf, cgroupfs,
+    config::Settings,
+    source::{self, chain, rapl, SourceKind},
+    sysroot::SysRoot,
+    topology::Topology,
+};
+
+/// Minimum kernel: BPF ring buffer, CAP_BPF/CAP_PERFMON, `bpf_ktime_get_boot_ns`.
+pub const MIN_KERNEL: (u32, u32) = (5, 8);
+
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    /// Informational: a missing optional feature.
+    Info,
+    /// `ergon run` cannot work.
+    Fail,
+}
+
+#[derive(Clone, Debug)]
+pub struct Finding {
+    pub item: &'static str,
+    pub status: Status,
+    pub detail: String,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    pub findings: Vec<Finding>,
+}
+
+impl Report {
+    fn push(&mut self, item: &'static str, status: Status, detail: impl Into<String>) {
+        self.findings.push(Finding {
+            item,
+            status,
+            detail: detail.into(),
+        });
+    }
+
+    pub fn can_run(&self) -> bool {
+        self.findings.iter().all(|f| f.status != Status::Fail)
+    }
+
+    pub fn find(&self, item: &str) -> Option<&Finding> {
+        self.findings.iter().find(|f| f.item == item)
+    }
+
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        for f in &self.findings {
+            let tag = match f.status {
+                Status::Ok => "ok  ",
+                Status::Info => "info",
+                Status::Fail => "FAIL",
+            };
+            let _ = writeln!(s, "{tag}  {:<12} {}", f.item, f.detail);
+        }
+        if self.can_run() {
+            s.push_str("\nergon run can work on this machine.\n");
+        } else {
+            s.push_str("\nergon run cannot work here: fix the FAIL lines above.\n");
+        }
+        s
+    }
+}
+
+/// Parses `6.18.44-fc` → (6, 18).
+pub fn parse_kernel_release(s: &str) -> Option<(u32, u32)> {
+    let mut it = s.trim().split(['.', '-']);
+    let major = it.next()?.parse().ok()?;
+    let minor = it.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+/// Effective capability bits from `/proc/self/status`.
+pub fn parse_cap_eff(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+}
+
+/// Everything that does not need privileges or the kernel programs.
+pub fn inspect(root: &SysRoot, synthetic_watts: f64) -> Report {
+    let mut r = Report::default();
+    let osrelease = root.proc("sys/kernel/osrelease");
+    match std::fs::read_to_string(&osrelease).ok().as_deref().and_then(parse_kernel_release) {
+        Some(v) if v >= MIN_KERNEL => r.push("kernel", Status::Ok, format!("{}.{} (5.8 or newer needed)", v.0, v.1)),
+        Some(v) => r.push(
+            "kernel",
+            Status::Fail,
+            format!("{}.{} is older than 5.8: the BPF ring buffer, CAP_BPF and boot-time clocks are missing; upgrade the kernel", v.0, v.1),
+        ),
+        None => r.push("kernel", Status::Fail, format!("cannot read the release from {}", osrelease.display())),
+    }
+    let btf = root.sys("kernel/btf/vmlinux");
+    if btf.exists() {
+        r.push("btf", Status::Ok, format!("{} present (tp_btf programs can load)", btf.display()));
+    } else {
+        r.push("btf", Status::Fail, format!("{} missing: the kernel was built without CONFIG_DEBUG_INFO_BTF; use a kernel with BTF", btf.display()));
+    }
+    let status = root.proc("self/status");
+    match std::fs::read_to_string(&status).ok().as_deref().and_then(parse_cap_eff) {
+        Some(caps) => {
+            let has = |c: u32| caps & (1u64 << c) != 0;
+            if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+                r.push(
+                    "privileges",
+                    Status::Ok,
+                    format!("CAP_BPF={} CAP_PERFMON={} CAP_SYS_ADMIN={}", has(CAP_BPF), has(CAP_PERFMON), has(CAP_SYS_ADMIN)),
+                );
+            } else {
+                r.push("privileges", Status::Fail, "neither CAP_SYS_ADMIN nor CAP_BPF+CAP_PERFMON: run as root or grant both capabilities (e.g. setcap cap_bpf,cap_perfmon+ep ergon)");
+            }
+        }
+        None => r.push("privileges", Status::Fail, format!("cannot read CapEff from {}", status.display())),
+    }
+    if let Ok(p) = std::fs::read_to_string(root.proc("sys/kernel/perf_event_paranoid")) {
+        r.push("perf", Status::Ok, format!("perf_event_paranoid={} (system-wide events need CAP_PERFMON above 0)", p.trim()));
+    }
+    match Topology::read(root) {
+        Ok(t) => r.push(
+            "cpus",
+            Status::Ok,
+            format!("{} online in {} package(s)", t.cpus.len(), t.packages().len()),
+        ),
+        Err(e) => r.push("cpus", Status::Fail, chain(&e)),
+    }
+    match rapl::discover(root) {
+        Ok(Some(pmu)) => {
+            let events: Vec<&str> = pmu
+                .events
+                .iter()
+                .filter_map(|e| sampler_common::DOMAIN_NAMES.get(e.domain).copied())
+                .collect();
+            r.push(
+                "power PMU",
+                Status::Ok,
+                format!("type {}, cpumask {:?}, events energy-{{{}}}", pmu.pmu_type, pmu.cpumask, events.join(",")),
+            );
+        }
+        Ok(None) => r.push("power PMU", Status::Info, format!("none at {} (no RAPL through perf; VMs usually have none)", root.sys(rapl::POWER_PMU_DIR).display())),
+        Err(e) => r.push("power PMU", Status::Info, format!("present but unusable: {}", chain(&e))),
+    }
+    r.push("powercap", Status::Info, powercap_zones(root));
+    let msr = root.dev("cpu/0/msr");
+    if msr.exists() {
+        r.push("msr", Status::Info, format!("{} present", msr.display()));
+    } else {
+        r.push("msr", Status::Info, format!("{} missing (load it with `modprobe msr`)", msr.display()));
+    }
+    match cgroupfs::detect(root) {
+        Ok(cgroupfs::Layout::V2 { mount }) => r.push("cgroup", Status::Ok, format!("v2 (unified) at {}", mount.display())),
+        Ok(cgroupfs::Layout::Hybrid { mount, v1_controllers }) => r.push(
+            "cgroup",
+            Status::Ok,
+            format!("hybrid: cgroup2 at {}, {v1_controllers} v1 hierarchies", mount.display()),
+        ),
+        Ok(cgroupfs::Layout::V1 { .. }) => r.push("cgroup", Status::Info, "v1 only: no cgroup2 mount, per-cgroup attribution needs cgroup2"),
+        Ok(cgroupfs::Layout::None) => r.push("cgroup", Status::Info, "no cgroup filesystem mounted"),
+        Err(e) => r.push("cgroup", Status::Info, chain(&e)),
+    }
+    match Topology::read(root) {
+        Ok(topo) => match source::select(SourceKind::Auto, root, &topo, synthetic_watts) {
+            Ok(plan) => r.push("auto source", Status::Ok, format!("{}: {}", plan.source.name(), plan.reason)),
+            Err(e) => r.push("auto source", Status::Fail, chain(&e)),
+        },
+        Err(_) => r.push("auto source", Status::Fail, "no CPU topology (see `cpus`)"),
+    }
+    r
+}
+
+fn powercap_zones(root: &SysRoot) -> String {
+    let dir = root.sys("class/powercap");
+    let mut zones: Vec<String> = std::fs::read_dir(&dir)
+        .map(|it| {
+            it.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("intel-rapl:") || n.starts_with("amd-rapl:"))
+                .collect()
+        })
+        .unwrap_or_default();
+    zones.sort();
+    if zones.is_empty() {
+        format!("no RAPL zones under {}", dir.display())
+    } else {
+        format!("zones {}", zones.join(", "))
+    }
+}
+
+/// The full check, including loading the kernel programs through the verifier.
+pub fn report(settings: &Settings) -> Report {
+    let mut r = inspect(&settings.root, settings.synthetic_watts);
+    let ready = ["kernel", "btf", "privileges"]
+        .iter()
+        .all(|i| r.find(i).is_some_and(|f| f.status == Status::Ok));
+    if ready {
+        match bpf::verify() {
+            Ok(()) => r.push("programs", Status::Ok, "on_timer and sched_switch pass the verifier"),
+            Err(e) => r.push("programs", Status::Fail, chain(&e)),
+        }
+    } else {
+        r.push("programs", Status::Fail, "not loaded: fix kernel, btf and privileges first");
+    }
+    if settings.source != SourceKind::Auto {
+        if let Ok(topo) = Topology::read(&settings.root) {
+            match source::select(settings.source, &settings.root, &topo, settings.synthetic_watts) {
+                Ok(plan) => r.push("--source", Status::Ok, format!("{}: {}", plan.source.name(), plan.reason)),
+                Err(e) => r.push("--source", Status::Fail, chain(&e)),
+            }
+        }
+    }
+    r
+}
+
+pub fn run(settings: &Settings) -> ExitCode {
+    let r = report(settings);
+    print!("{}", r.render());
+    if r.can_run() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn kernel_release() {
+        assert_eq!(parse_kernel_release("6.18.44-fc-v445\n"), Some((6, 18)));
+        assert_eq!(parse_kernel_release("5.8.0"), Some((5, 8)));
+        assert_eq!(parse_kernel_release("4.19-rc1"), Some((4, 19)));
+        assert_eq!(parse_kernel_release("garbage"), None);
+        assert!(parse_kernel_release("5.4.0").is_some_and(|v| v < MIN_KERNEL));
+    }
+
+    #[test]
+    fn capabilities() {
+        let s = "Name:\tx\nCapEff:\t000001ffffffffff\n";
+        assert_eq!(parse_cap_eff(s), Some(0x1ff_ffff_ffff));
+        assert_eq!(parse_cap_eff("Name: x\n"), None);
+    }
+
+    fn write(root: &Path, rel: &str, text: &str) {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, text).expect("write");
+    }
+
+    fn tree(kernel: &str, cap_eff: &str, btf: bool) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        write(d, "proc/sys/kernel/osrelease", kernel);
+        write(d, "proc/self/status", &format!("Name:\tergon\nCapEff:\t{cap_eff}\n"));
+        write(d, "proc/self/mountinfo", "34 33 0:29 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n35 33 0:30 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n");
+        write(d, "sys/devices/system/cpu/online", "0-1\n");
+        if btf {
+            write(d, "sys/kernel/btf/vmlinux", "");
+        }
+        dir
+    }
+
+    #[test]
+    fn a_capable_machine_without_rapl_picks_synthetic() {
+        let dir = tree("6.1.0\n", "000001ffffffffff", true);
+        let r = inspect(&SysRoot::under(dir.path()), 10.0);
+        assert!(r.can_run(), "{}", r.render());
+        let auto = r.find("auto source").expect("auto line");
+        assert!(auto.detail.starts_with("synthetic: no perf power PMU"), "{}", auto.detail);
+        let cg = r.find("cgroup").expect("cgroup line");
+        assert!(cg.detail.contains("hybrid") && cg.detail.contains("/sys/fs/cgroup/unified"), "{}", cg.detail);
+        assert_eq!(r.find("power PMU").map(|f| f.status), Some(Status::Info));
+    }
+
+    #[test]
+    fn old_kernel_no_btf_no_caps_fail_with_reasons() {
+        let dir = tree("4.19.0\n", "0000000000000000", false);
+        let r = inspect(&SysRoot::under(dir.path()), 10.0);
+        assert!(!r.can_run());
+        for item in ["kernel", "btf", "privileges"] {
+            let f = r.find(item).expect("line");
+            assert_eq!(f.status, Status::Fail, "{item}: {}", f.detail);
+        }
+        assert!(r.find("kernel").is_some_and(|f| f.detail.contains("older than 5.8")));
+        assert!(r.find("btf").is_some_and(|f| f.detail.contains("CONFIG_DEBUG_INFO_BTF")));
+        assert!(r.find("privileges").is_some_and(|f| f.detail.contains("CAP_BPF")));
+        assert!(r.render().contains("cannot work here"));
+    }
+
+    #[test]
+    fn rapl_fixture_is_reported_and_chosen() {
+        let fixture = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/rapl-intel-2pkg"));
+        let r = inspect(&SysRoot::under(fixture), 10.0);
+        let pmu = r.find("power PMU").expect("pmu line");
+        assert_eq!(pmu.status, Status::Ok, "{}", pmu.detail);
+        assert!(pmu.detail.contains("energy-{pkg,cores,ram,psys,gpu}"), "{}", pmu.detail);
+        let auto = r.find("auto source").expect("auto line");
+        assert!(auto.detail.starts_with("rapl: perf power PMU found"), "{}", auto.detail);
+    }
+}

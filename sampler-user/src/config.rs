@@ -173,6 +173,7 @@ impl RunArgs {
             sysfs: self.sysfs_root.clone().or(file.sysfs_root).unwrap_or(d.sysfs),
             procfs: self.procfs_root.clone().or(file.procfs_root).unwrap_or(d.procfs),
             cgroup: self.cgroup_root.clone().or(file.cgroup_root).unwrap_or(d.cgroup),
+            dev: d.dev,
         };
         Ok(Settings {
             source,

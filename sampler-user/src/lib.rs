@@ -5,6 +5,7 @@
 //! immutable [`snapshot`] → [`metrics`] encoder → [`server`].
 
 pub mod bpf;
+pub mod cgroupfs;
 pub mod check;
 pub mod config;
 pub mod daemon;

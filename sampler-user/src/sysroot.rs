@@ -13,6 +13,8 @@ pub struct SysRoot {
     pub procfs: PathBuf,
     /// Where the cgroup hierarchy is mounted (`--cgroup-root`, default `/sys/fs/cgroup`).
     pub cgroup: PathBuf,
+    /// Where device nodes live (`/dev`; only fixture trees move it).
+    pub dev: PathBuf,
 }
 
 impl Default for SysRoot {
@@ -21,6 +23,7 @@ impl Default for SysRoot {
             sysfs: PathBuf::from("/sys"),
             procfs: PathBuf::from("/proc"),
             cgroup: PathBuf::from("/sys/fs/cgroup"),
+            dev: PathBuf::from("/dev"),
         }
     }
 }
@@ -33,12 +36,18 @@ impl SysRoot {
             sysfs: dir.join("sys"),
             procfs: dir.join("proc"),
             cgroup: dir.join("sys/fs/cgroup"),
+            dev: dir.join("dev"),
         }
     }
 
     /// A path below the sysfs root; `rel` is written without a leading `/`.
     pub fn sys(&self, rel: &str) -> PathBuf {
         self.sysfs.join(rel)
+    }
+
+    /// A path below the device root.
+    pub fn dev(&self, rel: &str) -> PathBuf {
+        self.dev.join(rel)
     }
 
     /// A path below the procfs root.

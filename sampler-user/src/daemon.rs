@@ -41,6 +41,11 @@ pub enum DaemonError {
 }
 
 pub async fn run(settings: Settings) -> Result<(), DaemonError> {
+    // Signal handlers first: a SIGTERM during start-up must stop cleanly too.
+    let mut term = tokio::signal::unix::signal(SignalKind::terminate())
+        .map_err(|source| DaemonError::Signal { source })?;
+    let mut int = tokio::signal::unix::signal(SignalKind::interrupt())
+        .map_err(|source| DaemonError::Signal { source })?;
     let topo = Topology::read(&settings.root)?;
     let plan = source::select(settings.source, &settings.root, &topo, settings.synthetic_watts)?;
     info!(
@@ -103,10 +108,6 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     }
     {
         let stop = stop.clone();
-        let mut term = tokio::signal::unix::signal(SignalKind::terminate())
-            .map_err(|source| DaemonError::Signal { source })?;
-        let mut int = tokio::signal::unix::signal(SignalKind::interrupt())
-            .map_err(|source| DaemonError::Signal { source })?;
         tasks.spawn(async move {
             tokio::select! {
                 _ = term.recv() => info!("SIGTERM: stopping"),

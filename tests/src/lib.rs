@@ -1,1 +1,197 @@
-//! Privileged end-to-end tests; see `tests/`.
+//! Helpers for the privileged end-to-end tests in `tests/`: they load the real
+//! kernel programs, so they run as root (`cargo xtask test` runs them with
+//! `--test-threads=1`). A test that cannot run fails with the reason: every
+//! development and CI machine here has root, BTF and a 5.8+ kernel.
+
+use std::{
+    collections::BTreeMap,
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+/// Fails the test (with the reason) unless we are root.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "this test loads BPF programs and needs root (CAP_BPF, CAP_PERFMON); run `cargo xtask test` as root"
+    );
+}
+
+/// The `ergon` binary under test (`ERGON_BIN`, set by xtask).
+pub fn ergon_bin() -> PathBuf {
+    std::env::var_os("ERGON_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/ergon")))
+}
+
+pub fn online_cpus() -> Vec<u32> {
+    let s = std::fs::read_to_string("/sys/devices/system/cpu/online").expect("read online cpus");
+    let mut out = Vec::new();
+    for part in s.trim().split(',') {
+        match part.split_once('-') {
+            Some((a, b)) => out.extend(a.parse::<u32>().expect("cpu")..=b.parse::<u32>().expect("cpu")),
+            None => out.push(part.parse().expect("cpu")),
+        }
+    }
+    out
+}
+
+/// A port free right now on 127.0.0.1.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").port()
+}
+
+/// A running `ergon run`, killed on drop.
+pub struct Daemon {
+    pub child: Child,
+    pub addr: String,
+}
+
+impl Daemon {
+    /// Starts `ergon run ARGS --listen 127.0.0.1:<free>` and waits for `/metrics`.
+    pub fn start(args: &[&str]) -> Daemon {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let child = Command::new(ergon_bin())
+            .arg("run")
+            .args(args)
+            .args(["--listen", &addr])
+            .env("ERGON_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start ergon (build it with `cargo xtask build`)");
+        let mut d = Daemon { child, addr };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(body) = http_get(&d.addr, "/metrics") {
+                if body.contains("ergon_last_drain_timestamp_seconds") && parse_metrics(&body).get("ergon_records_decoded_total").copied().unwrap_or(0.0) > 0.0 {
+                    return d;
+                }
+            }
+            if let Ok(Some(status)) = d.child.try_wait() {
+                let mut err = String::new();
+                if let Some(e) = d.child.stderr.as_mut() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                panic!("ergon exited early ({status}):\n{err}");
+            }
+            assert!(Instant::now() < deadline, "ergon did not serve /metrics within 20 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn metrics(&self) -> BTreeMap<String, f64> {
+        let body = http_get(&self.addr, "/metrics").expect("GET /metrics");
+        parse_metrics(&body)
+    }
+
+    /// Sends SIGTERM and waits; returns (exit status, stderr).
+    pub fn stop(mut self) -> (std::process::ExitStatus, String) {
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().expect("wait for ergon");
+        let mut err = String::new();
+        if let Some(e) = self.child.stderr.as_mut() {
+            let _ = e.read_to_string(&mut err);
+        }
+        (status, err)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.1 GET (no client library needed for one request).
+pub fn http_get(addr: &str, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let (head, body) = buf.split_once("\r\n\r\n")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    // axum answers with a content-length for these bodies (no chunking).
+    Some(body.to_string())
+}
+
+/// `name{labels} value` lines → map from `name{labels}` to value.
+pub fn parse_metrics(body: &str) -> BTreeMap<String, f64> {
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Sum of the values of every series of `name`.
+pub fn sum_of(m: &BTreeMap<String, f64>, name: &str) -> f64 {
+    m.iter()
+        .filter(|(k, _)| k.as_str() == name || k.starts_with(&format!("{name}{{")))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// Threads spinning on the given CPUs until dropped.
+pub struct Busy {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Busy {
+    pub fn on(cpus: &[u32]) -> Busy {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = cpus
+            .iter()
+            .map(|&cpu| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    pin_to(cpu);
+                    let mut x = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                    }
+                })
+            })
+            .collect();
+        Busy { stop, threads }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Pins the calling thread to one CPU.
+pub fn pin_to(cpu: u32) {
+    // SAFETY: cpu_set_t is plain data; CPU_SET indexes within it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu as usize, &mut set);
+        let r = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        assert_eq!(r, 0, "sched_setaffinity to cpu {cpu} failed");
+    }
+}

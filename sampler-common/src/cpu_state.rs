@@ -27,3 +27,17 @@ pub struct CpuState {
 }
 
 const _: () = assert!(core::mem::size_of::<CpuState>() == 304);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::{offset_of, size_of};
+
+    #[test]
+    fn layout_is_what_both_sides_assume() {
+        assert_eq!(size_of::<CpuState>(), 304);
+        assert_eq!(offset_of!(CpuState, last_idle), 24);
+        assert_eq!(offset_of!(CpuState, idle_ns), 32);
+        assert_eq!(offset_of!(CpuState, cgroups), 48);
+    }
+}

@@ -11,7 +11,7 @@ pub mod stats;
 pub use cpu_state::CpuState;
 pub use domain::{DOMAIN_NAMES, MAX_DOMAINS};
 pub use record::{CgroupTime, TickRecord, CGROUP_SLOTS, RECORD_CGROUP_FLUSH, RECORD_TICK};
-pub use stats::{STAT_COUNT, STAT_CGROUP_OVERFLOW, STAT_READ_ERRORS, STAT_RINGBUF_DROPS};
+pub use stats::{STAT_CGROUP_OVERFLOW, STAT_COUNT, STAT_READ_ERRORS, STAT_RINGBUF_DROPS};
 
 /// Upper bound on CPU ids the maps are sized for at compile time. The
 /// counter arrays are sized to the machine by the loader; this bound only
@@ -21,4 +21,5 @@ pub const MAX_CPUS: u32 = 4096;
 /// Names of the perf-event arrays holding the energy counters, one per domain
 /// (in `DOMAIN_NAMES` order), each indexed by the reading CPU. One array per
 /// domain because loaders size perf-event arrays to the number of CPUs.
-pub const COUNTER_MAPS: [&str; MAX_DOMAINS] = ["CTR_PKG", "CTR_CORES", "CTR_RAM", "CTR_PSYS", "CTR_GPU"];
+pub const COUNTER_MAPS: [&str; MAX_DOMAINS] =
+    ["CTR_PKG", "CTR_CORES", "CTR_RAM", "CTR_PSYS", "CTR_GPU"];

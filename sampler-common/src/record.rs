@@ -54,3 +54,22 @@ pub struct TickRecord {
 }
 
 const _: () = assert!(core::mem::size_of::<TickRecord>() == 352);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::{align_of, offset_of, size_of};
+
+    #[test]
+    fn layout_is_what_both_sides_assume() {
+        assert_eq!(size_of::<TickRecord>(), 352);
+        assert_eq!(align_of::<TickRecord>(), 8);
+        assert_eq!(offset_of!(TickRecord, ts_ns), 8);
+        assert_eq!(offset_of!(TickRecord, valid_mask), 24);
+        assert_eq!(offset_of!(TickRecord, values), 32);
+        assert_eq!(offset_of!(TickRecord, idle_ns), 72);
+        assert_eq!(offset_of!(TickRecord, n_cgroups), 88);
+        assert_eq!(offset_of!(TickRecord, cgroups), 96);
+        assert_eq!(size_of::<CgroupTime>(), 16);
+    }
+}

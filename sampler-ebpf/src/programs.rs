@@ -12,9 +12,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use sampler_common::{
-    CgroupTime, CpuState, TickRecord, CGROUP_SLOTS, MAX_CPUS, MAX_DOMAINS,
-    RECORD_CGROUP_FLUSH, RECORD_TICK, STAT_CGROUP_OVERFLOW, STAT_COUNT, STAT_READ_ERRORS,
-    STAT_RINGBUF_DROPS,
+    CgroupTime, CpuState, TickRecord, CGROUP_SLOTS, MAX_CPUS, MAX_DOMAINS, RECORD_CGROUP_FLUSH,
+    RECORD_TICK, STAT_CGROUP_OVERFLOW, STAT_COUNT, STAT_READ_ERRORS, STAT_RINGBUF_DROPS,
 };
 
 /// Records for the daemon. Size set by the daemon (`--ringbuf-size`).
@@ -211,7 +210,10 @@ pub fn on_timer(ctx: PerfEventContext) -> u32 {
     let counters = read_counters(cpu);
     let now = unsafe { bpf_ktime_get_boot_ns() };
     if counters.errors != 0 && bump(STAT_READ_ERRORS) == 0 {
-        warn!(&ctx, "cpu {}: energy counter read failed (mask {})", cpu, counters.errors);
+        warn!(
+            &ctx,
+            "cpu {}: energy counter read failed (mask {})", cpu, counters.errors
+        );
     }
     let Some(st) = CPU_STATE.get_ptr_mut(0) else {
         return 0;
@@ -255,7 +257,13 @@ pub fn sched_switch(_ctx: BtfTracePointContext) -> u32 {
         bump(STAT_CGROUP_OVERFLOW);
         let cpu = unsafe { bpf_get_smp_processor_id() };
         // Flush the full table early; the span just closed opens the next one.
-        if flush(st, RECORD_CGROUP_FLUSH, cpu, now.saturating_sub(d), &Counters::NONE) {
+        if flush(
+            st,
+            RECORD_CGROUP_FLUSH,
+            cpu,
+            now.saturating_sub(d),
+            &Counters::NONE,
+        ) {
             st.span_start_ns = now.saturating_sub(d);
             if !add_cgroup(st, cgroup_id, d) {
                 st.other_ns += d;

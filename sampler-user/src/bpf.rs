@@ -24,7 +24,9 @@ pub const SWITCH_PROGRAM: &str = "sched_switch";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BpfError {
-    #[error("this ergon binary was built without its eBPF object; build it with `cargo xtask build`")]
+    #[error(
+        "this ergon binary was built without its eBPF object; build it with `cargo xtask build`"
+    )]
     NotBuilt,
     #[error("loading the eBPF object failed (kernel ≥ 5.8 with BTF and CAP_BPF are needed; `ergon check` says what is missing)")]
     Load {
@@ -146,20 +148,24 @@ impl Sampler {
         for (&(cpu, domain), &idx) in &slots {
             let name = counter_map(domain)?;
             let fd = map_fd(&ebpf, name)?;
-            map_update_fd(fd, cpu, counters[idx].counter.raw_fd())
-                .map_err(|source| BpfError::CounterSlot { map: name, cpu, source })?;
-        }
-        {
-            let map = ebpf
-                .map_mut("DOMAIN_MASK")
-                .ok_or(BpfError::MissingMap { name: "DOMAIN_MASK" })?;
-            let mut arr: Array<&mut MapData, u32> = Array::try_from(map).map_err(|source| {
-                BpfError::Map {
-                    name: "DOMAIN_MASK",
-                    action: "open",
+            map_update_fd(fd, cpu, counters[idx].counter.raw_fd()).map_err(|source| {
+                BpfError::CounterSlot {
+                    map: name,
+                    cpu,
                     source,
                 }
             })?;
+        }
+        {
+            let map = ebpf.map_mut("DOMAIN_MASK").ok_or(BpfError::MissingMap {
+                name: "DOMAIN_MASK",
+            })?;
+            let mut arr: Array<&mut MapData, u32> =
+                Array::try_from(map).map_err(|source| BpfError::Map {
+                    name: "DOMAIN_MASK",
+                    action: "open",
+                    source,
+                })?;
             for (&cpu, &mask) in &masks {
                 arr.set(cpu, mask, 0).map_err(|source| BpfError::Map {
                     name: "DOMAIN_MASK",
@@ -173,11 +179,12 @@ impl Sampler {
         // The logger task is started by the daemon; failing here only loses logs.
         let btf = Btf::from_sys_fs().map_err(|source| BpfError::Btf { source })?;
         let sw: &mut BtfTracePoint = program_mut(&mut ebpf, SWITCH_PROGRAM)?;
-        sw.load("sched_switch", &btf).map_err(|source| BpfError::Program {
-            name: SWITCH_PROGRAM,
-            action: "load",
-            source,
-        })?;
+        sw.load("sched_switch", &btf)
+            .map_err(|source| BpfError::Program {
+                name: SWITCH_PROGRAM,
+                action: "load",
+                source,
+            })?;
         sw.attach().map_err(|source| BpfError::Program {
             name: SWITCH_PROGRAM,
             action: "attach",
@@ -306,11 +313,17 @@ impl Sampler {
         self.slots.remove(&(cpu, domain));
         let name = counter_map(domain)?;
         let fd = map_fd(&self.ebpf, name)?;
-        map_delete(fd, cpu).map_err(|source| BpfError::CounterSlot { map: name, cpu, source })?;
+        map_delete(fd, cpu).map_err(|source| BpfError::CounterSlot {
+            map: name,
+            cpu,
+            source,
+        })?;
         let map = self
             .ebpf
             .map_mut("DOMAIN_MASK")
-            .ok_or(BpfError::MissingMap { name: "DOMAIN_MASK" })?;
+            .ok_or(BpfError::MissingMap {
+                name: "DOMAIN_MASK",
+            })?;
         let mut arr: Array<&mut MapData, u32> =
             Array::try_from(map).map_err(|source| BpfError::Map {
                 name: "DOMAIN_MASK",
@@ -361,7 +374,12 @@ struct MapElemAttr {
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 
-fn bpf_map_cmd(cmd: libc::c_long, map: RawFd, key: &u32, value: Option<&u32>) -> std::io::Result<()> {
+fn bpf_map_cmd(
+    cmd: libc::c_long,
+    map: RawFd,
+    key: &u32,
+    value: Option<&u32>,
+) -> std::io::Result<()> {
     let attr = MapElemAttr {
         map_fd: map as u32,
         _pad: 0,
@@ -397,7 +415,9 @@ fn counter_map(domain: usize) -> Result<&'static str, BpfError> {
     COUNTER_MAPS
         .get(domain)
         .copied()
-        .ok_or(BpfError::MissingMap { name: "CTR_<domain>" })
+        .ok_or(BpfError::MissingMap {
+            name: "CTR_<domain>",
+        })
 }
 
 /// Loads the object and both programs through the verifier without attaching
@@ -409,11 +429,12 @@ pub fn verify() -> Result<(), BpfError> {
     let mut ebpf = Ebpf::load(BPF_OBJECT).map_err(|source| BpfError::Load { source })?;
     let btf = Btf::from_sys_fs().map_err(|source| BpfError::Btf { source })?;
     let sw: &mut BtfTracePoint = program_mut(&mut ebpf, SWITCH_PROGRAM)?;
-    sw.load("sched_switch", &btf).map_err(|source| BpfError::Program {
-        name: SWITCH_PROGRAM,
-        action: "load",
-        source,
-    })?;
+    sw.load("sched_switch", &btf)
+        .map_err(|source| BpfError::Program {
+            name: SWITCH_PROGRAM,
+            action: "load",
+            source,
+        })?;
     let timer: &mut PerfEvent = program_mut(&mut ebpf, TIMER_PROGRAM)?;
     timer.load().map_err(|source| BpfError::Program {
         name: TIMER_PROGRAM,

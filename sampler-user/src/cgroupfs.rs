@@ -10,7 +10,10 @@ pub enum Layout {
     /// Only cgroup2 (the unified hierarchy).
     V2 { mount: PathBuf },
     /// cgroup v1 controllers plus cgroup2 (usually at `/sys/fs/cgroup/unified`).
-    Hybrid { mount: PathBuf, v1_controllers: usize },
+    Hybrid {
+        mount: PathBuf,
+        v1_controllers: usize,
+    },
     /// Only cgroup v1: cgroup ids from BPF are then unusable for attribution.
     V1 { v1_controllers: usize },
     /// No cgroup filesystem mounted.
@@ -77,7 +80,10 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             let d = |k: usize| u32::from(b[i + k] - b'0');
             out.push((d(1) * 64 + d(2) * 8 + d(3)) as u8);
             i += 4;

@@ -107,34 +107,62 @@ pub fn inspect(root: &SysRoot, synthetic_watts: f64) -> Report {
     }
     let btf = root.sys("kernel/btf/vmlinux");
     if btf.exists() {
-        r.push("btf", Status::Ok, format!("{} present (tp_btf programs can load)", btf.display()));
+        r.push(
+            "btf",
+            Status::Ok,
+            format!("{} present (tp_btf programs can load)", btf.display()),
+        );
     } else {
         r.push("btf", Status::Fail, format!("{} missing: the kernel was built without CONFIG_DEBUG_INFO_BTF; use a kernel with BTF", btf.display()));
     }
     let status = root.proc("self/status");
-    match std::fs::read_to_string(&status).ok().as_deref().and_then(parse_cap_eff) {
+    match std::fs::read_to_string(&status)
+        .ok()
+        .as_deref()
+        .and_then(parse_cap_eff)
+    {
         Some(caps) => {
             let has = |c: u32| caps & (1u64 << c) != 0;
             if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
                 r.push(
                     "privileges",
                     Status::Ok,
-                    format!("CAP_BPF={} CAP_PERFMON={} CAP_SYS_ADMIN={}", has(CAP_BPF), has(CAP_PERFMON), has(CAP_SYS_ADMIN)),
+                    format!(
+                        "CAP_BPF={} CAP_PERFMON={} CAP_SYS_ADMIN={}",
+                        has(CAP_BPF),
+                        has(CAP_PERFMON),
+                        has(CAP_SYS_ADMIN)
+                    ),
                 );
             } else {
                 r.push("privileges", Status::Fail, "neither CAP_SYS_ADMIN nor CAP_BPF+CAP_PERFMON: run as root or grant both capabilities (e.g. setcap cap_bpf,cap_perfmon+ep ergon)");
             }
         }
-        None => r.push("privileges", Status::Fail, format!("cannot read CapEff from {}", status.display())),
+        None => r.push(
+            "privileges",
+            Status::Fail,
+            format!("cannot read CapEff from {}", status.display()),
+        ),
     }
     if let Ok(p) = std::fs::read_to_string(root.proc("sys/kernel/perf_event_paranoid")) {
-        r.push("perf", Status::Ok, format!("perf_event_paranoid={} (system-wide events need CAP_PERFMON above 0)", p.trim()));
+        r.push(
+            "perf",
+            Status::Ok,
+            format!(
+                "perf_event_paranoid={} (system-wide events need CAP_PERFMON above 0)",
+                p.trim()
+            ),
+        );
     }
     match Topology::read(root) {
         Ok(t) => r.push(
             "cpus",
             Status::Ok,
-            format!("{} online in {} package(s)", t.cpus.len(), t.packages().len()),
+            format!(
+                "{} online in {} package(s)",
+                t.cpus.len(),
+                t.packages().len()
+            ),
         ),
         Err(e) => r.push("cpus", Status::Fail, chain(&e)),
     }
@@ -148,33 +176,73 @@ pub fn inspect(root: &SysRoot, synthetic_watts: f64) -> Report {
             r.push(
                 "power PMU",
                 Status::Ok,
-                format!("type {}, cpumask {:?}, events energy-{{{}}}", pmu.pmu_type, pmu.cpumask, events.join(",")),
+                format!(
+                    "type {}, cpumask {:?}, events energy-{{{}}}",
+                    pmu.pmu_type,
+                    pmu.cpumask,
+                    events.join(",")
+                ),
             );
         }
-        Ok(None) => r.push("power PMU", Status::Info, format!("none at {} (no RAPL through perf; VMs usually have none)", root.sys(rapl::POWER_PMU_DIR).display())),
-        Err(e) => r.push("power PMU", Status::Info, format!("present but unusable: {}", chain(&e))),
+        Ok(None) => r.push(
+            "power PMU",
+            Status::Info,
+            format!(
+                "none at {} (no RAPL through perf; VMs usually have none)",
+                root.sys(rapl::POWER_PMU_DIR).display()
+            ),
+        ),
+        Err(e) => r.push(
+            "power PMU",
+            Status::Info,
+            format!("present but unusable: {}", chain(&e)),
+        ),
     }
     r.push("powercap", Status::Info, powercap_zones(root));
     let msr = root.dev("cpu/0/msr");
     if msr.exists() {
         r.push("msr", Status::Info, format!("{} present", msr.display()));
     } else {
-        r.push("msr", Status::Info, format!("{} missing (load it with `modprobe msr`)", msr.display()));
+        r.push(
+            "msr",
+            Status::Info,
+            format!("{} missing (load it with `modprobe msr`)", msr.display()),
+        );
     }
     match cgroupfs::detect(root) {
-        Ok(cgroupfs::Layout::V2 { mount }) => r.push("cgroup", Status::Ok, format!("v2 (unified) at {}", mount.display())),
-        Ok(cgroupfs::Layout::Hybrid { mount, v1_controllers }) => r.push(
+        Ok(cgroupfs::Layout::V2 { mount }) => r.push(
             "cgroup",
             Status::Ok,
-            format!("hybrid: cgroup2 at {}, {v1_controllers} v1 hierarchies", mount.display()),
+            format!("v2 (unified) at {}", mount.display()),
         ),
-        Ok(cgroupfs::Layout::V1 { .. }) => r.push("cgroup", Status::Info, "v1 only: no cgroup2 mount, per-cgroup attribution needs cgroup2"),
-        Ok(cgroupfs::Layout::None) => r.push("cgroup", Status::Info, "no cgroup filesystem mounted"),
+        Ok(cgroupfs::Layout::Hybrid {
+            mount,
+            v1_controllers,
+        }) => r.push(
+            "cgroup",
+            Status::Ok,
+            format!(
+                "hybrid: cgroup2 at {}, {v1_controllers} v1 hierarchies",
+                mount.display()
+            ),
+        ),
+        Ok(cgroupfs::Layout::V1 { .. }) => r.push(
+            "cgroup",
+            Status::Info,
+            "v1 only: no cgroup2 mount, per-cgroup attribution needs cgroup2",
+        ),
+        Ok(cgroupfs::Layout::None) => {
+            r.push("cgroup", Status::Info, "no cgroup filesystem mounted")
+        }
         Err(e) => r.push("cgroup", Status::Info, chain(&e)),
     }
     match Topology::read(root) {
         Ok(topo) => match source::select(SourceKind::Auto, root, &topo, synthetic_watts) {
-            Ok(plan) => r.push("auto source", Status::Ok, format!("{}: {}", plan.source.name(), plan.reason)),
+            Ok(plan) => r.push(
+                "auto source",
+                Status::Ok,
+                format!("{}: {}", plan.source.name(), plan.reason),
+            ),
             Err(e) => r.push("auto source", Status::Fail, chain(&e)),
         },
         Err(_) => r.push("auto source", Status::Fail, "no CPU topology (see `cpus`)"),
@@ -208,16 +276,33 @@ pub fn report(settings: &Settings) -> Report {
         .all(|i| r.find(i).is_some_and(|f| f.status == Status::Ok));
     if ready {
         match bpf::verify() {
-            Ok(()) => r.push("programs", Status::Ok, "on_timer and sched_switch pass the verifier"),
+            Ok(()) => r.push(
+                "programs",
+                Status::Ok,
+                "on_timer and sched_switch pass the verifier",
+            ),
             Err(e) => r.push("programs", Status::Fail, chain(&e)),
         }
     } else {
-        r.push("programs", Status::Fail, "not loaded: fix kernel, btf and privileges first");
+        r.push(
+            "programs",
+            Status::Fail,
+            "not loaded: fix kernel, btf and privileges first",
+        );
     }
     if settings.source != SourceKind::Auto {
         if let Ok(topo) = Topology::read(&settings.root) {
-            match source::select(settings.source, &settings.root, &topo, settings.synthetic_watts) {
-                Ok(plan) => r.push("--source", Status::Ok, format!("{}: {}", plan.source.name(), plan.reason)),
+            match source::select(
+                settings.source,
+                &settings.root,
+                &topo,
+                settings.synthetic_watts,
+            ) {
+                Ok(plan) => r.push(
+                    "--source",
+                    Status::Ok,
+                    format!("{}: {}", plan.source.name(), plan.reason),
+                ),
                 Err(e) => r.push("--source", Status::Fail, chain(&e)),
             }
         }
@@ -266,7 +351,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
         write(d, "proc/sys/kernel/osrelease", kernel);
-        write(d, "proc/self/status", &format!("Name:\tergon\nCapEff:\t{cap_eff}\n"));
+        write(
+            d,
+            "proc/self/status",
+            &format!("Name:\tergon\nCapEff:\t{cap_eff}\n"),
+        );
         write(d, "proc/self/mountinfo", "34 33 0:29 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n35 33 0:30 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n");
         write(d, "sys/devices/system/cpu/online", "0-1\n");
         if btf {
@@ -281,9 +370,17 @@ mod tests {
         let r = inspect(&SysRoot::under(dir.path()), 10.0);
         assert!(r.can_run(), "{}", r.render());
         let auto = r.find("auto source").expect("auto line");
-        assert!(auto.detail.starts_with("synthetic: no perf power PMU"), "{}", auto.detail);
+        assert!(
+            auto.detail.starts_with("synthetic: no perf power PMU"),
+            "{}",
+            auto.detail
+        );
         let cg = r.find("cgroup").expect("cgroup line");
-        assert!(cg.detail.contains("hybrid") && cg.detail.contains("/sys/fs/cgroup/unified"), "{}", cg.detail);
+        assert!(
+            cg.detail.contains("hybrid") && cg.detail.contains("/sys/fs/cgroup/unified"),
+            "{}",
+            cg.detail
+        );
         assert_eq!(r.find("power PMU").map(|f| f.status), Some(Status::Info));
     }
 
@@ -296,20 +393,37 @@ mod tests {
             let f = r.find(item).expect("line");
             assert_eq!(f.status, Status::Fail, "{item}: {}", f.detail);
         }
-        assert!(r.find("kernel").is_some_and(|f| f.detail.contains("older than 5.8")));
-        assert!(r.find("btf").is_some_and(|f| f.detail.contains("CONFIG_DEBUG_INFO_BTF")));
-        assert!(r.find("privileges").is_some_and(|f| f.detail.contains("CAP_BPF")));
+        assert!(r
+            .find("kernel")
+            .is_some_and(|f| f.detail.contains("older than 5.8")));
+        assert!(r
+            .find("btf")
+            .is_some_and(|f| f.detail.contains("CONFIG_DEBUG_INFO_BTF")));
+        assert!(r
+            .find("privileges")
+            .is_some_and(|f| f.detail.contains("CAP_BPF")));
         assert!(r.render().contains("cannot work here"));
     }
 
     #[test]
     fn rapl_fixture_is_reported_and_chosen() {
-        let fixture = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/rapl-intel-2pkg"));
+        let fixture = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../testdata/rapl-intel-2pkg"
+        ));
         let r = inspect(&SysRoot::under(fixture), 10.0);
         let pmu = r.find("power PMU").expect("pmu line");
         assert_eq!(pmu.status, Status::Ok, "{}", pmu.detail);
-        assert!(pmu.detail.contains("energy-{pkg,cores,ram,psys,gpu}"), "{}", pmu.detail);
+        assert!(
+            pmu.detail.contains("energy-{pkg,cores,ram,psys,gpu}"),
+            "{}",
+            pmu.detail
+        );
         let auto = r.find("auto source").expect("auto line");
-        assert!(auto.detail.starts_with("rapl: perf power PMU found"), "{}", auto.detail);
+        assert!(
+            auto.detail.starts_with("rapl: perf power PMU found"),
+            "{}",
+            auto.detail
+        );
     }
 }

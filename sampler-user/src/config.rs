@@ -92,7 +92,9 @@ pub struct Settings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}; check the path given to --config / ERGON_CONFIG")]
+    #[error(
+        "cannot read config file {path}: {source}; check the path given to --config / ERGON_CONFIG"
+    )]
     Read {
         path: PathBuf,
         #[source]
@@ -158,7 +160,11 @@ impl RunArgs {
                 "pass e.g. --ringbuf-size 4194304",
             ));
         }
-        let drain_interval = match self.drain_interval.as_ref().or(file.drain_interval.as_ref()) {
+        let drain_interval = match self
+            .drain_interval
+            .as_ref()
+            .or(file.drain_interval.as_ref())
+        {
             Some(s) => parse_duration(
                 "drain_interval",
                 s,
@@ -170,9 +176,21 @@ impl RunArgs {
         };
         let d = SysRoot::default();
         let root = SysRoot {
-            sysfs: self.sysfs_root.clone().or(file.sysfs_root).unwrap_or(d.sysfs),
-            procfs: self.procfs_root.clone().or(file.procfs_root).unwrap_or(d.procfs),
-            cgroup: self.cgroup_root.clone().or(file.cgroup_root).unwrap_or(d.cgroup),
+            sysfs: self
+                .sysfs_root
+                .clone()
+                .or(file.sysfs_root)
+                .unwrap_or(d.sysfs),
+            procfs: self
+                .procfs_root
+                .clone()
+                .or(file.procfs_root)
+                .unwrap_or(d.procfs),
+            cgroup: self
+                .cgroup_root
+                .clone()
+                .or(file.cgroup_root)
+                .unwrap_or(d.cgroup),
             dev: d.dev,
         };
         Ok(Settings {
@@ -267,7 +285,10 @@ mod tests {
         let high = p("2s").expect_err("above 1s").to_string();
         assert!(high.contains("between 50us and 1s"), "{high}");
         let junk = p("fast").expect_err("not a duration").to_string();
-        assert!(junk.contains("invalid period `fast`") && junk.contains("--period"), "{junk}");
+        assert!(
+            junk.contains("invalid period `fast`") && junk.contains("--period"),
+            "{junk}"
+        );
         assert!(p("500").is_err(), "a unit is required");
     }
 
@@ -281,12 +302,18 @@ mod tests {
         let mut a = args();
         a.synthetic_watts = Some(-1.0);
         let e = a.settings().expect_err("negative").to_string();
-        assert!(e.contains("synthetic_watts") && e.contains("--synthetic-watts"), "{e}");
+        assert!(
+            e.contains("synthetic_watts") && e.contains("--synthetic-watts"),
+            "{e}"
+        );
 
         let mut a = args();
         a.ringbuf_size = Some(5000);
         let e = a.settings().expect_err("not a power of two").to_string();
-        assert!(e.contains("ringbuf_size") && e.contains("power of two"), "{e}");
+        assert!(
+            e.contains("ringbuf_size") && e.contains("power of two"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -316,7 +343,10 @@ mod tests {
         let mut a = args();
         a.config = Some(path.clone());
         let e = a.settings().expect_err("typo").to_string();
-        assert!(e.contains("perid") && e.contains(&path.display().to_string()), "{e}");
+        assert!(
+            e.contains("perid") && e.contains(&path.display().to_string()),
+            "{e}"
+        );
 
         std::fs::write(&path, "synthetic_watts = \"ten\"\n").expect("write");
         let e = a.settings().expect_err("wrong type").to_string();
@@ -328,6 +358,9 @@ mod tests {
         let mut a = args();
         a.config = Some(PathBuf::from("/nonexistent/ergon.toml"));
         let e = a.settings().expect_err("missing").to_string();
-        assert!(e.contains("/nonexistent/ergon.toml") && e.contains("--config"), "{e}");
+        assert!(
+            e.contains("/nonexistent/ergon.toml") && e.contains("--config"),
+            "{e}"
+        );
     }
 }

@@ -84,7 +84,10 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
 pub(crate) fn record_bytes(r: &TickRecord) -> Vec<u8> {
     // SAFETY: TickRecord is repr(C) plain data with explicit padding.
     unsafe {
-        std::slice::from_raw_parts((r as *const TickRecord).cast::<u8>(), std::mem::size_of::<TickRecord>())
+        std::slice::from_raw_parts(
+            (r as *const TickRecord).cast::<u8>(),
+            std::mem::size_of::<TickRecord>(),
+        )
     }
     .to_vec()
 }
@@ -123,8 +126,14 @@ mod tests {
         r.idle_ns = 400;
         r.other_ns = 100;
         r.n_cgroups = 2;
-        r.cgroups[0] = sampler_common::CgroupTime { cgroup_id: 7, ns: 300 };
-        r.cgroups[1] = sampler_common::CgroupTime { cgroup_id: 9, ns: 200 };
+        r.cgroups[0] = sampler_common::CgroupTime {
+            cgroup_id: 7,
+            ns: 300,
+        };
+        r.cgroups[1] = sampler_common::CgroupTime {
+            cgroup_id: 9,
+            ns: 200,
+        };
         let e = decode(&record_bytes(&r)).expect("valid record");
         assert_eq!(e.kind, Kind::Tick);
         assert_eq!(e.record.cpu, 3);
@@ -138,7 +147,10 @@ mod tests {
         let bytes = record_bytes(&blank_record());
         assert_eq!(
             decode(&bytes[..100]).unwrap_err(),
-            DecodeError::Size { len: 100, expected: bytes.len() }
+            DecodeError::Size {
+                len: 100,
+                expected: bytes.len()
+            }
         );
     }
 
@@ -146,20 +158,32 @@ mod tests {
     fn rejects_bad_kind_count_and_span() {
         let mut r = blank_record();
         r.kind = 99;
-        assert_eq!(decode(&record_bytes(&r)).unwrap_err(), DecodeError::Kind { kind: 99 });
+        assert_eq!(
+            decode(&record_bytes(&r)).unwrap_err(),
+            DecodeError::Kind { kind: 99 }
+        );
         let mut r = blank_record();
         r.n_cgroups = 17;
-        assert_eq!(decode(&record_bytes(&r)).unwrap_err(), DecodeError::Cgroups { n: 17 });
+        assert_eq!(
+            decode(&record_bytes(&r)).unwrap_err(),
+            DecodeError::Cgroups { n: 17 }
+        );
         let mut r = blank_record();
         r.span_start_ns = 5;
         r.ts_ns = 4;
-        assert_eq!(decode(&record_bytes(&r)).unwrap_err(), DecodeError::Span { start: 5, ts: 4 });
+        assert_eq!(
+            decode(&record_bytes(&r)).unwrap_err(),
+            DecodeError::Span { start: 5, ts: 4 }
+        );
     }
 
     #[test]
     fn early_flush_kind() {
         let mut r = blank_record();
         r.kind = RECORD_CGROUP_FLUSH;
-        assert_eq!(decode(&record_bytes(&r)).map(|e| e.kind), Ok(Kind::CgroupFlush));
+        assert_eq!(
+            decode(&record_bytes(&r)).map(|e| e.kind),
+            Ok(Kind::CgroupFlush)
+        );
     }
 }

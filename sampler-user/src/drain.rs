@@ -63,8 +63,8 @@ impl Drainer {
     ) -> Result<Self, DrainError> {
         // SAFETY: the RingBuf owns its map fd and neither closes nor replaces
         // it while registered.
-        let ring =
-            unsafe { AsyncFd::register(ring) }.map_err(|e| DrainError::Poll { source: e.into() })?;
+        let ring = unsafe { AsyncFd::register(ring) }
+            .map_err(|e| DrainError::Poll { source: e.into() })?;
         let base = (**snapshot.load()).clone();
         Ok(Self {
             sampler,
@@ -100,7 +100,10 @@ impl Drainer {
             self.drain_once()?;
         }
         self.drain_once()?;
-        info!(records = self.records_decoded, "drain stopped; detaching kernel programs");
+        info!(
+            records = self.records_decoded,
+            "drain stopped; detaching kernel programs"
+        );
         Ok(())
     }
 
@@ -145,7 +148,10 @@ impl Drainer {
         }
         self.read_idle_counters();
         let now = Instant::now();
-        if self.last_stats.is_none_or(|t| now.duration_since(t) >= STATS_EVERY) {
+        if self
+            .last_stats
+            .is_none_or(|t| now.duration_since(t) >= STATS_EVERY)
+        {
             self.last_stats = Some(now);
             let k = self.sampler.kernel_stats()?;
             self.base.ringbuf_dropped = k[STAT_RINGBUF_DROPS as usize];
@@ -181,7 +187,12 @@ impl Drainer {
         let mut s = self.base.clone();
         s.packages = self.books.packages();
         s.cpus = self.books.cpus();
-        s.cpu_time = self.books.cpu_time().iter().map(|(&c, &t)| (c, t)).collect();
+        s.cpu_time = self
+            .books
+            .cpu_time()
+            .iter()
+            .map(|(&c, &t)| (c, t))
+            .collect();
         s.records_decoded = self.records_decoded;
         s.records_malformed = self.records_malformed;
         s.idle_counter_reads = self.idle_counter_reads;

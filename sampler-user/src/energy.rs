@@ -172,7 +172,10 @@ impl EnergyBooks {
         self.books
             .iter()
             .enumerate()
-            .filter(|(_, b)| b.last.is_none_or(|(t, _)| now_ns.saturating_sub(t) > max_age_ns))
+            .filter(|(_, b)| {
+                b.last
+                    .is_none_or(|(t, _)| now_ns.saturating_sub(t) > max_age_ns)
+            })
             .map(|(i, _)| i)
             .collect()
     }
@@ -246,7 +249,13 @@ mod tests {
     };
     use proptest::prelude::*;
 
-    fn counter(domain: usize, package: u32, open_cpu: u32, readers: Vec<u32>, jpc: f64) -> CounterPlan {
+    fn counter(
+        domain: usize,
+        package: u32,
+        open_cpu: u32,
+        readers: Vec<u32>,
+        jpc: f64,
+    ) -> CounterPlan {
         CounterPlan {
             domain,
             package,
@@ -262,7 +271,9 @@ mod tests {
         Plan {
             source: Resolved::Synthetic,
             reason: String::new(),
-            counters: (0..cpus).map(|c| counter(0, 0, c, vec![c], watts * 1e-9)).collect(),
+            counters: (0..cpus)
+                .map(|c| counter(0, 0, c, vec![c], watts * 1e-9))
+                .collect(),
             per_cpu: true,
         }
     }
@@ -330,9 +341,21 @@ mod tests {
         assert_eq!(
             p,
             vec![
-                PackageEnergy { package: 0, domain: "pkg", joules: Joules(50.0) },
-                PackageEnergy { package: 0, domain: "ram", joules: Joules(25.0) },
-                PackageEnergy { package: 1, domain: "pkg", joules: Joules(30.0) },
+                PackageEnergy {
+                    package: 0,
+                    domain: "pkg",
+                    joules: Joules(50.0)
+                },
+                PackageEnergy {
+                    package: 0,
+                    domain: "ram",
+                    joules: Joules(25.0)
+                },
+                PackageEnergy {
+                    package: 1,
+                    domain: "pkg",
+                    joules: Joules(30.0)
+                },
             ]
         );
         let c: Vec<f64> = b.cpus().iter().map(|c| c.joules.0).collect();

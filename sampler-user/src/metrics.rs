@@ -32,7 +32,7 @@ pub fn encode(registry: &Registry) -> Result<String, std::fmt::Error> {
     Ok(out)
 }
 
-fn counter<'a, I>(enc: &mut DescriptorEncoder, name: &str, help: &str, items: I) -> std::fmt::Result
+fn counter<I>(enc: &mut DescriptorEncoder, name: &str, help: &str, items: I) -> std::fmt::Result
 where
     I: IntoIterator<Item = (Vec<(&'static str, String)>, f64)>,
 {
@@ -57,7 +57,10 @@ impl Collector for SnapshotCollector {
             "Energy consumed by a package in an energy domain since the daemon started.",
             s.packages.iter().map(|p| {
                 (
-                    vec![("package", p.package.to_string()), ("domain", p.domain.to_string())],
+                    vec![
+                        ("package", p.package.to_string()),
+                        ("domain", p.domain.to_string()),
+                    ],
                     p.joules.0,
                 )
             }),
@@ -144,9 +147,12 @@ impl Collector for SnapshotCollector {
             &mut enc,
             "ergon_bpf_program_run_seconds",
             "Time spent in each kernel program (kernel BPF stats).",
-            s.programs
-                .iter()
-                .map(|p| (vec![("program", p.name.to_string())], p.run_time_ns as f64 * 1e-9)),
+            s.programs.iter().map(|p| {
+                (
+                    vec![("program", p.name.to_string())],
+                    p.run_time_ns as f64 * 1e-9,
+                )
+            }),
         )?;
         {
             let m = enc.encode_descriptor(
@@ -189,10 +195,24 @@ mod tests {
                 joules: Joules(12.5),
             }],
             cpus: vec![
-                CpuEnergy { cpu: 0, package: 0, joules: Joules(6.25) },
-                CpuEnergy { cpu: 1, package: 0, joules: Joules(6.25) },
+                CpuEnergy {
+                    cpu: 0,
+                    package: 0,
+                    joules: Joules(6.25),
+                },
+                CpuEnergy {
+                    cpu: 1,
+                    package: 0,
+                    joules: Joules(6.25),
+                },
             ],
-            cpu_time: vec![(0, CpuTime { busy_ns: 1_500_000_000, idle_ns: 500_000_000 })],
+            cpu_time: vec![(
+                0,
+                CpuTime {
+                    busy_ns: 1_500_000_000,
+                    idle_ns: 500_000_000,
+                },
+            )],
             records_decoded: 42,
             ringbuf_dropped: 3,
             ..Snapshot::default()
@@ -208,7 +228,10 @@ mod tests {
             "# TYPE ergon_package_energy_joules counter",
             "# EOF",
         ] {
-            assert!(text.lines().any(|l| l == line), "missing `{line}` in:\n{text}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing `{line}` in:\n{text}"
+            );
         }
     }
 }

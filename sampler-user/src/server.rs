@@ -46,17 +46,23 @@ pub fn router(registry: Registry) -> Router {
 async fn metrics_handler(State(registry): State<Arc<Registry>>) -> Response {
     match metrics::encode(&registry) {
         Ok(body) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body).into_response(),
-        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "encoding metrics failed\n").into_response(),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "encoding metrics failed\n",
+        )
+            .into_response(),
     }
 }
 
-pub async fn serve(listener: TcpListener, app: Router, stop: CancellationToken) -> Result<(), ServeError> {
-    let addr = listener
-        .local_addr()
-        .map_err(|source| ServeError::Serve {
-            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-            source,
-        })?;
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    stop: CancellationToken,
+) -> Result<(), ServeError> {
+    let addr = listener.local_addr().map_err(|source| ServeError::Serve {
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        source,
+    })?;
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await

@@ -31,7 +31,12 @@ pub fn require_root() {
 pub fn ergon_bin() -> PathBuf {
     std::env::var_os("ERGON_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/ergon")))
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../target/release/ergon"
+            ))
+        })
 }
 
 pub fn online_cpus() -> Vec<u32> {
@@ -39,7 +44,9 @@ pub fn online_cpus() -> Vec<u32> {
     let mut out = Vec::new();
     for part in s.trim().split(',') {
         match part.split_once('-') {
-            Some((a, b)) => out.extend(a.parse::<u32>().expect("cpu")..=b.parse::<u32>().expect("cpu")),
+            Some((a, b)) => {
+                out.extend(a.parse::<u32>().expect("cpu")..=b.parse::<u32>().expect("cpu"))
+            }
             None => out.push(part.parse().expect("cpu")),
         }
     }
@@ -75,7 +82,13 @@ impl Daemon {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(body) = http_get(&d.addr, "/metrics") {
-                if body.contains("ergon_last_drain_timestamp_seconds") && parse_metrics(&body).get("ergon_records_decoded_total").copied().unwrap_or(0.0) > 0.0 {
+                if body.contains("ergon_last_drain_timestamp_seconds")
+                    && parse_metrics(&body)
+                        .get("ergon_records_decoded_total")
+                        .copied()
+                        .unwrap_or(0.0)
+                        > 0.0
+                {
                     return d;
                 }
             }
@@ -86,7 +99,10 @@ impl Daemon {
                 }
                 panic!("ergon exited early ({status}):\n{err}");
             }
-            assert!(Instant::now() < deadline, "ergon did not serve /metrics within 20 s");
+            assert!(
+                Instant::now() < deadline,
+                "ergon did not serve /metrics within 20 s"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -120,7 +136,11 @@ impl Drop for Daemon {
 pub fn http_get(addr: &str, path: &str) -> Option<String> {
     let mut s = TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     let (head, body) = buf.split_once("\r\n\r\n")?;
@@ -167,7 +187,9 @@ impl Busy {
                     pin_to(cpu);
                     let mut x = 0u64;
                     while !stop.load(Ordering::Relaxed) {
-                        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                        x = std::hint::black_box(
+                            x.wrapping_mul(6364136223846793005).wrapping_add(1),
+                        );
                     }
                 })
             })

@@ -16,7 +16,10 @@ fn rates(d: &Daemon, secs: u64) -> (f64, f64, Vec<f64>) {
     std::thread::sleep(Duration::from_secs(secs));
     let b = d.metrics();
     let dt = b[DRAIN_TS] - a[DRAIN_TS];
-    assert!(dt > secs as f64 * 0.9, "drain timestamps advanced only {dt} s");
+    assert!(
+        dt > secs as f64 * 0.9,
+        "drain timestamps advanced only {dt} s"
+    );
     let pkg = (sum_of(&b, PKG) - sum_of(&a, PKG)) / dt;
     let cpu_sum = (sum_of(&b, CPU) - sum_of(&a, CPU)) / dt;
     let per_cpu = online_cpus()
@@ -29,7 +32,10 @@ fn rates(d: &Daemon, secs: u64) -> (f64, f64, Vec<f64>) {
     // Within one scrape, CPUs sum to the package.
     for m in [&a, &b] {
         let (p, c) = (sum_of(m, PKG), sum_of(m, CPU));
-        assert!((p - c).abs() <= 1e-6 * p.max(1.0), "one scrape: Σcpu {c} != package {p}");
+        assert!(
+            (p - c).abs() <= 1e-6 * p.max(1.0),
+            "one scrape: Σcpu {c} != package {p}"
+        );
     }
     (pkg, cpu_sum, per_cpu)
 }
@@ -45,8 +51,14 @@ fn synthetic_watts_are_served_within_2_percent_busy() {
     let (pkg, cpu_sum, per_cpu) = rates(&d, 5);
     let want = 7.0 * cpus.len() as f64;
     println!("package {pkg:.4} W, Σcpu {cpu_sum:.4} W, per cpu {per_cpu:?}, want {want} W");
-    assert!((pkg - want).abs() / want < 0.02, "package {pkg} W vs {want} W");
-    assert!((cpu_sum - pkg).abs() / want < 1e-6, "Σcpu {cpu_sum} vs package {pkg}");
+    assert!(
+        (pkg - want).abs() / want < 0.02,
+        "package {pkg} W vs {want} W"
+    );
+    assert!(
+        (cpu_sum - pkg).abs() / want < 1e-6,
+        "Σcpu {cpu_sum} vs package {pkg}"
+    );
     for (c, w) in cpus.iter().zip(per_cpu) {
         assert!((w - 7.0).abs() / 7.0 < 0.02, "cpu {c}: {w} W vs 7 W");
     }
@@ -61,7 +73,10 @@ fn synthetic_watts_hold_on_idle_cpus_too() {
     let (pkg, _, _) = rates(&d, 5);
     let want = 5.0 * online_cpus().len() as f64;
     println!("idle: package {pkg:.4} W, want {want} W");
-    assert!((pkg - want).abs() / want < 0.02, "package {pkg} W vs {want} W");
+    assert!(
+        (pkg - want).abs() / want < 0.02,
+        "package {pkg} W vs {want} W"
+    );
 }
 
 #[test]
@@ -71,19 +86,33 @@ fn a_full_ring_buffer_counts_drops_and_loses_no_energy() {
     let _busy = Busy::on(&cpus);
     // 4 KiB holds ~11 records; draining every 200 ms at 20 kHz per CPU overflows it.
     let d = Daemon::start(&[
-        "--source", "synthetic", "--synthetic-watts", "10", "--period", "50us",
-        "--ringbuf-size", "4096", "--drain-interval", "200ms",
+        "--source",
+        "synthetic",
+        "--synthetic-watts",
+        "10",
+        "--period",
+        "50us",
+        "--ringbuf-size",
+        "4096",
+        "--drain-interval",
+        "200ms",
     ]);
     let (pkg, _, _) = rates(&d, 4);
     let m = d.metrics();
     let dropped = m["ergon_ringbuf_dropped_total"];
     let decoded = m["ergon_records_decoded_total"];
     println!("dropped {dropped}, decoded {decoded}, package {pkg:.3} W");
-    assert!(dropped > 0.0, "a 4 KiB ring buffer at 20 kHz must overflow, and say so");
+    assert!(
+        dropped > 0.0,
+        "a 4 KiB ring buffer at 20 kHz must overflow, and say so"
+    );
     // Counters are cumulative and time tables are kept on a failed reserve,
     // so energy is still exact: dropping records costs resolution, not joules.
     let want = 10.0 * cpus.len() as f64;
-    assert!((pkg - want).abs() / want < 0.02, "package {pkg} W vs {want} W with drops");
+    assert!(
+        (pkg - want).abs() / want < 0.02,
+        "package {pkg} W vs {want} W with drops"
+    );
 }
 
 #[test]
@@ -115,7 +144,10 @@ fn a_taken_port_fails_at_once_naming_the_address() {
         .expect("run ergon");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains(&format!("cannot listen on {addr}")) && err.contains("--listen"), "{err}");
+    assert!(
+        err.contains(&format!("cannot listen on {addr}")) && err.contains("--listen"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -131,7 +163,10 @@ fn bad_flags_env_and_config_are_rejected_with_the_fix() {
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
     let e = run(&["--period", "20us"], &[]);
-    assert!(e.contains("invalid period `20us`") && e.contains("between 50us and 1s"), "{e}");
+    assert!(
+        e.contains("invalid period `20us`") && e.contains("between 50us and 1s"),
+        "{e}"
+    );
     let e = run(&[], &[("ERGON_PERIOD", "2s")]);
     assert!(e.contains("invalid period `2s`"), "{e}");
     let e = run(&["--source", "coal"], &[]);
@@ -153,7 +188,10 @@ fn tempfile_dir() -> std::path::PathBuf {
 #[test]
 fn check_reports_this_machine_and_exits_zero() {
     require_root();
-    let out = Command::new(ergon_bin()).arg("check").output().expect("run ergon check");
+    let out = Command::new(ergon_bin())
+        .arg("check")
+        .output()
+        .expect("run ergon check");
     let text = String::from_utf8_lossy(&out.stdout);
     println!("{text}");
     assert!(out.status.success(), "ergon check failed here:\n{text}");
@@ -172,6 +210,9 @@ fn check_reports_this_machine_and_exits_zero() {
         .args(["check", "--source", "rapl"])
         .output()
         .expect("run ergon check");
-    assert!(!out.status.success(), "no RAPL here: --source rapl cannot work");
+    assert!(
+        !out.status.success(),
+        "no RAPL here: --source rapl cannot work"
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL  --source"));
 }

@@ -32,7 +32,10 @@ fn load(period: Duration) -> (Sampler, Topology) {
 fn programs_attach_on_every_online_cpu_and_every_cpu_reports() {
     let (mut s, topo) = load(Duration::from_micros(500));
     let online = online_cpus();
-    assert_eq!(s.attached_cpus, online, "the timer is attached on every online CPU");
+    assert_eq!(
+        s.attached_cpus, online,
+        "the timer is attached on every online CPU"
+    );
     assert_eq!(topo.cpus.len(), online.len());
     // Both programs are in the kernel under their names.
     let names: Vec<String> = aya::programs::loaded_programs()
@@ -54,11 +57,18 @@ fn programs_attach_on_every_online_cpu_and_every_cpu_reports() {
         readings += ev.readings().count();
     }
     for &cpu in &online {
-        assert!(seen[cpu as usize] > 100, "cpu {cpu} sent only {} records in 0.5 s busy", seen[cpu as usize]);
+        assert!(
+            seen[cpu as usize] > 100,
+            "cpu {cpu} sent only {} records in 0.5 s busy",
+            seen[cpu as usize]
+        );
     }
     assert!(readings > 0, "records carry counter readings");
     let stats = s.program_stats();
-    assert!(stats.iter().all(|p| p.run_count > 0), "BPF run stats enabled and counting: {stats:?}");
+    assert!(
+        stats.iter().all(|p| p.run_count > 0),
+        "BPF run stats enabled and counting: {stats:?}"
+    );
 }
 
 #[test]
@@ -89,7 +99,10 @@ fn busy_cpu_delivers_at_least_95_percent_of_nominal_rate_at_500us() {
     let secs = (last - first) as f64 * 1e-9;
     let rate = (ticks - 1) as f64 / secs;
     println!("busy cpu {cpu}: {ticks} ticks in {secs:.3} s = {rate:.0}/s (nominal 2000/s)");
-    assert!(rate >= 0.95 * 2000.0, "delivered {rate:.0}/s, below 95% of 2000/s");
+    assert!(
+        rate >= 0.95 * 2000.0,
+        "delivered {rate:.0}/s, below 95% of 2000/s"
+    );
 }
 
 #[test]
@@ -108,9 +121,18 @@ fn time_tables_cover_each_cpus_timeline_exactly() {
         let ev = decode(&item).expect("well-formed record");
         let r = ev.record;
         let span = r.ts_ns - r.span_start_ns;
-        assert_eq!(ev.busy_ns() + r.idle_ns, span, "cpu {} parts != span", r.cpu);
+        assert_eq!(
+            ev.busy_ns() + r.idle_ns,
+            span,
+            "cpu {} parts != span",
+            r.cpu
+        );
         if let Some(prev) = last_end.insert(r.cpu, r.ts_ns) {
-            assert_eq!(r.span_start_ns, prev, "cpu {}: span does not start where the last ended", r.cpu);
+            assert_eq!(
+                r.span_start_ns, prev,
+                "cpu {}: span does not start where the last ended",
+                r.cpu
+            );
             checked += 1;
         }
     }

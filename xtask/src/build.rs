@@ -82,7 +82,10 @@ pub fn run_daemon(bin: &Path, args: &[String]) -> Result<()> {
         c
     };
     cmd.arg("run");
-    if !args.iter().any(|a| a == "--source" || a.starts_with("--source=")) {
+    if !args
+        .iter()
+        .any(|a| a == "--source" || a.starts_with("--source="))
+    {
         cmd.args(["--source", "auto"]);
     }
     cmd.args(args);

@@ -34,14 +34,7 @@ pub fn test(root: &Path) -> Result<()> {
     if !toolchain::is_root() {
         bail!("the privileged tests load BPF programs: run `cargo xtask test` as root");
     }
-    let mut privileged = cargo(&[
-        "test",
-        "--release",
-        "-p",
-        "tests",
-        "--",
-        "--test-threads=1",
-    ]);
+    let mut privileged = cargo(&["test", "--release", "-p", "tests", "--", "--test-threads=1"]);
     privileged.env("ERGON_BIN", &bin);
     step("privileged integration tests", privileged)?;
     eprintln!("xtask: all tests passed");

@@ -22,7 +22,12 @@ pub struct Toolchain {
 }
 
 pub fn ensure() -> Result<Toolchain> {
-    let base = ["rustc-web", "cargo-web", "libstd-rust-web-dev-bpf", "bpftool"];
+    let base = [
+        "rustc-web",
+        "cargo-web",
+        "libstd-rust-web-dev-bpf",
+        "bpftool",
+    ];
     let missing: Vec<&str> = base.iter().copied().filter(|p| !deb_installed(p)).collect();
     apt_install(&missing)?;
     let major = llvm_major()?;
@@ -41,7 +46,10 @@ fn deb_installed(pkg: &str) -> bool {
     Command::new("dpkg-query")
         .args(["-W", "-f=${Status}", pkg])
         .output()
-        .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .map(|o| {
+            o.status.success()
+                && String::from_utf8_lossy(&o.stdout).contains("install ok installed")
+        })
         .unwrap_or(false)
 }
 
@@ -92,8 +100,14 @@ fn cargo_home() -> PathBuf {
 fn linked_llvm_major(bin: &Path) -> Option<u32> {
     let out = Command::new("ldd").arg(bin).output().ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let rest = text.split("libLLVM.so.").nth(1).or_else(|| text.split("libLLVM-").nth(1))?;
-    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    let rest = text
+        .split("libLLVM.so.")
+        .nth(1)
+        .or_else(|| text.split("libLLVM-").nth(1))?;
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn ensure_bpf_linker(major: u32) -> Result<PathBuf> {

@@ -134,7 +134,12 @@ fn flush(st: &mut CpuState, kind: u32, cpu: u32, now: u64, counters: &Counters) 
         (*rec).other_ns = st.other_ns;
         (*rec).n_cgroups = st.n_cgroups;
         (*rec)._pad = 0;
+        // Only the used slots: userspace reads `n_cgroups` entries.
+        let n = st.n_cgroups as usize;
         for i in 0..CGROUP_SLOTS {
+            if i >= n {
+                break;
+            }
             (*rec).cgroups[i] = st.cgroups[i];
         }
     }

@@ -305,7 +305,7 @@ impl Sampler {
         let Some(c) = self.counters.get_mut(idx) else {
             return Ok(());
         };
-        if cpu == c.plan.open_cpu {
+        if cpu == c.plan.open_cpu || !c.readers.contains(&cpu) {
             return Ok(());
         }
         c.readers.retain(|&r| r != cpu);

@@ -7,7 +7,7 @@ use std::{fmt::Write as _, process::ExitCode};
 use crate::{
     bpf, cgroupfs,
     config::Settings,
-    source::{self, chain, rapl, SourceKind},
+    source::{self, chain, rapl, synthetic::Synthetic, SourceKind},
     sysroot::SysRoot,
     topology::Topology,
 };
@@ -93,7 +93,7 @@ pub fn parse_cap_eff(status: &str) -> Option<u64> {
 }
 
 /// Everything that does not need privileges or the kernel programs.
-pub fn inspect(root: &SysRoot, synthetic_watts: f64) -> Report {
+pub fn inspect(root: &SysRoot, synthetic: Synthetic) -> Report {
     let mut r = Report::default();
     let osrelease = root.proc("sys/kernel/osrelease");
     match std::fs::read_to_string(&osrelease).ok().as_deref().and_then(parse_kernel_release) {
@@ -237,7 +237,7 @@ pub fn inspect(root: &SysRoot, synthetic_watts: f64) -> Report {
         Err(e) => r.push("cgroup", Status::Info, chain(&e)),
     }
     match Topology::read(root) {
-        Ok(topo) => match source::select(SourceKind::Auto, root, &topo, synthetic_watts) {
+        Ok(topo) => match source::select(SourceKind::Auto, root, &topo, synthetic) {
             Ok(plan) => r.push(
                 "auto source",
                 Status::Ok,
@@ -270,7 +270,7 @@ fn powercap_zones(root: &SysRoot) -> String {
 
 /// The full check, including loading the kernel programs through the verifier.
 pub fn report(settings: &Settings) -> Report {
-    let mut r = inspect(&settings.root, settings.synthetic_watts);
+    let mut r = inspect(&settings.root, settings.synthetic);
     let ready = ["kernel", "btf", "privileges"]
         .iter()
         .all(|i| r.find(i).is_some_and(|f| f.status == Status::Ok));
@@ -292,12 +292,7 @@ pub fn report(settings: &Settings) -> Report {
     }
     if settings.source != SourceKind::Auto {
         if let Ok(topo) = Topology::read(&settings.root) {
-            match source::select(
-                settings.source,
-                &settings.root,
-                &topo,
-                settings.synthetic_watts,
-            ) {
+            match source::select(settings.source, &settings.root, &topo, settings.synthetic) {
                 Ok(plan) => r.push(
                     "--source",
                     Status::Ok,
@@ -323,7 +318,13 @@ pub fn run(settings: &Settings) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::synthetic::Layout;
     use std::path::Path;
+
+    const SYNTH: Synthetic = Synthetic {
+        watts: 10.0,
+        layout: Layout::PerCpu,
+    };
 
     #[test]
     fn kernel_release() {
@@ -367,7 +368,7 @@ mod tests {
     #[test]
     fn a_capable_machine_without_rapl_picks_synthetic() {
         let dir = tree("6.1.0\n", "000001ffffffffff", true);
-        let r = inspect(&SysRoot::under(dir.path()), 10.0);
+        let r = inspect(&SysRoot::under(dir.path()), SYNTH);
         assert!(r.can_run(), "{}", r.render());
         let auto = r.find("auto source").expect("auto line");
         assert!(
@@ -387,7 +388,7 @@ mod tests {
     #[test]
     fn old_kernel_no_btf_no_caps_fail_with_reasons() {
         let dir = tree("4.19.0\n", "0000000000000000", false);
-        let r = inspect(&SysRoot::under(dir.path()), 10.0);
+        let r = inspect(&SysRoot::under(dir.path()), SYNTH);
         assert!(!r.can_run());
         for item in ["kernel", "btf", "privileges"] {
             let f = r.find(item).expect("line");
@@ -411,7 +412,7 @@ mod tests {
             env!("CARGO_MANIFEST_DIR"),
             "/../testdata/rapl-intel-2pkg"
         ));
-        let r = inspect(&SysRoot::under(fixture), 10.0);
+        let r = inspect(&SysRoot::under(fixture), SYNTH);
         let pmu = r.find("power PMU").expect("pmu line");
         assert_eq!(pmu.status, Status::Ok, "{}", pmu.detail);
         assert!(

@@ -7,7 +7,13 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::Args;
 use serde::Deserialize;
 
-use crate::{source::SourceKind, sysroot::SysRoot};
+use crate::{
+    source::{
+        synthetic::{Layout, Synthetic},
+        SourceKind,
+    },
+    sysroot::SysRoot,
+};
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:9092";
 pub const DEFAULT_PERIOD: Duration = Duration::from_micros(500);
@@ -37,6 +43,11 @@ pub struct RunArgs {
     /// Constant power each CPU draws under `--source synthetic` [default: 10].
     #[arg(long, env = "ERGON_SYNTHETIC_WATTS")]
     pub synthetic_watts: Option<f64>,
+
+    /// Counter layout of `--source synthetic`: per-cpu, or package (one
+    /// counter per package like RAPL; exercises read-scope detection) [default: per-cpu].
+    #[arg(long, env = "ERGON_SYNTHETIC_LAYOUT", value_enum)]
+    pub synthetic_layout: Option<Layout>,
 
     /// Address of the HTTP server (`/metrics`) [default: 0.0.0.0:9092].
     #[arg(long, env = "ERGON_LISTEN")]
@@ -70,6 +81,7 @@ pub struct FileConfig {
     pub source: Option<SourceKind>,
     pub period: Option<String>,
     pub synthetic_watts: Option<f64>,
+    pub synthetic_layout: Option<Layout>,
     pub listen: Option<String>,
     pub ringbuf_size: Option<u64>,
     pub drain_interval: Option<String>,
@@ -83,7 +95,7 @@ pub struct FileConfig {
 pub struct Settings {
     pub source: SourceKind,
     pub period: Duration,
-    pub synthetic_watts: f64,
+    pub synthetic: Synthetic,
     pub listen: SocketAddr,
     pub ringbuf_bytes: u32,
     pub drain_interval: Duration,
@@ -193,10 +205,17 @@ impl RunArgs {
                 .unwrap_or(d.cgroup),
             dev: d.dev,
         };
+        let layout = self
+            .synthetic_layout
+            .or(file.synthetic_layout)
+            .unwrap_or_default();
         Ok(Settings {
             source,
             period,
-            synthetic_watts,
+            synthetic: Synthetic {
+                watts: synthetic_watts,
+                layout,
+            },
             listen,
             ringbuf_bytes: ringbuf as u32,
             drain_interval,
@@ -266,7 +285,8 @@ mod tests {
         assert_eq!(s.source, SourceKind::Auto);
         assert_eq!(s.period, Duration::from_micros(500));
         assert_eq!(s.listen, "0.0.0.0:9092".parse().expect("addr"));
-        assert_eq!(s.synthetic_watts, 10.0);
+        assert_eq!(s.synthetic.watts, 10.0);
+        assert_eq!(s.synthetic.layout, Layout::PerCpu);
         assert_eq!(s.ringbuf_bytes, 4 << 20);
         assert_eq!(s.drain_interval, Duration::from_millis(10));
         assert_eq!(s.root, SysRoot::default());
@@ -322,7 +342,7 @@ mod tests {
         let path = dir.path().join("ergon.toml");
         std::fs::write(
             &path,
-            "source = \"synthetic\"\nperiod = \"1ms\"\nsynthetic_watts = 7.0\nlisten = \"127.0.0.1:9999\"\n",
+            "source = \"synthetic\"\nperiod = \"1ms\"\nsynthetic_watts = 7.0\nsynthetic_layout = \"package\"\nlisten = \"127.0.0.1:9999\"\n",
         )
         .expect("write");
         let mut a = args();
@@ -331,7 +351,8 @@ mod tests {
         let s = a.settings().expect("valid");
         assert_eq!(s.source, SourceKind::Synthetic);
         assert_eq!(s.period, Duration::from_millis(1));
-        assert_eq!(s.synthetic_watts, 7.0);
+        assert_eq!(s.synthetic.watts, 7.0);
+        assert_eq!(s.synthetic.layout, Layout::Package);
         assert_eq!(s.listen.port(), 1234, "the flag wins over the file");
     }
 

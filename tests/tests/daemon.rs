@@ -216,3 +216,52 @@ fn check_reports_this_machine_and_exits_zero() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL  --source"));
 }
+
+#[test]
+fn a_package_counter_without_read_scope_is_detected_and_read_on_its_cpu() {
+    require_root();
+    let cpus = online_cpus();
+    assert!(
+        cpus.len() >= 2,
+        "this test needs two CPUs to offer a counter across CPUs"
+    );
+    let _busy = Busy::on(&cpus);
+    // One counter for the package, opened on its first CPU and offered to
+    // all: the kernel refuses cross-CPU reads of a cpu-clock event, as it does
+    // for RAPL before PMU read scope. The daemon must notice and narrow.
+    let d = Daemon::start(&[
+        "--source",
+        "synthetic",
+        "--synthetic-layout",
+        "package",
+        "--synthetic-watts",
+        "5",
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    let errors_before = d.metrics()["ergon_counter_read_errors_total"];
+    let (pkg, cpu_sum, _) = rates(&d, 4);
+    let errors_after = d.metrics()["ergon_counter_read_errors_total"];
+    let want = 5.0 * cpus.len() as f64;
+    println!("package {pkg:.4} W (want {want}), read errors {errors_before} -> {errors_after}");
+    assert!(
+        (pkg - want).abs() / want < 0.02,
+        "package {pkg} W vs {want} W"
+    );
+    assert!((cpu_sum - pkg).abs() / want < 1e-6);
+    assert!(
+        errors_before > 0.0,
+        "the refused cross-CPU reads are counted"
+    );
+    assert_eq!(
+        errors_before, errors_after,
+        "after narrowing, no more failed reads"
+    );
+    let (status, stderr) = d.stop();
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("the kernel refuses to read this energy counter from other CPUs"),
+        "{stderr}"
+    );
+    // The kernel program's own aya-log warning reaches the daemon's log.
+    assert!(stderr.contains("energy counter read failed"), "{stderr}");
+}

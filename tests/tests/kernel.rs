@@ -5,7 +5,11 @@ use std::time::{Duration, Instant};
 use ergon::{
     bpf::{LoadOptions, Sampler},
     decode::{decode, Kind},
-    source::{self, SourceKind},
+    source::{
+        self,
+        synthetic::{Layout, Synthetic},
+        SourceKind,
+    },
     sysroot::SysRoot,
     topology::Topology,
 };
@@ -15,7 +19,16 @@ fn load(period: Duration) -> (Sampler, Topology) {
     require_root();
     let root = SysRoot::default();
     let topo = Topology::read(&root).expect("topology");
-    let plan = source::select(SourceKind::Synthetic, &root, &topo, 10.0).expect("synthetic plan");
+    let plan = source::select(
+        SourceKind::Synthetic,
+        &root,
+        &topo,
+        Synthetic {
+            watts: 10.0,
+            layout: Layout::PerCpu,
+        },
+    )
+    .expect("synthetic plan");
     let s = Sampler::load(
         &plan,
         &topo,

@@ -68,13 +68,14 @@ pub fn select(
     kind: SourceKind,
     root: &SysRoot,
     topo: &Topology,
-    synthetic_watts: f64,
+    synth: synthetic::Synthetic,
 ) -> Result<Plan, SourceError> {
+    let synthetic_watts = synth.watts;
     let pmu_path = root.sys(rapl::POWER_PMU_DIR).display().to_string();
     match kind {
         SourceKind::Synthetic => Ok(synthetic::plan(
             topo,
-            synthetic_watts,
+            synth,
             "asked for with --source synthetic".into(),
         )),
         SourceKind::Rapl => match rapl::discover(root) {
@@ -97,19 +98,19 @@ pub fn select(
                     Ok(plan) => Ok(plan),
                     Err(e) => Ok(synthetic::plan(
                         topo,
-                        synthetic_watts,
+                        synth,
                         format!("the power PMU cannot be planned ({}); falling back to synthetic {synthetic_watts} W per CPU", chain(&e)),
                     )),
                 }
             }
             Ok(None) => Ok(synthetic::plan(
                 topo,
-                synthetic_watts,
+                synth,
                 format!("no perf power PMU at {pmu_path} (no RAPL here); synthetic {synthetic_watts} W per CPU exercises the same kernel path"),
             )),
             Err(e) => Ok(synthetic::plan(
                 topo,
-                synthetic_watts,
+                synth,
                 format!("the power PMU is unusable ({}); falling back to synthetic {synthetic_watts} W per CPU", chain(&e)),
             )),
         },

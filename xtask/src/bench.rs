@@ -62,9 +62,7 @@ pub fn overhead(bin: &Path, seconds: u64, out: Option<&Path>) -> Result<()> {
         let _ = s.join();
     }
     result?;
-    let mut table = format!(
-        "| rate per CPU | on_timer ns/run | sched_switch ns/run | daemon CPU % (of one CPU) | delivered cadence per busy CPU | ring-buffer drops |\n|---|---|---|---|---|---|\n"
-    );
+    let mut table = String::from("| rate per CPU | on_timer ns/run | sched_switch ns/run | daemon CPU % (of one CPU) | delivered cadence per busy CPU | ring-buffer drops |\n|---|---|---|---|---|---|\n");
     for r in &rows {
         table.push_str(&format!(
             "| {} kHz | {:.0} | {:.0} | {:.2} | {:.0} Hz | {} |\n",

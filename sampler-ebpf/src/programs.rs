@@ -208,6 +208,27 @@ fn read_counters(cpu: u32) -> Counters {
     c
 }
 
+/// This CPU's accounting state.
+#[inline(always)]
+fn cpu_state() -> Option<&'static mut CpuState> {
+    let st = CPU_STATE.get_ptr_mut(0)?;
+    // SAFETY: per-CPU map value; programs on one CPU do not nest (the timer
+    // fires in hard-irq context and sched_switch runs with irqs disabled).
+    Some(unsafe { &mut *st })
+}
+
+/// The task running now: (is it the idle task, its cgroup v2 id).
+#[inline(always)]
+fn current_task() -> (bool, u64) {
+    let idle = bpf_get_current_pid_tgid() as u32 == 0;
+    if idle {
+        (true, 0)
+    } else {
+        // SAFETY: plain helper call.
+        (false, unsafe { bpf_get_current_cgroup_id() })
+    }
+}
+
 #[perf_event]
 pub fn on_timer(ctx: PerfEventContext) -> u32 {
     // SAFETY: plain helper calls.
@@ -220,17 +241,10 @@ pub fn on_timer(ctx: PerfEventContext) -> u32 {
             "cpu {}: energy counter read failed (mask {})", cpu, counters.errors
         );
     }
-    let Some(st) = CPU_STATE.get_ptr_mut(0) else {
+    let Some(st) = cpu_state() else {
         return 0;
     };
-    // SAFETY: per-CPU map value; programs on one CPU do not run concurrently.
-    let st = unsafe { &mut *st };
-    let idle = bpf_get_current_pid_tgid() as u32 == 0;
-    let cgroup_id = if idle {
-        0
-    } else {
-        unsafe { bpf_get_current_cgroup_id() }
-    };
+    let (idle, cgroup_id) = current_task();
     st.last_idle = u32::from(idle);
     st.last_cgroup = cgroup_id;
     if let Some(d) = close_span(st, now, idle, cgroup_id) {
@@ -247,17 +261,10 @@ pub fn on_timer(ctx: PerfEventContext) -> u32 {
 pub fn sched_switch(_ctx: BtfTracePointContext) -> u32 {
     // SAFETY: plain helper calls. `current` is still the outgoing task here.
     let now = unsafe { bpf_ktime_get_boot_ns() };
-    let Some(st) = CPU_STATE.get_ptr_mut(0) else {
+    let Some(st) = cpu_state() else {
         return 0;
     };
-    // SAFETY: per-CPU map value; programs on one CPU do not run concurrently.
-    let st = unsafe { &mut *st };
-    let idle = bpf_get_current_pid_tgid() as u32 == 0;
-    let cgroup_id = if idle {
-        0
-    } else {
-        unsafe { bpf_get_current_cgroup_id() }
-    };
+    let (idle, cgroup_id) = current_task();
     if let Some(d) = close_span(st, now, idle, cgroup_id) {
         bump(STAT_CGROUP_OVERFLOW);
         let cpu = unsafe { bpf_get_smp_processor_id() };

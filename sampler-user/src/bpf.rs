@@ -177,26 +177,14 @@ impl Sampler {
 
         // Kernel-side diagnostics (aya-log) go to `log`, bridged into tracing.
         // The logger task is started by the daemon; failing here only loses logs.
-        let btf = Btf::from_sys_fs().map_err(|source| BpfError::Btf { source })?;
+        load_programs(&mut ebpf)?;
         let sw: &mut BtfTracePoint = program_mut(&mut ebpf, SWITCH_PROGRAM)?;
-        sw.load("sched_switch", &btf)
-            .map_err(|source| BpfError::Program {
-                name: SWITCH_PROGRAM,
-                action: "load",
-                source,
-            })?;
         sw.attach().map_err(|source| BpfError::Program {
             name: SWITCH_PROGRAM,
             action: "attach",
             source,
         })?;
-
         let timer: &mut PerfEvent = program_mut(&mut ebpf, TIMER_PROGRAM)?;
-        timer.load().map_err(|source| BpfError::Program {
-            name: TIMER_PROGRAM,
-            action: "load",
-            source,
-        })?;
         let mut attached_cpus = Vec::new();
         for c in &topo.cpus {
             timer
@@ -427,15 +415,20 @@ pub fn verify() -> Result<(), BpfError> {
         return Err(BpfError::NotBuilt);
     }
     let mut ebpf = Ebpf::load(BPF_OBJECT).map_err(|source| BpfError::Load { source })?;
+    load_programs(&mut ebpf)
+}
+
+/// Loads both programs into the kernel (verifier), attaching nothing.
+fn load_programs(ebpf: &mut Ebpf) -> Result<(), BpfError> {
     let btf = Btf::from_sys_fs().map_err(|source| BpfError::Btf { source })?;
-    let sw: &mut BtfTracePoint = program_mut(&mut ebpf, SWITCH_PROGRAM)?;
+    let sw: &mut BtfTracePoint = program_mut(ebpf, SWITCH_PROGRAM)?;
     sw.load("sched_switch", &btf)
         .map_err(|source| BpfError::Program {
             name: SWITCH_PROGRAM,
             action: "load",
             source,
         })?;
-    let timer: &mut PerfEvent = program_mut(&mut ebpf, TIMER_PROGRAM)?;
+    let timer: &mut PerfEvent = program_mut(ebpf, TIMER_PROGRAM)?;
     timer.load().map_err(|source| BpfError::Program {
         name: TIMER_PROGRAM,
         action: "load",

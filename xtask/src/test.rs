@@ -1,8 +1,12 @@
 //! `cargo xtask test`: every test, in the order a reviewer would run them.
 
-use std::{path::Path, process::Command};
+use std::{
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Command, Stdio},
+};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::{build, toolchain};
 
@@ -27,17 +31,69 @@ pub fn test(root: &Path) -> Result<()> {
             "warnings",
         ]),
     )?;
-    step(
+    let mut totals = Totals::default();
+    tests_step(
         "unit tests",
         cargo(&["test", "--workspace", "--exclude", "tests"]),
+        &mut totals,
     )?;
     if !toolchain::is_root() {
         bail!("the privileged tests load BPF programs: run `cargo xtask test` as root");
     }
     let mut privileged = cargo(&["test", "--release", "-p", "tests", "--", "--test-threads=1"]);
     privileged.env("ERGON_BIN", &bin);
-    step("privileged integration tests", privileged)?;
+    tests_step("privileged integration tests", privileged, &mut totals)?;
     eprintln!("xtask: all tests passed");
+    // One closing line for the whole run (cargo's last line is a doc-test
+    // summary that may well say 0).
+    println!("xtask: {} passed, {} failed", totals.passed, totals.failed);
+    Ok(())
+}
+
+#[derive(Default)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+}
+
+/// Runs a `cargo test` step, echoing its output and adding up the
+/// `test result: ok. N passed; M failed` lines.
+fn tests_step(name: &str, mut cmd: Command, totals: &mut Totals) -> Result<()> {
+    eprintln!("xtask: == {name} ==");
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {name}"))?;
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines() {
+            let line = line?;
+            println!("{line}");
+            if let Some(rest) = line.strip_prefix("test result: ") {
+                let count = |word: &str| {
+                    rest.split(';')
+                        .find_map(|part| {
+                            part.trim()
+                                .trim_start_matches("ok. ")
+                                .trim_start_matches("FAILED. ")
+                                .strip_suffix(word)
+                        })
+                        .and_then(|n| n.trim().parse::<u64>().ok())
+                        .unwrap_or(0)
+                };
+                totals.passed += count(" passed");
+                totals.failed += count(" failed");
+            }
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        println!(
+            "xtask: {} passed, {} failed",
+            totals.passed,
+            totals.failed.max(1)
+        );
+        bail!("{name} failed: {status}");
+    }
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 //! Data flows one way: kernel records → [`drain`] → [`energy`] books →
 //! immutable [`snapshot`] → [`metrics`] encoder → [`server`].
 
+pub mod attribution;
 pub mod bpf;
 pub mod cgroupfs;
 pub mod check;

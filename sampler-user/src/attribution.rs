@@ -1,0 +1,584 @@
+//! The attribution engine: splits each package's energy across the cgroups
+//! that ran on its CPUs, by the time each one spent in the interval, with
+//! idle time as its own bucket. Pure bookkeeping, no I/O.
+//!
+//! Inputs arrive out of step: every CPU's time table comes in spans
+//! `[start, end]` (one per kernel record, each CPU's spans chained without
+//! gaps), and every energy counter in readings `(ts, cumulative counts)`.
+//! For each package the engine keeps a *frontier* `F`: the time up to which
+//! every CPU's timeline and every counter of the package are known. Each
+//! [`Attributor::advance`] moves `F` to `F'` and books exactly the energy of
+//! `[F, F']`:
+//!
+//! 1. each counter's energy at `F'` is interpolated between its readings;
+//! 2. the package's ΔE goes to its CPUs: a per-CPU counter to its CPU, a
+//!    package counter to every CPU in equal parts (each CPU's timeline spans
+//!    the whole interval, so that is the split by time, idle included);
+//! 3. each CPU's ΔE is split over what ran on it in `[F, F']` — the cgroups'
+//!    on-CPU ns, idle ns and untracked (`other`) ns — in proportion to time.
+//!    A span that straddles `F'` is split pro rata; its rest waits.
+//!
+//! Energy is kept in integer units (counts × 2^16) and every split uses the
+//! largest-remainder method, so at every step Σ cgroups + idle = Σ CPUs =
+//! package, exactly, however long the daemon runs.
+
+use std::collections::{HashMap, VecDeque};
+
+use sampler_common::{CgroupTime, TickRecord};
+
+/// Fractional bits of the energy unit: one unit = 2^-16 counts.
+pub const FRAC_BITS: u32 = 16;
+const ONE: u128 = 1 << FRAC_BITS;
+
+/// Pseudo cgroup id for time whose cgroup is unknown (kernel table full).
+pub const OTHER_CGROUP: u64 = u64::MAX;
+
+/// How a package's energy counters map onto its CPUs.
+#[derive(Clone, Debug)]
+pub struct PackageSpec {
+    pub package: u32,
+    /// Joules per count of the package's counters (`pkg` domain).
+    pub joules_per_count: f64,
+    /// CPU ids of the package.
+    pub cpus: Vec<u32>,
+    /// Counters of the `pkg` domain: (counter index, Some(cpu) when the
+    /// counter measures only that CPU).
+    pub counters: Vec<(usize, Option<u32>)>,
+}
+
+#[derive(Clone, Debug)]
+struct Span {
+    start: u64,
+    end: u64,
+    idle_ns: u64,
+    other_ns: u64,
+    n: usize,
+    cgroups: [CgroupTime; sampler_common::CGROUP_SLOTS],
+}
+
+#[derive(Clone, Debug, Default)]
+struct CpuLine {
+    package: usize,
+    /// End of the last span received.
+    closed_until: Option<u64>,
+    spans: VecDeque<Span>,
+    /// Energy booked to this CPU (units).
+    energy: u128,
+}
+
+#[derive(Clone, Debug, Default)]
+struct CounterLine {
+    /// Readings (ts, cumulative units), oldest first; keeps one at or before
+    /// the frontier for interpolation.
+    readings: VecDeque<(u64, u128)>,
+}
+
+#[derive(Clone, Debug)]
+struct PackageLine {
+    spec: PackageSpec,
+    cpu_lines: Vec<usize>,
+    frontier: Option<u64>,
+    /// Counter values (units) at the frontier.
+    at_frontier: Vec<u128>,
+    energy: u128,
+    idle: u128,
+    /// Rotates which CPU gets the rounding remainder of an equal split.
+    rr: usize,
+}
+
+/// Totals of one cgroup.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CgroupTotals {
+    /// Energy in units, per package index.
+    pub units: Vec<u128>,
+    pub cpu_ns: u128,
+}
+
+/// Composition of one CPU's time over an interval.
+#[derive(Default)]
+struct Mix {
+    idle: u64,
+    other: u64,
+    cgroups: Vec<(u64, u64)>,
+}
+
+impl Mix {
+    fn clear(&mut self) {
+        self.idle = 0;
+        self.other = 0;
+        self.cgroups.clear();
+    }
+
+    fn add(&mut self, id: u64, ns: u64) {
+        match self.cgroups.iter_mut().find(|(c, _)| *c == id) {
+            Some((_, t)) => *t += ns,
+            None => self.cgroups.push((id, ns)),
+        }
+    }
+}
+
+pub struct Attributor {
+    packages: Vec<PackageLine>,
+    cpus: Vec<CpuLine>,
+    /// cpu id → index in `cpus`.
+    cpu_index: HashMap<u32, usize>,
+    counters: HashMap<usize, CounterLine>,
+    cgroups: HashMap<u64, CgroupTotals>,
+    mix: Mix,
+}
+
+impl Attributor {
+    pub fn new(specs: Vec<PackageSpec>) -> Self {
+        let mut cpus = Vec::new();
+        let mut cpu_index = HashMap::new();
+        let mut counters = HashMap::new();
+        let packages = specs
+            .into_iter()
+            .enumerate()
+            .map(|(p, spec)| {
+                let mut lines = Vec::new();
+                for &cpu in &spec.cpus {
+                    cpu_index.insert(cpu, cpus.len());
+                    lines.push(cpus.len());
+                    cpus.push(CpuLine {
+                        package: p,
+                        ..CpuLine::default()
+                    });
+                }
+                for &(k, _) in &spec.counters {
+                    counters.insert(k, CounterLine::default());
+                }
+                PackageLine {
+                    at_frontier: vec![0; spec.counters.len()],
+                    spec,
+                    cpu_lines: lines,
+                    frontier: None,
+                    energy: 0,
+                    idle: 0,
+                    rr: 0,
+                }
+            })
+            .collect();
+        Self {
+            packages,
+            cpus,
+            cpu_index,
+            counters,
+            cgroups: HashMap::new(),
+            mix: Mix::default(),
+        }
+    }
+
+    /// A kernel record's time table. Spans of one CPU must come in order;
+    /// one that starts before the CPU's last end is trimmed to it.
+    pub fn on_span(&mut self, r: &TickRecord) {
+        let Some(&ci) = self.cpu_index.get(&r.cpu) else {
+            return;
+        };
+        let line = &mut self.cpus[ci];
+        let n = (r.n_cgroups as usize).min(r.cgroups.len());
+        let mut span = Span {
+            start: r.span_start_ns,
+            end: r.ts_ns,
+            idle_ns: r.idle_ns,
+            other_ns: r.other_ns,
+            n,
+            cgroups: r.cgroups,
+        };
+        if let Some(c) = line.closed_until {
+            if span.end <= c {
+                return;
+            }
+            if span.start < c {
+                let keep = span.end - c;
+                let len = span.end - span.start;
+                scale_span(&mut span, keep, len);
+                span.start = c;
+            }
+        }
+        line.closed_until = Some(span.end);
+        line.spans.push_back(span);
+    }
+
+    /// A reading of counter `idx`: cumulative counts at boot time `ts`.
+    pub fn on_reading(&mut self, idx: usize, ts: u64, cumulative_counts: u128) {
+        if let Some(c) = self.counters.get_mut(&idx) {
+            if c.readings.back().is_none_or(|&(t, _)| ts > t) {
+                c.readings.push_back((ts, cumulative_counts * ONE));
+            }
+        }
+    }
+
+    /// Moves every package's frontier as far as its inputs allow and books
+    /// the energy in between. Returns the number of packages that advanced.
+    pub fn advance(&mut self) -> usize {
+        let mut advanced = 0;
+        for p in 0..self.packages.len() {
+            if self.advance_package(p) {
+                advanced += 1;
+            }
+        }
+        advanced
+    }
+
+    fn advance_package(&mut self, p: usize) -> bool {
+        let pkg = &self.packages[p];
+        // How far every input of the package reaches.
+        let mut reach = u64::MAX;
+        for &ci in &pkg.cpu_lines {
+            match self.cpus[ci].closed_until {
+                Some(t) => reach = reach.min(t),
+                None => return false,
+            }
+        }
+        for &(k, _) in &pkg.spec.counters {
+            match self.counters.get(&k).and_then(|c| c.readings.back()) {
+                Some(&(t, _)) => reach = reach.min(t),
+                None => return false,
+            }
+        }
+        let Some(from) = pkg.frontier else {
+            // Start where every input has begun: drop what came before.
+            let mut start = 0u64;
+            for &ci in &pkg.cpu_lines {
+                if let Some(s) = self.cpus[ci].spans.front() {
+                    start = start.max(s.start);
+                }
+            }
+            for &(k, _) in &pkg.spec.counters {
+                if let Some(&(t, _)) = self.counters.get(&k).and_then(|c| c.readings.front()) {
+                    start = start.max(t);
+                }
+            }
+            if start > reach {
+                return false;
+            }
+            let values: Vec<u128> = pkg
+                .spec
+                .counters
+                .iter()
+                .map(|&(k, _)| self.value_at(k, start))
+                .collect();
+            let lines = pkg.cpu_lines.clone();
+            for ci in lines {
+                self.take_mix(ci, start);
+            }
+            let pkg = &mut self.packages[p];
+            pkg.at_frontier = values;
+            pkg.frontier = Some(start);
+            self.book_interval(p, start, reach);
+            return true;
+        };
+        if reach <= from {
+            return false;
+        }
+        self.book_interval(p, from, reach)
+    }
+
+    /// Books the energy of package `p` over `[from, to]` and moves its frontier to `to`.
+    fn book_interval(&mut self, p: usize, from: u64, to: u64) -> bool {
+        if to <= from {
+            return false;
+        }
+        let pkg = &self.packages[p];
+        let n_cpus = pkg.cpu_lines.len();
+        // 1. Counter energy over [from, to].
+        let mut shared: u128 = 0;
+        let mut own: Vec<(u32, u128)> = Vec::new();
+        let mut new_values = Vec::with_capacity(pkg.spec.counters.len());
+        for (i, &(k, cpu)) in pkg.spec.counters.iter().enumerate() {
+            let v = self.value_at(k, to);
+            let d = v.saturating_sub(pkg.at_frontier[i]);
+            new_values.push(v);
+            match cpu {
+                Some(c) => own.push((c, d)),
+                None => shared += d,
+            }
+        }
+        // 2. To CPUs: own counters directly, package counters in equal parts.
+        let lines = pkg.cpu_lines.clone();
+        let rr = pkg.rr;
+        let mut cpu_energy = vec![0u128; n_cpus];
+        if n_cpus > 0 {
+            let base = shared / n_cpus as u128;
+            let rem = (shared % n_cpus as u128) as usize;
+            for (j, e) in cpu_energy.iter_mut().enumerate() {
+                *e = base + u128::from((j + n_cpus - rr % n_cpus) % n_cpus < rem);
+            }
+        }
+        for (c, d) in own {
+            if let Some(&ci) = self.cpu_index.get(&c) {
+                if let Some(j) = lines.iter().position(|&l| l == ci) {
+                    cpu_energy[j] += d;
+                }
+            }
+        }
+        // 3. Each CPU's energy over what ran on it.
+        let mut idle_total = 0u128;
+        let mut energy_total = 0u128;
+        for (j, &ci) in lines.iter().enumerate() {
+            self.take_mix(ci, to);
+            let e = cpu_energy[j];
+            energy_total += e;
+            self.cpus[ci].energy += e;
+            idle_total += self.book_mix(p, e);
+        }
+        // Readings before the last one at or before `to` are no longer needed.
+        for &(k, _) in &self.packages[p].spec.counters {
+            if let Some(c) = self.counters.get_mut(&k) {
+                while c.readings.len() > 1 && c.readings[1].0 <= to {
+                    c.readings.pop_front();
+                }
+            }
+        }
+        let pkg = &mut self.packages[p];
+        pkg.at_frontier = new_values;
+        pkg.frontier = Some(to);
+        pkg.energy += energy_total;
+        pkg.idle += idle_total;
+        pkg.rr = pkg.rr.wrapping_add(1);
+        true
+    }
+
+    /// Cumulative units of counter `k` at `t`, interpolated between readings
+    /// (clamped to the first/last reading outside them).
+    fn value_at(&self, k: usize, t: u64) -> u128 {
+        let Some(c) = self.counters.get(&k) else {
+            return 0;
+        };
+        let mut prev: Option<(u64, u128)> = None;
+        for &(ts, v) in &c.readings {
+            if ts >= t {
+                return match prev {
+                    None => v,
+                    Some((pt, pv)) if ts > pt && v >= pv => {
+                        pv + (v - pv) * u128::from(t - pt) / u128::from(ts - pt)
+                    }
+                    Some(_) => v,
+                };
+            }
+            prev = Some((ts, v));
+        }
+        prev.map_or(0, |(_, v)| v)
+    }
+
+    /// Collects into `self.mix` what CPU `ci` ran up to `to`, consuming its
+    /// spans (splitting the one that straddles `to`).
+    fn take_mix(&mut self, ci: usize, to: u64) {
+        self.mix.clear();
+        let line = &mut self.cpus[ci];
+        while let Some(front) = line.spans.front_mut() {
+            if front.start >= to {
+                break;
+            }
+            if front.end <= to {
+                if let Some(s) = line.spans.pop_front() {
+                    add_span(&mut self.mix, &s);
+                }
+            } else {
+                // Straddles: book [start, to] pro rata, keep the exact rest.
+                let len = front.end - front.start;
+                let mut head = front.clone();
+                scale_span(&mut head, to - front.start, len);
+                front.idle_ns = front.idle_ns.saturating_sub(head.idle_ns);
+                front.other_ns = front.other_ns.saturating_sub(head.other_ns);
+                for (r, h) in front.cgroups[..front.n]
+                    .iter_mut()
+                    .zip(&head.cgroups[..head.n])
+                {
+                    r.ns = r.ns.saturating_sub(h.ns);
+                }
+                front.start = to;
+                add_span(&mut self.mix, &head);
+                break;
+            }
+        }
+    }
+
+    /// Splits `e` units of package `p` over `self.mix`; returns the idle part.
+    fn book_mix(&mut self, p: usize, e: u128) -> u128 {
+        let mix = &self.mix;
+        let mut weights: Vec<u64> = Vec::with_capacity(mix.cgroups.len() + 2);
+        weights.push(mix.idle);
+        weights.push(mix.other);
+        weights.extend(mix.cgroups.iter().map(|&(_, ns)| ns));
+        if weights.iter().all(|&w| w == 0) {
+            // No time known (should not happen with chained spans): idle.
+            weights[0] = 1;
+        }
+        let parts = split(e, &weights);
+        let n_packages = self.packages.len();
+        let mut add = |id: u64, units: u128, ns: u64| {
+            let t = self.cgroups.entry(id).or_default();
+            if t.units.len() < n_packages {
+                t.units.resize(n_packages, 0);
+            }
+            t.units[p] += units;
+            t.cpu_ns += u128::from(ns);
+        };
+        if mix.other > 0 || parts[1] > 0 {
+            add(OTHER_CGROUP, parts[1], mix.other);
+        }
+        for (i, &(id, ns)) in mix.cgroups.iter().enumerate() {
+            add(id, parts[i + 2], ns);
+        }
+        parts[0]
+    }
+
+    /// Per-cgroup totals (cgroup v2 id, or [`OTHER_CGROUP`]).
+    pub fn cgroups(&self) -> &HashMap<u64, CgroupTotals> {
+        &self.cgroups
+    }
+
+    /// Removes a cgroup's totals (retention expired or folded) and returns them.
+    pub fn remove_cgroup(&mut self, id: u64) -> Option<CgroupTotals> {
+        self.cgroups.remove(&id)
+    }
+
+    /// Adds totals to a cgroup (used to fold cgroups into `other`).
+    pub fn merge_into(&mut self, id: u64, t: &CgroupTotals) {
+        let n = self.packages.len();
+        let dst = self.cgroups.entry(id).or_default();
+        if dst.units.len() < n {
+            dst.units.resize(n, 0);
+        }
+        for (d, s) in dst.units.iter_mut().zip(&t.units) {
+            *d += s;
+        }
+        dst.cpu_ns += t.cpu_ns;
+    }
+
+    /// Joules of a cgroup's totals.
+    pub fn joules(&self, t: &CgroupTotals) -> f64 {
+        t.units
+            .iter()
+            .zip(&self.packages)
+            .map(|(&u, p)| units_to_joules(u, p.spec.joules_per_count))
+            .sum()
+    }
+
+    /// (package id, energy J, idle J) per package, up to its frontier.
+    pub fn packages(&self) -> Vec<(u32, f64, f64)> {
+        self.packages
+            .iter()
+            .map(|p| {
+                let s = p.spec.joules_per_count;
+                (
+                    p.spec.package,
+                    units_to_joules(p.energy, s),
+                    units_to_joules(p.idle, s),
+                )
+            })
+            .collect()
+    }
+
+    /// (cpu id, energy J) per CPU, up to its package's frontier.
+    pub fn cpus(&self) -> Vec<(u32, f64)> {
+        let mut out: Vec<(u32, f64)> = self
+            .cpu_index
+            .iter()
+            .map(|(&cpu, &ci)| {
+                let s = self.packages[self.cpus[ci].package].spec.joules_per_count;
+                (cpu, units_to_joules(self.cpus[ci].energy, s))
+            })
+            .collect();
+        out.sort_by_key(|&(c, _)| c);
+        out
+    }
+
+    /// Exact totals in units: (package energy, idle, Σ cgroups) per package index.
+    pub fn ledger(&self) -> Vec<(u128, u128, u128)> {
+        self.packages
+            .iter()
+            .enumerate()
+            .map(|(p, line)| {
+                let cg: u128 = self
+                    .cgroups
+                    .values()
+                    .map(|t| t.units.get(p).copied().unwrap_or(0))
+                    .sum();
+                (line.energy, line.idle, cg)
+            })
+            .collect()
+    }
+
+    /// Boot-time frontier of each package (None before the first advance).
+    pub fn frontiers(&self) -> Vec<Option<u64>> {
+        self.packages.iter().map(|p| p.frontier).collect()
+    }
+}
+
+fn units_to_joules(units: u128, joules_per_count: f64) -> f64 {
+    let whole = (units >> FRAC_BITS) as f64;
+    let frac = (units & (ONE - 1)) as f64 / ONE as f64;
+    (whole + frac) * joules_per_count
+}
+
+fn add_span(mix: &mut Mix, s: &Span) {
+    mix.idle += s.idle_ns;
+    mix.other += s.other_ns;
+    for c in &s.cgroups[..s.n] {
+        if c.ns > 0 {
+            mix.add(c.cgroup_id, c.ns);
+        }
+    }
+}
+
+/// Scales every part of `s` by `num/den` (largest remainder, so the parts
+/// still add up to the scaled whole).
+fn scale_span(s: &mut Span, num: u64, den: u64) {
+    if den == 0 {
+        return;
+    }
+    let mut weights: Vec<u64> = Vec::with_capacity(s.n + 2);
+    weights.push(s.idle_ns);
+    weights.push(s.other_ns);
+    weights.extend(s.cgroups[..s.n].iter().map(|c| c.ns));
+    let total: u64 = weights.iter().sum();
+    let target = (u128::from(total) * u128::from(num) / u128::from(den)) as u64;
+    let parts = split(u128::from(target), &weights);
+    s.idle_ns = parts[0] as u64;
+    s.other_ns = parts[1] as u64;
+    for (c, &part) in s.cgroups[..s.n].iter_mut().zip(&parts[2..]) {
+        c.ns = part as u64;
+    }
+}
+
+/// Splits `total` over `weights` in proportion, exactly: the parts add up to
+/// `total` (largest-remainder method). All-zero weights give all zeros.
+pub fn split(total: u128, weights: &[u64]) -> Vec<u128> {
+    let sum: u128 = weights.iter().map(|&w| u128::from(w)).sum();
+    if sum == 0 {
+        return vec![0; weights.len()];
+    }
+    // total·w/sum as (q·w) + (r·w)/sum with q = total/sum, r = total%sum:
+    // no intermediate exceeds u128 while the weights sum below 2^64.
+    let (q, r) = (total / sum, total % sum);
+    let mut parts = Vec::with_capacity(weights.len());
+    let mut rems = Vec::with_capacity(weights.len());
+    let mut given = 0u128;
+    for (i, &w) in weights.iter().enumerate() {
+        let w = u128::from(w);
+        let num = r * w;
+        let part = q * w + num / sum;
+        parts.push(part);
+        rems.push((num % sum, i));
+        given += part;
+    }
+    let mut left = total - given;
+    if left > 0 {
+        rems.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        for &(_, i) in &rems {
+            if left == 0 {
+                break;
+            }
+            parts[i] += 1;
+            left -= 1;
+        }
+    }
+    parts
+}
+
+#[cfg(test)]
+#[path = "attribution/tests.rs"]
+mod tests;

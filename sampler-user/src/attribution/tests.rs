@@ -1,0 +1,226 @@
+//! Unit and property tests of the attribution engine.
+
+use super::*;
+use proptest::prelude::*;
+use sampler_common::{CGROUP_SLOTS, MAX_DOMAINS, RECORD_TICK};
+
+fn rec(cpu: u32, start: u64, end: u64, idle: u64, cgroups: &[(u64, u64)]) -> TickRecord {
+    let mut cg = [CgroupTime::default(); CGROUP_SLOTS];
+    for (slot, &(id, ns)) in cg.iter_mut().zip(cgroups) {
+        *slot = CgroupTime { cgroup_id: id, ns };
+    }
+    TickRecord {
+        kind: RECORD_TICK,
+        cpu,
+        ts_ns: end,
+        span_start_ns: start,
+        valid_mask: 0,
+        error_mask: 0,
+        values: [0; MAX_DOMAINS],
+        idle_ns: idle,
+        other_ns: 0,
+        n_cgroups: cgroups.len() as u32,
+        _pad: 0,
+        cgroups: cg,
+    }
+}
+
+fn package_counter(cpus: &[u32]) -> Attributor {
+    Attributor::new(vec![PackageSpec {
+        package: 0,
+        joules_per_count: 1.0,
+        cpus: cpus.to_vec(),
+        counters: vec![(0, None)],
+    }])
+}
+
+fn joules_of(a: &Attributor, id: u64) -> f64 {
+    a.cgroups().get(&id).map_or(0.0, |t| a.joules(t))
+}
+
+#[test]
+fn split_is_exact_and_proportional() {
+    assert_eq!(split(10, &[1, 1]), vec![5, 5]);
+    assert_eq!(split(10, &[1, 2, 2]), vec![2, 4, 4]);
+    assert_eq!(split(7, &[1, 1, 1]).iter().sum::<u128>(), 7);
+    assert_eq!(split(5, &[0, 0]), vec![0, 0]);
+    assert_eq!(split(0, &[3, 4]), vec![0, 0]);
+}
+
+#[test]
+fn package_energy_is_split_by_time_with_idle_apart() {
+    let mut a = package_counter(&[0, 1]);
+    a.on_reading(0, 0, 0);
+    a.on_span(&rec(0, 0, 0, 0, &[]));
+    a.on_span(&rec(1, 0, 0, 0, &[]));
+    assert_eq!(a.advance(), 1, "frontier starts at 0");
+    // 1000 ns: cpu 0 runs cgroup 7 for 750 ns and idles 250;
+    // cpu 1 runs cgroup 9 for 500 and idles 500. 400 J in the package.
+    a.on_span(&rec(0, 0, 1000, 250, &[(7, 750)]));
+    a.on_span(&rec(1, 0, 1000, 500, &[(9, 500)]));
+    a.on_reading(0, 1000, 400);
+    assert_eq!(a.advance(), 1);
+    // Each CPU gets 200 J; cgroup 7: 150, cgroup 9: 100, idle 50 + 100.
+    assert!((joules_of(&a, 7) - 150.0).abs() < 1e-9);
+    assert!((joules_of(&a, 9) - 100.0).abs() < 1e-9);
+    let (_, pkg, idle) = a.packages()[0];
+    assert!((pkg - 400.0).abs() < 1e-9 && (idle - 150.0).abs() < 1e-9);
+    assert_eq!(a.cpus(), vec![(0, 200.0), (1, 200.0)]);
+    assert_eq!(a.cgroups()[&7].cpu_ns, 750);
+}
+
+#[test]
+fn frontier_waits_for_the_slowest_input_and_splits_straddling_spans() {
+    let mut a = package_counter(&[0, 1]);
+    a.on_reading(0, 0, 0);
+    a.on_span(&rec(0, 0, 0, 0, &[]));
+    a.on_span(&rec(1, 0, 0, 0, &[]));
+    a.advance();
+    a.on_span(&rec(0, 0, 1000, 0, &[(7, 1000)]));
+    a.on_reading(0, 1000, 100);
+    assert_eq!(a.advance(), 0, "cpu 1 has not reported: no progress");
+    // cpu 1 reports a long span to 2000 (idle): frontier moves to 1000 only
+    // (the counter and cpu 0 reach 1000), half of cpu 1's span is booked.
+    a.on_span(&rec(1, 0, 2000, 2000, &[]));
+    assert_eq!(a.advance(), 1);
+    assert_eq!(a.frontiers(), vec![Some(1000)]);
+    assert!((joules_of(&a, 7) - 50.0).abs() < 1e-9);
+    assert!((a.packages()[0].2 - 50.0).abs() < 1e-9, "cpu 1's idle half");
+    a.on_span(&rec(0, 1000, 2000, 0, &[(7, 1000)]));
+    a.on_reading(0, 2000, 300);
+    a.advance();
+    assert!((joules_of(&a, 7) - 150.0).abs() < 1e-9);
+    assert!((a.packages()[0].2 - 150.0).abs() < 1e-9);
+}
+
+#[test]
+fn readings_are_interpolated_at_the_frontier() {
+    let mut a = package_counter(&[0]);
+    a.on_reading(0, 0, 0);
+    a.on_span(&rec(0, 0, 0, 0, &[]));
+    a.advance();
+    a.on_span(&rec(0, 0, 500, 0, &[(3, 500)]));
+    a.on_reading(0, 1000, 1000);
+    a.advance();
+    // Frontier 500: half of the 1000 counts.
+    assert!((joules_of(&a, 3) - 500.0).abs() < 1e-9);
+}
+
+#[test]
+fn per_cpu_counters_go_to_their_cpu() {
+    let mut a = Attributor::new(vec![PackageSpec {
+        package: 0,
+        joules_per_count: 1e-9 * 10.0,
+        cpus: vec![0, 1],
+        counters: vec![(0, Some(0)), (1, Some(1))],
+    }]);
+    for k in 0..2 {
+        a.on_reading(k, 0, 0);
+    }
+    a.on_span(&rec(0, 0, 0, 0, &[]));
+    a.on_span(&rec(1, 0, 0, 0, &[]));
+    a.advance();
+    // 10 W per CPU, counts are ns: cgroup 5 runs 0.3 s on cpu 0 → 3 J.
+    a.on_span(&rec(0, 0, 1_000_000_000, 700_000_000, &[(5, 300_000_000)]));
+    a.on_span(&rec(1, 0, 1_000_000_000, 1_000_000_000, &[]));
+    a.on_reading(0, 1_000_000_000, 1_000_000_000);
+    a.on_reading(1, 1_000_000_000, 1_000_000_000);
+    a.advance();
+    assert!((joules_of(&a, 5) - 3.0).abs() < 1e-9);
+    assert!((a.packages()[0].1 - 20.0).abs() < 1e-9);
+    assert!((a.packages()[0].2 - 17.0).abs() < 1e-9);
+}
+
+#[test]
+fn kernel_other_time_is_booked_to_other() {
+    let mut a = package_counter(&[0]);
+    a.on_reading(0, 0, 0);
+    a.on_span(&rec(0, 0, 0, 0, &[]));
+    a.advance();
+    let mut r = rec(0, 0, 100, 0, &[(4, 60)]);
+    r.other_ns = 40;
+    a.on_span(&r);
+    a.on_reading(0, 100, 100);
+    a.advance();
+    assert!((joules_of(&a, OTHER_CGROUP) - 40.0).abs() < 1e-9);
+    assert!((joules_of(&a, 4) - 60.0).abs() < 1e-9);
+}
+
+proptest! {
+    #[test]
+    fn split_always_adds_up(total in 0u128..1 << 110, weights in proptest::collection::vec(0u64..1 << 58, 1..20)) {
+        let parts = split(total, &weights);
+        let sum: u128 = parts.iter().sum();
+        if weights.iter().any(|&w| w > 0) {
+            prop_assert_eq!(sum, total);
+        } else {
+            prop_assert_eq!(sum, 0);
+        }
+        for (p, w) in parts.iter().zip(&weights) {
+            if *w == 0 { prop_assert_eq!(*p, 0); }
+        }
+    }
+
+    /// Whatever the interleaving of spans, readings and advances, at every
+    /// step Σ cgroups + idle = package = Σ CPUs exactly, and once every input
+    /// reaches the end, the package holds exactly the counter's advance.
+    #[test]
+    fn books_balance_at_every_step(
+        steps in proptest::collection::vec((0u32..3, 1u64..50_000, proptest::collection::vec((1u64..6, 0u64..1000), 0..5), 0u64..1_000_000, any::<bool>()), 1..120),
+        per_cpu in any::<bool>(),
+    ) {
+        let cpus = [0u32, 1, 2];
+        let counters: Vec<(usize, Option<u32>)> = if per_cpu {
+            cpus.iter().map(|&c| (c as usize, Some(c))).collect()
+        } else {
+            vec![(0, None)]
+        };
+        let mut a = Attributor::new(vec![PackageSpec { package: 0, joules_per_count: 2.5e-10, cpus: cpus.to_vec(), counters: counters.clone() }]);
+        let mut end = [0u64; 3];
+        let mut clock = 0u64;
+        let mut value = vec![0u128; counters.len()];
+        for &(k, _) in &counters { a.on_reading(k, 0, 0); }
+        for &c in &cpus { a.on_span(&rec(c, 0, 0, 0, &[])); }
+        for (cpu, len, cgs, energy, adv) in steps {
+            let c = cpu as usize;
+            // A span of `len` ns: the cgroups' time (scaled to fit), idle the rest.
+            let start = end[c];
+            let stop = start + len;
+            let want: u64 = cgs.iter().map(|&(_, ns)| ns).sum();
+            let mut used = 0;
+            let mut list = Vec::new();
+            for &(id, ns) in &cgs {
+                let ns = if want > len { ns * len / want } else { ns };
+                used += ns;
+                list.push((id, ns));
+            }
+            a.on_span(&rec(cpu, start, stop, len - used, &list));
+            end[c] = stop;
+            clock = clock.max(stop);
+            let k = if per_cpu { c } else { 0 };
+            value[k] += u128::from(energy);
+            a.on_reading(counters[k].0, if per_cpu { stop } else { clock }, value[k]);
+            if adv { a.advance(); }
+            for (pkg, idle, cg) in a.ledger() {
+                prop_assert_eq!(pkg, idle + cg);
+            }
+        }
+        // Close every input at one time T with a final reading there.
+        let t = end.iter().copied().max().unwrap_or(0) + 1;
+        for &c in &cpus {
+            let ci = c as usize;
+            a.on_span(&rec(c, end[ci], t, t - end[ci], &[]));
+        }
+        for (i, &(k, _)) in counters.iter().enumerate() {
+            a.on_reading(k, t, value[i]);
+        }
+        a.advance();
+        let (pkg, idle, cg) = a.ledger()[0];
+        prop_assert_eq!(pkg, idle + cg);
+        let total: u128 = value.iter().sum();
+        prop_assert_eq!(pkg, total << FRAC_BITS, "all energy booked once every input reached T");
+        let cpu_sum: f64 = a.cpus().iter().map(|c| c.1).sum();
+        let pkg_j = a.packages()[0].1;
+        prop_assert!((cpu_sum - pkg_j).abs() <= 1e-9 * pkg_j.max(1e-12));
+    }
+}

@@ -26,6 +26,8 @@ use std::collections::{HashMap, VecDeque};
 
 use sampler_common::{CgroupTime, TickRecord};
 
+use crate::{source::Plan, topology::Topology};
+
 /// Fractional bits of the energy unit: one unit = 2^-16 counts.
 pub const FRAC_BITS: u32 = 16;
 const ONE: u128 = 1 << FRAC_BITS;
@@ -44,6 +46,34 @@ pub struct PackageSpec {
     /// Counters of the `pkg` domain: (counter index, Some(cpu) when the
     /// counter measures only that CPU).
     pub counters: Vec<(usize, Option<u32>)>,
+}
+
+impl PackageSpec {
+    /// One spec per package of the machine, with the plan's `pkg` counters.
+    pub fn from_plan(plan: &Plan, topo: &Topology) -> Vec<PackageSpec> {
+        topo.packages()
+            .into_iter()
+            .map(|package| {
+                let counters: Vec<(usize, Option<u32>)> = plan
+                    .counters
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| c.domain == 0 && c.package == package)
+                    .map(|(i, c)| (i, plan.per_cpu.then_some(c.open_cpu)))
+                    .collect();
+                let joules_per_count = counters
+                    .first()
+                    .and_then(|&(i, _)| plan.counters.get(i))
+                    .map_or(0.0, |c| c.joules_per_count);
+                PackageSpec {
+                    package,
+                    joules_per_count,
+                    cpus: topo.cpus_of(package),
+                    counters,
+                }
+            })
+            .collect()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -124,6 +154,8 @@ pub struct Attributor {
     cpu_index: HashMap<u32, usize>,
     counters: HashMap<usize, CounterLine>,
     cgroups: HashMap<u64, CgroupTotals>,
+    /// Cgroups folded into `other`: their future energy goes there too.
+    folded: std::collections::HashSet<u64>,
     mix: Mix,
 }
 
@@ -165,6 +197,7 @@ impl Attributor {
             cpu_index,
             counters,
             cgroups: HashMap::new(),
+            folded: Default::default(),
             mix: Mix::default(),
         }
     }
@@ -408,7 +441,13 @@ impl Attributor {
         }
         let parts = split(e, &weights);
         let n_packages = self.packages.len();
+        let folded = &self.folded;
         let mut add = |id: u64, units: u128, ns: u64| {
+            let id = if folded.contains(&id) {
+                OTHER_CGROUP
+            } else {
+                id
+            };
             let t = self.cgroups.entry(id).or_default();
             if t.units.len() < n_packages {
                 t.units.resize(n_packages, 0);
@@ -430,15 +469,19 @@ impl Attributor {
         &self.cgroups
     }
 
-    /// Removes a cgroup's totals (retention expired or folded) and returns them.
-    pub fn remove_cgroup(&mut self, id: u64) -> Option<CgroupTotals> {
-        self.cgroups.remove(&id)
-    }
-
-    /// Adds totals to a cgroup (used to fold cgroups into `other`).
-    pub fn merge_into(&mut self, id: u64, t: &CgroupTotals) {
+    /// Moves a cgroup's totals into `other` and sends its future energy
+    /// there too (retention expired, or too many cgroups). The books stay
+    /// balanced and no counter goes backwards. Returns false if unknown.
+    pub fn fold(&mut self, id: u64) -> bool {
+        if id == OTHER_CGROUP {
+            return false;
+        }
+        let Some(t) = self.cgroups.remove(&id) else {
+            return false;
+        };
+        self.folded.insert(id);
         let n = self.packages.len();
-        let dst = self.cgroups.entry(id).or_default();
+        let dst = self.cgroups.entry(OTHER_CGROUP).or_default();
         if dst.units.len() < n {
             dst.units.resize(n, 0);
         }
@@ -446,6 +489,7 @@ impl Attributor {
             *d += s;
         }
         dst.cpu_ns += t.cpu_ns;
+        true
     }
 
     /// Joules of a cgroup's totals.

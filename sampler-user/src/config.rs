@@ -22,6 +22,8 @@ pub const MAX_PERIOD: Duration = Duration::from_secs(1);
 pub const DEFAULT_SYNTHETIC_WATTS: f64 = 10.0;
 pub const DEFAULT_RINGBUF_BYTES: u64 = 4 << 20;
 pub const DEFAULT_DRAIN_INTERVAL: Duration = Duration::from_millis(10);
+pub const DEFAULT_CGROUP_RETENTION: Duration = Duration::from_secs(600);
+pub const DEFAULT_MAX_CGROUPS: usize = 5000;
 
 /// Flags of `ergon run` (and of `ergon check` where they apply). Every flag
 /// also reads `ERGON_<NAME>` and the `--config` file; unset means "from the
@@ -61,6 +63,16 @@ pub struct RunArgs {
     #[arg(long, env = "ERGON_DRAIN_INTERVAL")]
     pub drain_interval: Option<String>,
 
+    /// How long a dead cgroup stays in the output after it was exported once,
+    /// e.g. `10m` [default: 10m].
+    #[arg(long, env = "ERGON_CGROUP_RETENTION")]
+    pub cgroup_retention: Option<String>,
+
+    /// Most cgroups shown; beyond, the smallest consumers fold into
+    /// `cgroup="other"` [default: 5000].
+    #[arg(long, env = "ERGON_MAX_CGROUPS")]
+    pub max_cgroups: Option<usize>,
+
     /// Where sysfs is mounted [default: /sys].
     #[arg(long, env = "ERGON_SYSFS_ROOT")]
     pub sysfs_root: Option<PathBuf>,
@@ -85,6 +97,8 @@ pub struct FileConfig {
     pub listen: Option<String>,
     pub ringbuf_size: Option<u64>,
     pub drain_interval: Option<String>,
+    pub cgroup_retention: Option<String>,
+    pub max_cgroups: Option<usize>,
     pub sysfs_root: Option<PathBuf>,
     pub procfs_root: Option<PathBuf>,
     pub cgroup_root: Option<PathBuf>,
@@ -99,6 +113,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub ringbuf_bytes: u32,
     pub drain_interval: Duration,
+    pub cgroup_retention: Duration,
+    pub max_cgroups: usize,
     pub root: SysRoot,
 }
 
@@ -186,6 +202,32 @@ impl RunArgs {
             )?,
             None => DEFAULT_DRAIN_INTERVAL,
         };
+        let cgroup_retention = match self
+            .cgroup_retention
+            .as_ref()
+            .or(file.cgroup_retention.as_ref())
+        {
+            Some(s) => parse_duration(
+                "cgroup_retention",
+                s,
+                Duration::ZERO,
+                Duration::from_secs(7 * 24 * 3600),
+                "pass e.g. --cgroup-retention 10m (0s..7d)",
+            )?,
+            None => DEFAULT_CGROUP_RETENTION,
+        };
+        let max_cgroups = self
+            .max_cgroups
+            .or(file.max_cgroups)
+            .unwrap_or(DEFAULT_MAX_CGROUPS);
+        if !(1..=1_000_000).contains(&max_cgroups) {
+            return Err(invalid(
+                "max_cgroups",
+                max_cgroups.to_string(),
+                "must be between 1 and 1000000",
+                "pass e.g. --max-cgroups 5000",
+            ));
+        }
         let d = SysRoot::default();
         let root = SysRoot {
             sysfs: self
@@ -219,6 +261,8 @@ impl RunArgs {
             listen,
             ringbuf_bytes: ringbuf as u32,
             drain_interval,
+            cgroup_retention,
+            max_cgroups,
             root,
         })
     }
@@ -290,6 +334,32 @@ mod tests {
         assert_eq!(s.ringbuf_bytes, 4 << 20);
         assert_eq!(s.drain_interval, Duration::from_millis(10));
         assert_eq!(s.root, SysRoot::default());
+        assert_eq!(s.cgroup_retention, Duration::from_secs(600));
+        assert_eq!(s.max_cgroups, 5000);
+    }
+
+    #[test]
+    fn cgroup_limits_are_validated() {
+        let mut a = args();
+        a.max_cgroups = Some(0);
+        let e = a.settings().expect_err("zero").to_string();
+        assert!(
+            e.contains("max_cgroups") && e.contains("--max-cgroups"),
+            "{e}"
+        );
+        let mut a = args();
+        a.cgroup_retention = Some("forever".into());
+        let e = a.settings().expect_err("not a duration").to_string();
+        assert!(
+            e.contains("cgroup_retention") && e.contains("--cgroup-retention"),
+            "{e}"
+        );
+        let mut a = args();
+        a.cgroup_retention = Some("30s".into());
+        assert_eq!(
+            a.settings().expect("valid").cgroup_retention,
+            Duration::from_secs(30)
+        );
     }
 
     #[test]

@@ -8,10 +8,14 @@ use tokio::{io::unix::AsyncFd, signal::unix::SignalKind, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use std::sync::{atomic::AtomicU64, Arc};
+
 use crate::{
+    attribution::{Attributor, PackageSpec},
     bpf::{BpfError, LoadOptions, Sampler},
+    cgroups::{self, Registry},
     config::Settings,
-    drain::{DrainError, Drainer},
+    drain::{Books, DrainError, Drainer},
     energy::EnergyBooks,
     metrics, server,
     snapshot::{self, Snapshot},
@@ -73,7 +77,21 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     let logger = sampler.take_logger();
     let ring = sampler.take_ringbuf()?;
     let cpus: Vec<(u32, u32)> = topo.cpus.iter().map(|c| (c.cpu, c.package)).collect();
-    let books = EnergyBooks::new(&plan, &cpus);
+    let cgroup_root = cgroups::v2_root(&settings.root);
+    match &cgroup_root {
+        Some(r) => info!(root = %r.display(), "cgroup v2 hierarchy for cgroup identity"),
+        None => warn!(
+            cgroup_root = %settings.root.cgroup.display(),
+            "no cgroup v2 hierarchy at --cgroup-root or its unified/ child: cgroups are labelled by id only"
+        ),
+    }
+    let export_epoch = Arc::new(AtomicU64::new(0));
+    let books = Books {
+        energy: EnergyBooks::new(&plan, &cpus),
+        attribution: Attributor::new(PackageSpec::from_plan(&plan, &topo)),
+        cgroups: Registry::new(cgroup_root, settings.cgroup_retention, settings.max_cgroups),
+        export_epoch: export_epoch.clone(),
+    };
     let shared = snapshot::shared(Snapshot {
         source: plan.source.name(),
         period_seconds: settings.period.as_secs_f64(),
@@ -93,7 +111,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     }
     {
         let stop = stop.clone();
-        let app = server::router(metrics::registry(shared));
+        let app = server::router(metrics::registry(shared), export_epoch);
         tasks.spawn(async move {
             server::serve(listener, app, stop).await?;
             Ok("http")

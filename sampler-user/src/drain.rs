@@ -4,6 +4,10 @@
 
 use std::{
     collections::HashSet,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -14,11 +18,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::{
+    attribution::Attributor,
     bpf::{BpfError, Sampler},
+    cgroups::Registry,
     decode::decode,
-    energy::EnergyBooks,
+    energy::{CpuEnergy, EnergyBooks, PackageEnergy},
     perf::boot_ns,
-    snapshot::{SharedSnapshot, Snapshot},
+    snapshot::{CgroupEnergy, SharedSnapshot, Snapshot},
+    units::Joules,
 };
 
 /// A counter not read by any timer program for this long (its CPUs are idle)
@@ -40,10 +47,23 @@ pub enum DrainError {
     Bpf(#[from] BpfError),
 }
 
+/// The drain's bookkeeping, handed over by the daemon.
+pub struct Books {
+    pub energy: EnergyBooks,
+    pub attribution: Attributor,
+    pub cgroups: Registry,
+    /// Incremented by every `/metrics` response written: dead cgroups leave
+    /// only after being exported at least once.
+    pub export_epoch: Arc<AtomicU64>,
+}
+
 pub struct Drainer {
     sampler: Sampler,
     ring: AsyncFd<RingBuf<MapData>>,
     books: EnergyBooks,
+    attribution: Attributor,
+    cgroups: Registry,
+    export_epoch: Arc<AtomicU64>,
     snapshot: SharedSnapshot,
     base: Snapshot,
     records_decoded: u64,
@@ -58,7 +78,7 @@ impl Drainer {
     pub fn new(
         sampler: Sampler,
         ring: RingBuf<MapData>,
-        books: EnergyBooks,
+        books: Books,
         snapshot: SharedSnapshot,
     ) -> Result<Self, DrainError> {
         // SAFETY: the RingBuf owns its map fd and neither closes nor replaces
@@ -69,7 +89,10 @@ impl Drainer {
         Ok(Self {
             sampler,
             ring,
-            books,
+            books: books.energy,
+            attribution: books.attribution,
+            cgroups: books.cgroups,
+            export_epoch: books.export_epoch,
             snapshot,
             base,
             records_decoded: 0,
@@ -117,6 +140,7 @@ impl Drainer {
                     Ok(ev) => {
                         self.records_decoded += 1;
                         let applied = self.books.apply(&ev);
+                        self.attribution.on_span(&ev.record);
                         failed.extend(applied.failed_reads);
                         for (cpu, idx) in applied.remote_reads {
                             if self.remote_ok.insert(idx) {
@@ -147,7 +171,12 @@ impl Drainer {
             }
         }
         self.read_idle_counters();
+        let attribution = &mut self.attribution;
+        self.books
+            .take_applied(|idx, ts, counts| attribution.on_reading(idx, ts, counts));
+        self.attribution.advance();
         let now = Instant::now();
+        self.maintain_cgroups(now);
         if self
             .last_stats
             .is_none_or(|t| now.duration_since(t) >= STATS_EVERY)
@@ -183,10 +212,82 @@ impl Drainer {
         }
     }
 
+    /// Retention and cardinality: folds what the registry says into `other`.
+    fn maintain_cgroups(&mut self, now: Instant) {
+        let live: Vec<(u64, f64)> = self
+            .attribution
+            .cgroups()
+            .iter()
+            .map(|(&id, t)| (id, self.attribution.joules(t)))
+            .collect();
+        let epoch = self.export_epoch.load(Ordering::Relaxed);
+        let d = self.cgroups.maintain(&live, now, epoch);
+        if d.over_limit > 0 && self.cgroups.folds() == d.over_limit {
+            warn!(
+                folded = d.over_limit,
+                "more cgroups than --max-cgroups: the smallest consumers fold into cgroup=\"other\" (counted in ergon_cgroup_folds_total)"
+            );
+        }
+        for id in d.fold {
+            self.attribution.fold(id);
+        }
+    }
+
     fn publish(&mut self) {
         let mut s = self.base.clone();
-        s.packages = self.books.packages();
-        s.cpus = self.books.cpus();
+        let now = Instant::now();
+        // `pkg` comes from the attribution books (up to their frontier, so
+        // one snapshot balances); other domains straight from the counters.
+        let pkgs = self.attribution.packages();
+        s.packages = pkgs
+            .iter()
+            .map(|&(package, joules, _)| PackageEnergy {
+                package,
+                domain: "pkg",
+                joules: Joules(joules),
+            })
+            .chain(
+                self.books
+                    .packages()
+                    .into_iter()
+                    .filter(|p| p.domain != "pkg"),
+            )
+            .collect();
+        s.packages
+            .sort_by(|a, b| (a.package, a.domain).cmp(&(b.package, b.domain)));
+        s.idle = pkgs.iter().map(|&(p, _, idle)| (p, idle)).collect();
+        let cpu_pkg: std::collections::HashMap<u32, u32> = self
+            .books
+            .cpus()
+            .iter()
+            .map(|c| (c.cpu, c.package))
+            .collect();
+        s.cpus = self
+            .attribution
+            .cpus()
+            .into_iter()
+            .map(|(cpu, j)| CpuEnergy {
+                cpu,
+                package: cpu_pkg.get(&cpu).copied().unwrap_or(0),
+                joules: Joules(j),
+            })
+            .collect();
+        let ids: Vec<u64> = self.attribution.cgroups().keys().copied().collect();
+        let mut cgroups = Vec::with_capacity(ids.len());
+        for id in ids {
+            let labels = self.cgroups.labels(id, now);
+            if let Some(t) = self.attribution.cgroups().get(&id) {
+                cgroups.push(CgroupEnergy {
+                    labels,
+                    joules: self.attribution.joules(t),
+                    cpu_seconds: t.cpu_ns as f64 * 1e-9,
+                });
+            }
+        }
+        cgroups.sort_by(|a, b| a.labels.cgroup.cmp(&b.labels.cgroup));
+        s.cgroups = cgroups;
+        s.cgroup_folds = self.cgroups.folds();
+        s.cgroups_dead = self.cgroups.dead() as u64;
         s.cpu_time = self
             .books
             .cpu_time()

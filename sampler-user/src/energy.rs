@@ -77,6 +77,8 @@ pub struct EnergyBooks {
     /// package → its CPUs, for the per-CPU split of package counters.
     package_cpus: BTreeMap<u32, Vec<u32>>,
     cpu_time: BTreeMap<u32, CpuTime>,
+    /// Readings applied since the last `take_applied`: (counter, ts, cumulative counts).
+    applied: Vec<(usize, u64, u128)>,
 }
 
 impl EnergyBooks {
@@ -106,6 +108,7 @@ impl EnergyBooks {
             per_cpu: plan.per_cpu,
             package_cpus,
             cpu_time: cpus.iter().map(|&(c, _)| (c, CpuTime::default())).collect(),
+            applied: Vec::new(),
         }
     }
 
@@ -118,7 +121,6 @@ impl EnergyBooks {
         match b.last {
             None => {
                 b.last = Some((ts_ns, raw));
-                true
             }
             Some((t, prev)) if ts_ns > t => {
                 let d = counter_delta(prev, raw, COUNTER_BITS);
@@ -126,9 +128,18 @@ impl EnergyBooks {
                     b.counts += u128::from(d);
                 }
                 b.last = Some((ts_ns, raw));
-                true
             }
-            Some(_) => false,
+            Some(_) => return false,
+        }
+        self.applied.push((idx, ts_ns, b.counts));
+        true
+    }
+
+    /// Hands the readings applied since the last call to `f` (in order):
+    /// counter index, boot-time ns, cumulative counts since start.
+    pub fn take_applied(&mut self, mut f: impl FnMut(usize, u64, u128)) {
+        for (idx, ts, counts) in self.applied.drain(..) {
+            f(idx, ts, counts);
         }
     }
 

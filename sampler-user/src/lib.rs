@@ -7,12 +7,14 @@
 pub mod attribution;
 pub mod bpf;
 pub mod cgroupfs;
+pub mod cgroups;
 pub mod check;
 pub mod config;
 pub mod daemon;
 pub mod decode;
 pub mod drain;
 pub mod energy;
+pub mod identity;
 pub mod metrics;
 pub mod perf;
 pub mod server;

@@ -75,6 +75,55 @@ impl Collector for SnapshotCollector {
         )?;
         counter(
             &mut enc,
+            "ergon_cgroup_energy_joules",
+            "Package energy attributed to a cgroup by its on-CPU time, since the daemon started.",
+            s.cgroups.iter().map(|c| {
+                let l = &c.labels;
+                (
+                    vec![
+                        ("cgroup", l.cgroup.clone()),
+                        ("unit", l.unit.clone()),
+                        ("runtime", l.runtime.clone()),
+                        ("container_id", l.container_id.clone()),
+                        ("pod_uid", l.pod_uid.clone()),
+                    ],
+                    c.joules,
+                )
+            }),
+        )?;
+        counter(
+            &mut enc,
+            "ergon_cgroup_cpu_seconds",
+            "On-CPU time of a cgroup as the kernel programs saw it.",
+            s.cgroups
+                .iter()
+                .map(|c| (vec![("cgroup", c.labels.cgroup.clone())], c.cpu_seconds)),
+        )?;
+        counter(
+            &mut enc,
+            "ergon_idle_energy_joules",
+            "Package energy attributed to idle time.",
+            s.idle
+                .iter()
+                .map(|&(p, j)| (vec![("package", p.to_string())], j)),
+        )?;
+        counter1(
+            &mut enc,
+            "ergon_cgroup_folds",
+            "Cgroups folded into cgroup=\"other\" because of --max-cgroups.",
+            s.cgroup_folds,
+        )?;
+        {
+            let m = enc.encode_descriptor(
+                "ergon_cgroups_dead",
+                "Dead cgroups still shown (until exported once and --cgroup-retention has passed).",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(s.cgroups_dead as i64).encode(m)?;
+        }
+        counter(
+            &mut enc,
             "ergon_cpu_time_seconds",
             "Time the kernel programs accounted per CPU, as busy (any task) or idle.",
             s.cpu_time.iter().flat_map(|(cpu, t)| {

@@ -1,6 +1,12 @@
 //! The HTTP server: `GET /metrics`.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+};
 
 use axum::{
     extract::State,
@@ -37,15 +43,28 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
         .map_err(|source| ServeError::Bind { addr, source })
 }
 
-pub fn router(registry: Registry) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics_handler))
-        .with_state(Arc::new(registry))
+#[derive(Clone)]
+struct AppState {
+    registry: Arc<Registry>,
+    /// Counts `/metrics` bodies produced (dead cgroups leave only once exported).
+    export_epoch: Arc<AtomicU64>,
 }
 
-async fn metrics_handler(State(registry): State<Arc<Registry>>) -> Response {
-    match metrics::encode(&registry) {
-        Ok(body) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body).into_response(),
+pub fn router(registry: Registry, export_epoch: Arc<AtomicU64>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_handler))
+        .with_state(AppState {
+            registry: Arc::new(registry),
+            export_epoch,
+        })
+}
+
+async fn metrics_handler(State(state): State<AppState>) -> Response {
+    match metrics::encode(&state.registry) {
+        Ok(body) => {
+            state.export_epoch.fetch_add(1, Ordering::Relaxed);
+            ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body).into_response()
+        }
         Err(_) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             "encoding metrics failed\n",

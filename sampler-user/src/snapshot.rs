@@ -8,8 +8,17 @@ use arc_swap::ArcSwap;
 
 use crate::{
     bpf::ProgramStats,
+    cgroups::CgroupLabels,
     energy::{CpuEnergy, CpuTime, PackageEnergy},
 };
+
+/// Energy and on-CPU time of one cgroup.
+#[derive(Clone, Debug)]
+pub struct CgroupEnergy {
+    pub labels: Arc<CgroupLabels>,
+    pub joules: f64,
+    pub cpu_seconds: f64,
+}
 
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
@@ -17,6 +26,14 @@ pub struct Snapshot {
     pub packages: Vec<PackageEnergy>,
     pub cpus: Vec<CpuEnergy>,
     pub cpu_time: Vec<(u32, CpuTime)>,
+    /// Per cgroup, in the same books as `packages` (domain pkg) and `idle`.
+    pub cgroups: Vec<CgroupEnergy>,
+    /// Idle energy per package.
+    pub idle: Vec<(u32, f64)>,
+    /// Cgroups folded into `other` because of `--max-cgroups`.
+    pub cgroup_folds: u64,
+    /// Dead cgroups still shown (retention).
+    pub cgroups_dead: u64,
     pub records_decoded: u64,
     pub records_malformed: u64,
     pub ringbuf_dropped: u64,

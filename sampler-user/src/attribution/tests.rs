@@ -146,6 +146,31 @@ fn kernel_other_time_is_booked_to_other() {
     assert!((joules_of(&a, 4) - 60.0).abs() < 1e-9);
 }
 
+#[test]
+fn folding_keeps_the_books_and_redirects_future_energy() {
+    let mut a = package_counter(&[0]);
+    a.on_reading(0, 0, 0);
+    a.on_span(&rec(0, 0, 0, 0, &[]));
+    a.advance();
+    a.on_span(&rec(0, 0, 100, 0, &[(4, 60), (5, 40)]));
+    a.on_reading(0, 100, 100);
+    a.advance();
+    assert!(a.fold(5));
+    assert!(!a.fold(5), "already folded");
+    assert!(!a.fold(OTHER_CGROUP));
+    assert!((joules_of(&a, OTHER_CGROUP) - 40.0).abs() < 1e-9);
+    a.on_span(&rec(0, 100, 200, 0, &[(5, 100)]));
+    a.on_reading(0, 200, 200);
+    a.advance();
+    assert!(
+        a.cgroups().get(&5).is_none(),
+        "folded cgroups do not come back"
+    );
+    assert!((joules_of(&a, OTHER_CGROUP) - 140.0).abs() < 1e-9);
+    let (pkg, idle, cg) = a.ledger()[0];
+    assert_eq!(pkg, idle + cg);
+}
+
 proptest! {
     #[test]
     fn split_always_adds_up(total in 0u128..1 << 110, weights in proptest::collection::vec(0u64..1 << 58, 1..20)) {

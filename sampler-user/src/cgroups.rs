@@ -1,0 +1,347 @@
+//! Which cgroups exist: cgroup v2 id → path (the id is the inode of the
+//! cgroup's directory) → identity, plus the life cycle of each cgroup in the
+//! output: alive, dead but retained, then folded into `other`.
+//!
+//! The tree is walked when an unknown id shows up (at most every
+//! [`MIN_RESCAN`]) and every [`PERIODIC_RESCAN`] to notice deaths, so a
+//! cgroup created after start-up is resolved like any other.
+
+use std::{
+    collections::HashMap,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use crate::{attribution::OTHER_CGROUP, identity::identify, sysroot::SysRoot};
+
+/// Unknown ids trigger a walk of the tree at most this often.
+pub const MIN_RESCAN: Duration = Duration::from_millis(200);
+/// The tree is walked at least this often to notice dead cgroups.
+pub const PERIODIC_RESCAN: Duration = Duration::from_secs(5);
+
+/// Labels of one cgroup series.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CgroupLabels {
+    /// Path relative to the cgroup v2 mount (`/system.slice/nginx.service`),
+    /// `other`, or `unresolved:<id>` for a cgroup that died before it could
+    /// be looked up.
+    pub cgroup: String,
+    pub unit: String,
+    pub runtime: String,
+    pub container_id: String,
+    pub pod_uid: String,
+}
+
+#[derive(Debug)]
+struct Entry {
+    labels: Arc<CgroupLabels>,
+    /// When the directory was found gone, and the export epoch then.
+    dead: Option<(Instant, u64)>,
+    resolved: bool,
+}
+
+/// Where the cgroup v2 hierarchy is: `--cgroup-root` itself when it is a
+/// cgroup2 mount, else its `unified/` child (hybrid hosts).
+pub fn v2_root(root: &SysRoot) -> Option<PathBuf> {
+    let direct = root.cgroup.clone();
+    if direct.join("cgroup.controllers").exists() {
+        return Some(direct);
+    }
+    let unified = direct.join("unified");
+    if unified.join("cgroup.procs").exists() {
+        return Some(unified);
+    }
+    None
+}
+
+#[derive(Debug)]
+pub struct Registry {
+    root: Option<PathBuf>,
+    entries: HashMap<u64, Entry>,
+    last_scan: Option<Instant>,
+    retention: Duration,
+    max: usize,
+    folds: u64,
+    /// Export (scrape) epoch as of the last `maintain`.
+    epoch: u64,
+    other: Arc<CgroupLabels>,
+}
+
+/// What [`Registry::maintain`] decided.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Decisions {
+    /// Cgroups to fold into `other` (retention over, or over `--max-cgroups`).
+    pub fold: Vec<u64>,
+    /// How many of those were folded for cardinality.
+    pub over_limit: u64,
+}
+
+impl Registry {
+    pub fn new(root: Option<PathBuf>, retention: Duration, max: usize) -> Self {
+        Self {
+            root,
+            entries: HashMap::new(),
+            last_scan: None,
+            retention,
+            max,
+            folds: 0,
+            epoch: 0,
+            other: Arc::new(CgroupLabels {
+                cgroup: "other".into(),
+                ..CgroupLabels::default()
+            }),
+        }
+    }
+
+    pub fn root(&self) -> Option<&Path> {
+        self.root.as_deref()
+    }
+
+    /// Labels of `id`, resolving it (walking the tree) if it is new.
+    pub fn labels(&mut self, id: u64, now: Instant) -> Arc<CgroupLabels> {
+        if id == OTHER_CGROUP {
+            return self.other.clone();
+        }
+        if let Some(e) = self.entries.get(&id) {
+            if e.resolved {
+                return e.labels.clone();
+            }
+        }
+        if self
+            .last_scan
+            .is_none_or(|t| now.duration_since(t) >= MIN_RESCAN)
+        {
+            self.scan(now);
+        }
+        self.entries
+            .entry(id)
+            .or_insert_with(|| Entry {
+                labels: Arc::new(CgroupLabels {
+                    cgroup: format!("unresolved:{id}"),
+                    ..CgroupLabels::default()
+                }),
+                dead: None,
+                resolved: false,
+            })
+            .labels
+            .clone()
+    }
+
+    /// Walks the cgroup2 tree: resolves new ids, marks vanished ones dead.
+    pub fn scan(&mut self, now: Instant) {
+        let export_epoch = self.epoch;
+        self.last_scan = Some(now);
+        let Some(root) = self.root.clone() else {
+            return;
+        };
+        let mut seen: HashMap<u64, String> = HashMap::new();
+        walk(&root, &root, &mut seen, 0);
+        for (id, path) in &seen {
+            let fresh = match self.entries.get(id) {
+                Some(e) => !e.resolved || e.labels.cgroup != *path,
+                None => true,
+            };
+            if fresh {
+                let ident = identify(path);
+                self.entries.insert(
+                    *id,
+                    Entry {
+                        labels: Arc::new(CgroupLabels {
+                            cgroup: path.clone(),
+                            unit: ident.unit,
+                            runtime: ident.runtime,
+                            container_id: ident.container_id,
+                            pod_uid: ident.pod_uid,
+                        }),
+                        dead: None,
+                        resolved: true,
+                    },
+                );
+            }
+        }
+        for (id, e) in self.entries.iter_mut() {
+            if !seen.contains_key(id) && e.dead.is_none() {
+                e.dead = Some((now, export_epoch));
+            }
+        }
+    }
+
+    /// Life-cycle decisions for the cgroups the books hold (`live`, with
+    /// their joules): dead ones exported since their death and older than
+    /// the retention, and the smallest ones beyond `--max-cgroups`.
+    pub fn maintain(&mut self, live: &[(u64, f64)], now: Instant, export_epoch: u64) -> Decisions {
+        self.epoch = export_epoch;
+        if self
+            .last_scan
+            .is_none_or(|t| now.duration_since(t) >= PERIODIC_RESCAN)
+        {
+            self.scan(now);
+        }
+        let mut d = Decisions::default();
+        let mut keep: Vec<(u64, f64)> = Vec::with_capacity(live.len());
+        for &(id, j) in live {
+            if id == OTHER_CGROUP {
+                continue;
+            }
+            let expired = self
+                .entries
+                .get(&id)
+                .and_then(|e| e.dead)
+                .is_some_and(|(t, epoch)| {
+                    export_epoch > epoch && now.duration_since(t) >= self.retention
+                });
+            if expired {
+                d.fold.push(id);
+            } else {
+                keep.push((id, j));
+            }
+        }
+        if keep.len() > self.max {
+            keep.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+            let n = keep.len() - self.max;
+            d.fold.extend(keep.iter().take(n).map(|&(id, _)| id));
+            d.over_limit = n as u64;
+        }
+        for id in &d.fold {
+            self.entries.remove(id);
+        }
+        self.folds += d.over_limit;
+        d
+    }
+
+    /// Cgroups folded into `other` because of `--max-cgroups` so far.
+    pub fn folds(&self) -> u64 {
+        self.folds
+    }
+
+    /// Number of dead cgroups still shown.
+    pub fn dead(&self) -> usize {
+        self.entries.values().filter(|e| e.dead.is_some()).count()
+    }
+}
+
+/// Depth guard: cgroup trees are shallow; a loop or a pathological tree
+/// must not recurse without bound.
+const MAX_DEPTH: usize = 32;
+
+fn walk(root: &Path, dir: &Path, out: &mut HashMap<u64, String>, depth: usize) {
+    if depth > MAX_DEPTH {
+        return;
+    }
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return;
+    };
+    let rel = dir
+        .strip_prefix(root)
+        .map(|r| format!("/{}", r.display()))
+        .unwrap_or_else(|_| "/".into());
+    out.insert(meta.ino(), rel);
+    let Ok(it) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in it.flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            walk(root, &e.path(), out, depth + 1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ino(p: &Path) -> u64 {
+        std::fs::metadata(p).expect("stat").ino()
+    }
+
+    #[test]
+    fn resolves_ids_by_inode_and_identifies() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let scope = dir
+            .path()
+            .join("system.slice/docker-4f9c1b2a3d4e5f60718293a4b5c6d7e8f9012345678901234567890abcdef12.scope");
+        std::fs::create_dir_all(&scope).expect("mkdir");
+        let mut r = Registry::new(Some(dir.path().to_path_buf()), Duration::from_secs(600), 10);
+        let l = r.labels(ino(&scope), Instant::now());
+        assert_eq!(
+            l.cgroup,
+            "/system.slice/docker-4f9c1b2a3d4e5f60718293a4b5c6d7e8f9012345678901234567890abcdef12.scope"
+        );
+        assert_eq!(l.runtime, "docker");
+        assert_eq!(l.container_id.len(), 64);
+        assert_eq!(r.labels(ino(dir.path()), Instant::now()).cgroup, "/");
+    }
+
+    #[test]
+    fn new_cgroups_are_found_and_unknown_ids_are_labelled() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut r = Registry::new(Some(dir.path().to_path_buf()), Duration::from_secs(600), 10);
+        let t0 = Instant::now();
+        assert_eq!(r.labels(123_456_789, t0).cgroup, "unresolved:123456789");
+        let late = dir.path().join("late.service");
+        std::fs::create_dir(&late).expect("mkdir");
+        // Found on the next walk (rate-limited).
+        let l = r.labels(ino(&late), t0 + MIN_RESCAN);
+        assert_eq!(l.cgroup, "/late.service");
+        assert_eq!(l.unit, "late.service");
+    }
+
+    #[test]
+    fn dead_cgroups_stay_until_exported_and_retained_then_fold() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cg = dir.path().join("job.scope");
+        std::fs::create_dir(&cg).expect("mkdir");
+        let id = ino(&cg);
+        let retention = Duration::from_secs(60);
+        let mut r = Registry::new(Some(dir.path().to_path_buf()), retention, 10);
+        let t0 = Instant::now();
+        r.labels(id, t0);
+        std::fs::remove_dir(&cg).expect("rmdir");
+        // Death noticed on a periodic walk at epoch 3.
+        assert_eq!(
+            r.maintain(&[(id, 5.0)], t0 + PERIODIC_RESCAN, 3).fold,
+            vec![]
+        );
+        assert_eq!(r.dead(), 1);
+        let later = t0 + PERIODIC_RESCAN + retention;
+        // Retention over but not exported since death: stays.
+        assert_eq!(r.maintain(&[(id, 5.0)], later, 3).fold, vec![]);
+        // Exported since (epoch 4) and retention over: folds.
+        let d = r.maintain(&[(id, 5.0)], later, 4);
+        assert_eq!(d.fold, vec![id]);
+        assert_eq!(d.over_limit, 0);
+        assert_eq!(r.dead(), 0);
+    }
+
+    #[test]
+    fn beyond_max_the_smallest_fold_and_are_counted() {
+        let mut r = Registry::new(None, Duration::from_secs(600), 2);
+        let live = [
+            (1, 5.0),
+            (2, 0.5),
+            (3, 9.0),
+            (4, 0.1),
+            (OTHER_CGROUP, 100.0),
+        ];
+        let d = r.maintain(&live, Instant::now(), 0);
+        assert_eq!(d.fold, vec![4, 2]);
+        assert_eq!(d.over_limit, 2);
+        assert_eq!(r.folds(), 2);
+    }
+
+    #[test]
+    fn hybrid_and_unified_roots() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut root = SysRoot::under(dir.path());
+        assert_eq!(v2_root(&root), None);
+        std::fs::create_dir_all(root.cgroup.join("unified")).expect("mkdir");
+        std::fs::write(root.cgroup.join("unified/cgroup.procs"), "").expect("write");
+        assert_eq!(v2_root(&root), Some(root.cgroup.join("unified")));
+        root.cgroup = dir.path().join("v2");
+        std::fs::create_dir_all(&root.cgroup).expect("mkdir");
+        std::fs::write(root.cgroup.join("cgroup.controllers"), "cpu io\n").expect("write");
+        assert_eq!(v2_root(&root), Some(root.cgroup.clone()));
+    }
+}

@@ -111,13 +111,8 @@ pub fn identify(path: &str) -> Identity {
             this = match c {
                 "docker" => Parent::Docker,
                 "kubepods" => Parent::Kubepods,
-                BURSTABLE | BESTEFFORT if parent == Parent::Kubepods => {
-                    Parent::KubeQos(if c == BURSTABLE {
-                        BURSTABLE
-                    } else {
-                        BESTEFFORT
-                    })
-                }
+                BURSTABLE if parent == Parent::Kubepods => Parent::KubeQos(BURSTABLE),
+                BESTEFFORT if parent == Parent::Kubepods => Parent::KubeQos(BESTEFFORT),
                 _ => Parent::Other,
             };
         }

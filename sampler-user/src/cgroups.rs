@@ -261,13 +261,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let scope = dir
             .path()
-            .join("system.slice/docker-4f9c1b2a3d4e5f60718293a4b5c6d7e8f9012345678901234567890abcdef1234.scope");
+            .join("system.slice/docker-4f9c1b2a3d4e5f60718293a4b5c6d7e8f9012345678901234567890abcdef123.scope");
         std::fs::create_dir_all(&scope).expect("mkdir");
         let mut r = Registry::new(Some(dir.path().to_path_buf()), Duration::from_secs(600), 10);
         let l = r.labels(ino(&scope), Instant::now());
         assert_eq!(
             l.cgroup,
-            "/system.slice/docker-4f9c1b2a3d4e5f60718293a4b5c6d7e8f9012345678901234567890abcdef1234.scope"
+            "/system.slice/docker-4f9c1b2a3d4e5f60718293a4b5c6d7e8f9012345678901234567890abcdef123.scope"
         );
         assert_eq!(l.runtime, "docker");
         assert_eq!(l.container_id.len(), 64);

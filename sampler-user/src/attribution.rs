@@ -22,7 +22,11 @@
 //! largest-remainder method, so at every step Σ cgroups + idle = Σ CPUs =
 //! package, exactly, however long the daemon runs.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+// Cgroup and CPU ids are trusted small integers from the kernel: the Fx hash
+// is several times cheaper than SipHash on this hot path.
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use sampler_common::{CgroupTime, TickRecord};
 
@@ -76,14 +80,16 @@ impl PackageSpec {
     }
 }
 
-#[derive(Clone, Debug)]
+/// One span of a CPU's timeline; its `n` cgroup entries are the next `n`
+/// in the CPU's `entries` queue (kept apart so a span costs what it holds,
+/// not the record's 16 slots).
+#[derive(Clone, Copy, Debug)]
 struct Span {
     start: u64,
     end: u64,
     idle_ns: u64,
     other_ns: u64,
     n: usize,
-    cgroups: [CgroupTime; sampler_common::CGROUP_SLOTS],
 }
 
 #[derive(Clone, Debug, Default)]
@@ -92,6 +98,7 @@ struct CpuLine {
     /// End of the last span received.
     closed_until: Option<u64>,
     spans: VecDeque<Span>,
+    entries: VecDeque<CgroupTime>,
     /// Energy booked to this CPU (units).
     energy: u128,
 }
@@ -139,11 +146,10 @@ impl Mix {
         self.cgroups.clear();
     }
 
+    /// Entries are not merged: a cgroup listed twice gets two exact parts
+    /// that add up in its totals, which is cheaper than a lookup per span.
     fn add(&mut self, id: u64, ns: u64) {
-        match self.cgroups.iter_mut().find(|(c, _)| *c == id) {
-            Some((_, t)) => *t += ns,
-            None => self.cgroups.push((id, ns)),
-        }
+        self.cgroups.push((id, ns));
     }
 }
 
@@ -155,15 +161,15 @@ pub struct Attributor {
     counters: HashMap<usize, CounterLine>,
     cgroups: HashMap<u64, CgroupTotals>,
     /// Cgroups folded into `other`: their future energy goes there too.
-    folded: std::collections::HashSet<u64>,
+    folded: HashSet<u64>,
     mix: Mix,
 }
 
 impl Attributor {
     pub fn new(specs: Vec<PackageSpec>) -> Self {
         let mut cpus = Vec::new();
-        let mut cpu_index = HashMap::new();
-        let mut counters = HashMap::new();
+        let mut cpu_index = HashMap::default();
+        let mut counters = HashMap::default();
         let packages = specs
             .into_iter()
             .enumerate()
@@ -196,7 +202,7 @@ impl Attributor {
             cpus,
             cpu_index,
             counters,
-            cgroups: HashMap::new(),
+            cgroups: HashMap::default(),
             folded: Default::default(),
             mix: Mix::default(),
         }
@@ -216,20 +222,28 @@ impl Attributor {
             idle_ns: r.idle_ns,
             other_ns: r.other_ns,
             n,
-            cgroups: r.cgroups,
         };
+        let mut cgroups = r.cgroups;
         if let Some(c) = line.closed_until {
             if span.end <= c {
                 return;
             }
             if span.start < c {
-                let keep = span.end - c;
-                let len = span.end - span.start;
-                scale_span(&mut span, keep, len);
+                // Overlaps what is known: keep the part after `c`, pro rata.
+                let (keep, len) = (span.end - c, span.end - span.start);
+                let mut weights = vec![span.idle_ns, span.other_ns];
+                weights.extend(cgroups[..n].iter().map(|e| e.ns));
+                let parts = scaled(&weights, keep, len);
+                span.idle_ns = parts[0];
+                span.other_ns = parts[1];
+                for (e, &p) in cgroups[..n].iter_mut().zip(&parts[2..]) {
+                    e.ns = p;
+                }
                 span.start = c;
             }
         }
         line.closed_until = Some(span.end);
+        line.entries.extend(&cgroups[..n]);
         line.spans.push_back(span);
     }
 
@@ -400,29 +414,37 @@ impl Attributor {
     fn take_mix(&mut self, ci: usize, to: u64) {
         self.mix.clear();
         let line = &mut self.cpus[ci];
+        let mix = &mut self.mix;
         while let Some(front) = line.spans.front_mut() {
             if front.start >= to {
                 break;
             }
+            let n = front.n.min(line.entries.len());
             if front.end <= to {
-                if let Some(s) = line.spans.pop_front() {
-                    add_span(&mut self.mix, &s);
+                mix.idle += front.idle_ns;
+                mix.other += front.other_ns;
+                for e in line.entries.drain(..n) {
+                    if e.ns > 0 {
+                        mix.add(e.cgroup_id, e.ns);
+                    }
                 }
+                line.spans.pop_front();
             } else {
                 // Straddles: book [start, to] pro rata, keep the exact rest.
-                let len = front.end - front.start;
-                let mut head = front.clone();
-                scale_span(&mut head, to - front.start, len);
-                front.idle_ns = front.idle_ns.saturating_sub(head.idle_ns);
-                front.other_ns = front.other_ns.saturating_sub(head.other_ns);
-                for (r, h) in front.cgroups[..front.n]
-                    .iter_mut()
-                    .zip(&head.cgroups[..head.n])
-                {
-                    r.ns = r.ns.saturating_sub(h.ns);
+                let mut weights = vec![front.idle_ns, front.other_ns];
+                weights.extend(line.entries.iter().take(n).map(|e| e.ns));
+                let head = scaled(&weights, to - front.start, front.end - front.start);
+                front.idle_ns -= head[0];
+                front.other_ns -= head[1];
+                mix.idle += head[0];
+                mix.other += head[1];
+                for (e, &h) in line.entries.iter_mut().take(n).zip(&head[2..]) {
+                    e.ns -= h;
+                    if h > 0 {
+                        mix.add(e.cgroup_id, h);
+                    }
                 }
                 front.start = to;
-                add_span(&mut self.mix, &head);
                 break;
             }
         }
@@ -558,34 +580,18 @@ fn units_to_joules(units: u128, joules_per_count: f64) -> f64 {
     (whole + frac) * joules_per_count
 }
 
-fn add_span(mix: &mut Mix, s: &Span) {
-    mix.idle += s.idle_ns;
-    mix.other += s.other_ns;
-    for c in &s.cgroups[..s.n] {
-        if c.ns > 0 {
-            mix.add(c.cgroup_id, c.ns);
-        }
-    }
-}
-
-/// Scales every part of `s` by `num/den` (largest remainder, so the parts
-/// still add up to the scaled whole).
-fn scale_span(s: &mut Span, num: u64, den: u64) {
+/// The parts of `weights` that fall in `num/den` of their span: the whole is
+/// scaled down and split exactly, so each part is at most its weight.
+fn scaled(weights: &[u64], num: u64, den: u64) -> Vec<u64> {
     if den == 0 {
-        return;
+        return weights.to_vec();
     }
-    let mut weights: Vec<u64> = Vec::with_capacity(s.n + 2);
-    weights.push(s.idle_ns);
-    weights.push(s.other_ns);
-    weights.extend(s.cgroups[..s.n].iter().map(|c| c.ns));
-    let total: u64 = weights.iter().sum();
-    let target = (u128::from(total) * u128::from(num) / u128::from(den)) as u64;
-    let parts = split(u128::from(target), &weights);
-    s.idle_ns = parts[0] as u64;
-    s.other_ns = parts[1] as u64;
-    for (c, &part) in s.cgroups[..s.n].iter_mut().zip(&parts[2..]) {
-        c.ns = part as u64;
-    }
+    let total: u128 = weights.iter().map(|&w| u128::from(w)).sum();
+    let target = total * u128::from(num.min(den)) / u128::from(den);
+    split(target, weights)
+        .into_iter()
+        .map(|p| p as u64)
+        .collect()
 }
 
 /// Splits `total` over `weights` in proportion, exactly: the parts add up to

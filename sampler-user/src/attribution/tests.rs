@@ -204,6 +204,8 @@ proptest! {
         let mut end = [0u64; 3];
         let mut clock = 0u64;
         let mut value = vec![0u128; counters.len()];
+        let mut seen: std::collections::HashMap<u64, u128> = Default::default();
+        let (mut last_pkg, mut last_idle) = (0u128, 0u128);
         for &(k, _) in &counters { a.on_reading(k, 0, 0); }
         for &c in &cpus { a.on_span(&rec(c, 0, 0, 0, &[])); }
         for (cpu, len, cgs, energy, adv) in steps {
@@ -229,6 +231,16 @@ proptest! {
             for (pkg, idle, cg) in a.ledger() {
                 prop_assert_eq!(pkg, idle + cg);
             }
+            // Continuity: nothing goes backwards.
+            for (id, t) in a.cgroups() {
+                let u = t.units[0];
+                let prev = seen.insert(*id, u).unwrap_or(0);
+                prop_assert!(u >= prev, "cgroup {} went from {} to {}", id, prev, u);
+            }
+            let (pkg_now, idle_now, _) = a.ledger()[0];
+            prop_assert!(pkg_now >= last_pkg && idle_now >= last_idle);
+            last_pkg = pkg_now;
+            last_idle = idle_now;
         }
         // Close every input at one time T with a final reading there.
         let t = end.iter().copied().max().unwrap_or(0) + 1;

@@ -1,0 +1,86 @@
+//! The attribution engine: records per second per core, with the frontier
+//! advanced as the drain does (every 10 ms of simulated time).
+//! `cargo bench -p sampler-user --bench attribution`.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use ergon::attribution::{Attributor, PackageSpec};
+use sampler_common::{CgroupTime, TickRecord, CGROUP_SLOTS, MAX_DOMAINS, RECORD_TICK};
+
+const PERIOD: u64 = 500_000;
+
+/// `ticks` timer periods on `cpus` CPUs; each record carries `per_record`
+/// cgroups drawn from `cgroups` live ones.
+fn records(cpus: u32, ticks: u64, cgroups: u64, per_record: usize) -> Vec<TickRecord> {
+    let mut out = Vec::with_capacity((cpus as u64 * ticks) as usize);
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for t in 1..=ticks {
+        for cpu in 0..cpus {
+            let mut cg = [CgroupTime::default(); CGROUP_SLOTS];
+            let share = PERIOD / (per_record as u64 + 1);
+            for slot in cg.iter_mut().take(per_record) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                *slot = CgroupTime {
+                    cgroup_id: 1000 + seed % cgroups,
+                    ns: share,
+                };
+            }
+            out.push(TickRecord {
+                kind: RECORD_TICK,
+                cpu,
+                ts_ns: t * PERIOD,
+                span_start_ns: (t - 1) * PERIOD,
+                valid_mask: 1,
+                error_mask: 0,
+                values: [0; MAX_DOMAINS],
+                idle_ns: PERIOD - share * per_record as u64,
+                other_ns: 0,
+                n_cgroups: per_record as u32,
+                _pad: 0,
+                cgroups: cg,
+            });
+        }
+    }
+    out
+}
+
+fn bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("attribution");
+    for (cpus, cgroups, per_record) in [(2u32, 20u64, 4usize), (128, 1000, 4)] {
+        let ticks = 200_000 / u64::from(cpus);
+        let recs = records(cpus, ticks, cgroups, per_record);
+        let spec = PackageSpec {
+            package: 0,
+            joules_per_count: 2.0f64.powi(-32),
+            cpus: (0..cpus).collect(),
+            counters: vec![(0, None)],
+        };
+        g.throughput(Throughput::Elements(recs.len() as u64));
+        g.sample_size(10);
+        g.bench_function(format!("{cpus}cpus/{cgroups}cgroups"), |b| {
+            b.iter(|| {
+                let mut a = Attributor::new(vec![spec.clone()]);
+                let per_drain = 20 * cpus as usize; // 10 ms of records
+                for (i, r) in recs.iter().enumerate() {
+                    a.on_span(black_box(r));
+                    if r.cpu == 0 {
+                        // The package counter, read by cpu 0 every tick (≈ 50 W).
+                        a.on_reading(0, r.ts_ns, u128::from(r.ts_ns) * 107);
+                    }
+                    if (i + 1) % per_drain == 0 {
+                        a.advance();
+                    }
+                }
+                a.advance();
+                a
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -615,15 +615,16 @@ pub fn split(total: u128, weights: &[u64]) -> Vec<u128> {
         rems.push((num % sum, i));
         given += part;
     }
-    let mut left = total - given;
+    // Fewer than `weights.len()` units are left: one each to the largest
+    // remainders (ties to the earlier entry), found in linear time.
+    let left = (total - given) as usize;
     if left > 0 {
-        rems.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        for &(_, i) in &rems {
-            if left == 0 {
-                break;
-            }
+        let by_rem = |a: &(u128, usize), b: &(u128, usize)| b.0.cmp(&a.0).then(a.1.cmp(&b.1));
+        if left < rems.len() {
+            rems.select_nth_unstable_by(left - 1, by_rem);
+        }
+        for &(_, i) in rems.iter().take(left) {
             parts[i] += 1;
-            left -= 1;
         }
     }
     parts

@@ -8,7 +8,9 @@
 //! counters: only a reading newer than the last one is applied, so an
 //! out-of-order reading can never produce a backwards (or wrapped) delta.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use sampler_common::DOMAIN_NAMES;
 
@@ -84,7 +86,7 @@ pub struct EnergyBooks {
 impl EnergyBooks {
     /// `cpus` are the (cpu, package) pairs of the machine.
     pub fn new(plan: &Plan, cpus: &[(u32, u32)]) -> Self {
-        let mut slots = HashMap::new();
+        let mut slots = HashMap::default();
         for (idx, c) in plan.counters.iter().enumerate() {
             for &r in &c.readers {
                 slots.insert((r, c.domain), idx);

@@ -101,6 +101,9 @@ struct CpuLine {
     entries: VecDeque<CgroupTime>,
     /// Energy booked to this CPU (units).
     energy: u128,
+    /// Hypervisor steal time reported for this CPU and not yet taken out of
+    /// its busy time (ns).
+    steal_debt: u64,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -365,6 +368,7 @@ impl Attributor {
         let mut energy_total = 0u128;
         for (j, &ci) in lines.iter().enumerate() {
             self.take_mix(ci, to);
+            self.take_steal(ci);
             let e = cpu_energy[j];
             energy_total += e;
             self.cpus[ci].energy += e;
@@ -407,6 +411,43 @@ impl Attributor {
             prev = Some((ts, v));
         }
         prev.map_or(0, |(_, v)| v)
+    }
+
+    /// Steal time (ns) the hypervisor took from CPU `cpu` (a VM's vCPU was
+    /// runnable but not running). The kernel's own CPU accounting
+    /// (`cpu.stat`) leaves it out, while the kernel programs' wall-clock
+    /// spans count it as the running task's: it is taken out of the CPU's
+    /// busy time in the next intervals and given to idle.
+    pub fn add_steal(&mut self, cpu: u32, ns: u64) {
+        if let Some(&ci) = self.cpu_index.get(&cpu) {
+            let line = &mut self.cpus[ci];
+            line.steal_debt = line.steal_debt.saturating_add(ns);
+        }
+    }
+
+    /// Moves up to the CPU's steal debt from busy time in `self.mix` to idle,
+    /// pro rata over what ran (the total stays the same, so books balance).
+    fn take_steal(&mut self, ci: usize) {
+        let debt = self.cpus[ci].steal_debt;
+        if debt == 0 {
+            return;
+        }
+        let mix = &mut self.mix;
+        let busy = mix.other + mix.cgroups.iter().map(|&(_, ns)| ns).sum::<u64>();
+        let take = debt.min(busy);
+        if take == 0 {
+            return;
+        }
+        let mut weights = vec![mix.other];
+        weights.extend(mix.cgroups.iter().map(|&(_, ns)| ns));
+        let cut = scaled(&weights, take, busy);
+        mix.other -= cut[0];
+        for ((_, ns), &c) in mix.cgroups.iter_mut().zip(&cut[1..]) {
+            *ns -= c;
+        }
+        let taken: u64 = cut.iter().sum();
+        mix.idle += taken;
+        self.cpus[ci].steal_debt -= taken;
     }
 
     /// Collects into `self.mix` what CPU `ci` ran up to `to`, consuming its

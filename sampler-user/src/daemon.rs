@@ -20,6 +20,7 @@ use crate::{
     metrics, server,
     snapshot::{self, Snapshot},
     source::{self, SourceError},
+    steal::StealReader,
     topology::{Topology, TopologyError},
 };
 
@@ -91,6 +92,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         attribution: Attributor::new(PackageSpec::from_plan(&plan, &topo)),
         cgroups: Registry::new(cgroup_root, settings.cgroup_retention, settings.max_cgroups),
         export_epoch: export_epoch.clone(),
+        steal: Some(StealReader::new(&settings.root)),
     };
     let shared = snapshot::shared(Snapshot {
         source: plan.source.name(),

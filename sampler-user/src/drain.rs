@@ -25,6 +25,7 @@ use crate::{
     energy::{CpuEnergy, EnergyBooks, PackageEnergy},
     perf::boot_ns,
     snapshot::{CgroupEnergy, SharedSnapshot, Snapshot},
+    steal::StealReader,
     units::Joules,
 };
 
@@ -32,6 +33,10 @@ use crate::{
 /// is read by the daemon itself. Longer means fewer wake-ups of idle CPUs,
 /// shorter means fresher package totals.
 pub const IDLE_READ_AFTER: Duration = Duration::from_millis(50);
+
+/// Cgroup retention and `--max-cgroups` are checked this often (it walks
+/// every cgroup's totals, so not on every drain).
+const MAINTAIN_EVERY: Duration = Duration::from_secs(1);
 
 /// Kernel map statistics and program run statistics are refreshed this often.
 const STATS_EVERY: Duration = Duration::from_millis(250);
@@ -55,6 +60,8 @@ pub struct Books {
     /// Incremented by every `/metrics` response written: dead cgroups leave
     /// only after being exported at least once.
     pub export_epoch: Arc<AtomicU64>,
+    /// Per-CPU steal time source (None: no correction).
+    pub steal: Option<StealReader>,
 }
 
 pub struct Drainer {
@@ -70,6 +77,9 @@ pub struct Drainer {
     records_malformed: u64,
     idle_counter_reads: u64,
     last_stats: Option<Instant>,
+    last_maintain: Option<Instant>,
+    steal: Option<StealReader>,
+    last_steal: Option<Instant>,
     narrowed: HashSet<usize>,
     remote_ok: HashSet<usize>,
 }
@@ -81,6 +91,7 @@ impl Drainer {
         books: Books,
         snapshot: SharedSnapshot,
     ) -> Result<Self, DrainError> {
+        let steal = books.steal;
         // SAFETY: the RingBuf owns its map fd and neither closes nor replaces
         // it while registered.
         let ring = unsafe { AsyncFd::register(ring) }
@@ -99,6 +110,9 @@ impl Drainer {
             records_malformed: 0,
             idle_counter_reads: 0,
             last_stats: None,
+            last_maintain: None,
+            steal,
+            last_steal: None,
             narrowed: HashSet::new(),
             remote_ok: HashSet::new(),
         })
@@ -174,9 +188,16 @@ impl Drainer {
         let attribution = &mut self.attribution;
         self.books
             .take_applied(|idx, ts, counts| attribution.on_reading(idx, ts, counts));
-        self.attribution.advance();
         let now = Instant::now();
-        self.maintain_cgroups(now);
+        self.read_steal(now);
+        self.attribution.advance();
+        if self
+            .last_maintain
+            .is_none_or(|t| now.duration_since(t) >= MAINTAIN_EVERY)
+        {
+            self.last_maintain = Some(now);
+            self.maintain_cgroups(now);
+        }
         if self
             .last_stats
             .is_none_or(|t| now.duration_since(t) >= STATS_EVERY)
@@ -208,6 +229,32 @@ impl Drainer {
                     }
                 }
                 Err(e) => warn!(error = %e, counter = idx, "reading an idle energy counter failed"),
+            }
+        }
+    }
+
+    /// Hands new per-CPU steal time to the attribution engine (every 100 ms;
+    /// `/proc/stat` counts in 10 ms ticks anyway).
+    fn read_steal(&mut self, now: Instant) {
+        if self
+            .last_steal
+            .is_some_and(|t| now.duration_since(t) < Duration::from_millis(100))
+        {
+            return;
+        }
+        self.last_steal = Some(now);
+        let Some(reader) = self.steal.as_mut() else {
+            return;
+        };
+        match reader.read() {
+            Ok(deltas) => {
+                for (cpu, ns) in deltas {
+                    self.attribution.add_steal(cpu, ns);
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "steal time correction disabled");
+                self.steal = None;
             }
         }
     }

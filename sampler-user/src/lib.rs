@@ -20,6 +20,7 @@ pub mod perf;
 pub mod server;
 pub mod snapshot;
 pub mod source;
+pub mod steal;
 pub mod sysroot;
 pub mod topology;
 pub mod units;

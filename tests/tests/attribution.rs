@@ -163,3 +163,95 @@ fn every_scrape_balances_cgroups_plus_idle_against_the_package() {
     assert!(last_pkg > 0.0, "the books advanced during the test");
     assert!(p.wait().expect("wait").success());
 }
+
+/// Labels → value for one series name, keyed by the `cgroup` label.
+fn by_cgroup(d: &Daemon, name: &str) -> std::collections::BTreeMap<String, f64> {
+    d.metrics()
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let rest = k.strip_prefix(name)?.strip_prefix("{cgroup=\"")?;
+            let (cg, _) = rest.split_once('"')?;
+            Some((cg.to_string(), v))
+        })
+        .collect()
+}
+
+#[test]
+fn beyond_max_cgroups_the_smallest_fold_into_other_and_books_still_balance() {
+    require_root();
+    let d = Daemon::start(&["--source", "synthetic", "--max-cgroups", "2"]);
+    let big = Cgroup::new("big");
+    let small = Cgroup::new("small");
+    let mut a = big.burn(1.5, 1.0);
+    let mut b = small.burn(1.5, 0.1);
+    assert!(a.wait().expect("wait").success());
+    assert!(b.wait().expect("wait").success());
+    // Folding is checked once a second.
+    std::thread::sleep(Duration::from_millis(1500));
+    let m = d.metrics();
+    let shown = by_cgroup(&d, "ergon_cgroup_energy_joules_total");
+    println!("shown: {shown:?}, folds {}", m["ergon_cgroup_folds_total"]);
+    assert!(m["ergon_cgroup_folds_total"] >= 1.0, "a fold is counted");
+    assert!(shown.len() <= 3, "at most 2 cgroups + other: {shown:?}");
+    assert!(
+        shown.contains_key("other"),
+        "folded energy lands in other: {shown:?}"
+    );
+    assert!(
+        shown.contains_key(&big.rel),
+        "the biggest consumer stays: {shown:?}"
+    );
+    let pkg = sum_of(&m, "ergon_idle_energy_joules_total")
+        + sum_of(&m, "ergon_cgroup_energy_joules_total");
+    let want: f64 = m
+        .iter()
+        .filter(|(k, _)| k.contains("domain=\"pkg\""))
+        .map(|(_, v)| v)
+        .sum();
+    assert!(
+        (pkg - want).abs() <= 1e-6 * want,
+        "books balance after folding: {pkg} vs {want}"
+    );
+}
+
+#[test]
+fn a_dead_cgroup_stays_until_exported_and_retained_then_moves_to_other() {
+    require_root();
+    let d = Daemon::start(&["--source", "synthetic", "--cgroup-retention", "1s"]);
+    let gone = Cgroup::new("gone");
+    let mut p = gone.burn(0.5, 1.0);
+    assert!(p.wait().expect("wait").success());
+    settle();
+    let joules = gone.joules(&d);
+    assert!(joules > 0.0, "the cgroup was attributed before it died");
+    std::fs::remove_dir(&gone.path).expect("remove the cgroup");
+    // Still shown right after its death (noticed on the next 5 s walk).
+    assert!(gone.joules(&d) >= joules);
+    let other_before = by_cgroup(&d, "ergon_cgroup_energy_joules_total")
+        .get("other")
+        .copied()
+        .unwrap_or(0.0);
+    // Walk (≤ 5 s) marks it dead; a scrape exports it; retention (1 s) and
+    // the 1 s maintenance pass later, it leaves.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut saw_dead = false;
+    loop {
+        let m = d.metrics();
+        saw_dead |= m.get("ergon_cgroups_dead").copied().unwrap_or(0.0) >= 1.0;
+        let shown = by_cgroup(&d, "ergon_cgroup_energy_joules_total");
+        if !shown.contains_key(&gone.rel) {
+            let other = shown.get("other").copied().unwrap_or(0.0);
+            assert!(saw_dead, "it was shown as dead before leaving");
+            assert!(
+                other >= other_before + joules * 0.999,
+                "its joules moved to other: {other} < {other_before} + {joules}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dead cgroup never left the output"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}

@@ -171,6 +171,40 @@ fn folding_keeps_the_books_and_redirects_future_energy() {
     assert_eq!(pkg, idle + cg);
 }
 
+#[test]
+fn steal_time_moves_from_busy_to_idle_and_books_balance() {
+    let mut a = package_counter(&[0]);
+    a.on_reading(0, 0, 0);
+    a.on_span(&rec(0, 0, 0, 0, &[]));
+    a.advance();
+    // 1000 ns busy in cgroup 4 as the kernel saw it, 300 ns of it stolen.
+    a.add_steal(0, 300);
+    a.on_span(&rec(0, 0, 1000, 0, &[(4, 1000)]));
+    a.on_reading(0, 1000, 1000);
+    a.advance();
+    assert!((joules_of(&a, 4) - 700.0).abs() < 1e-9);
+    assert_eq!(a.cgroups()[&4].cpu_ns, 700);
+    assert!(
+        (a.packages()[0].2 - 300.0).abs() < 1e-9,
+        "steal goes to idle"
+    );
+    // Debt beyond the busy time carries over to the next interval.
+    a.add_steal(0, 1500);
+    a.on_span(&rec(0, 1000, 2000, 0, &[(4, 1000)]));
+    a.on_reading(0, 2000, 2000);
+    a.advance();
+    assert!((joules_of(&a, 4) - 700.0).abs() < 1e-9, "all of it stolen");
+    a.on_span(&rec(0, 2000, 3000, 0, &[(4, 1000)]));
+    a.on_reading(0, 3000, 3000);
+    a.advance();
+    assert!(
+        (joules_of(&a, 4) - 1200.0).abs() < 1e-9,
+        "the last 500 ns of debt"
+    );
+    let (pkg, idle, cg) = a.ledger()[0];
+    assert_eq!(pkg, idle + cg);
+}
+
 proptest! {
     #[test]
     fn split_always_adds_up(total in 0u128..1 << 110, weights in proptest::collection::vec(0u64..1 << 58, 1..20)) {
@@ -227,6 +261,7 @@ proptest! {
             let k = if per_cpu { c } else { 0 };
             value[k] += u128::from(energy);
             a.on_reading(counters[k].0, if per_cpu { stop } else { clock }, value[k]);
+            if energy % 7 == 0 { a.add_steal(cpu, energy % 5_000); }
             if adv { a.advance(); }
             for (pkg, idle, cg) in a.ledger() {
                 prop_assert_eq!(pkg, idle + cg);

@@ -30,55 +30,12 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use sampler_common::{CgroupTime, TickRecord};
 
-use crate::{source::Plan, topology::Topology};
-
 /// Fractional bits of the energy unit: one unit = 2^-16 counts.
 pub const FRAC_BITS: u32 = 16;
 const ONE: u128 = 1 << FRAC_BITS;
 
 /// Pseudo cgroup id for time whose cgroup is unknown (kernel table full).
 pub const OTHER_CGROUP: u64 = u64::MAX;
-
-/// How a package's energy counters map onto its CPUs.
-#[derive(Clone, Debug)]
-pub struct PackageSpec {
-    pub package: u32,
-    /// Joules per count of the package's counters (`pkg` domain).
-    pub joules_per_count: f64,
-    /// CPU ids of the package.
-    pub cpus: Vec<u32>,
-    /// Counters of the `pkg` domain: (counter index, Some(cpu) when the
-    /// counter measures only that CPU).
-    pub counters: Vec<(usize, Option<u32>)>,
-}
-
-impl PackageSpec {
-    /// One spec per package of the machine, with the plan's `pkg` counters.
-    pub fn from_plan(plan: &Plan, topo: &Topology) -> Vec<PackageSpec> {
-        topo.packages()
-            .into_iter()
-            .map(|package| {
-                let counters: Vec<(usize, Option<u32>)> = plan
-                    .counters
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, c)| c.domain == 0 && c.package == package)
-                    .map(|(i, c)| (i, plan.per_cpu.then_some(c.open_cpu)))
-                    .collect();
-                let joules_per_count = counters
-                    .first()
-                    .and_then(|&(i, _)| plan.counters.get(i))
-                    .map_or(0.0, |c| c.joules_per_count);
-                PackageSpec {
-                    package,
-                    joules_per_count,
-                    cpus: topo.cpus_of(package),
-                    counters,
-                }
-            })
-            .collect()
-    }
-}
 
 /// One span of a CPU's timeline; its `n` cgroup entries are the next `n`
 /// in the CPU's `entries` queue (kept apart so a span costs what it holds,
@@ -621,55 +578,11 @@ fn units_to_joules(units: u128, joules_per_count: f64) -> f64 {
     (whole + frac) * joules_per_count
 }
 
-/// The parts of `weights` that fall in `num/den` of their span: the whole is
-/// scaled down and split exactly, so each part is at most its weight.
-fn scaled(weights: &[u64], num: u64, den: u64) -> Vec<u64> {
-    if den == 0 {
-        return weights.to_vec();
-    }
-    let total: u128 = weights.iter().map(|&w| u128::from(w)).sum();
-    let target = total * u128::from(num.min(den)) / u128::from(den);
-    split(target, weights)
-        .into_iter()
-        .map(|p| p as u64)
-        .collect()
-}
-
-/// Splits `total` over `weights` in proportion, exactly: the parts add up to
-/// `total` (largest-remainder method). All-zero weights give all zeros.
-pub fn split(total: u128, weights: &[u64]) -> Vec<u128> {
-    let sum: u128 = weights.iter().map(|&w| u128::from(w)).sum();
-    if sum == 0 {
-        return vec![0; weights.len()];
-    }
-    // total·w/sum as (q·w) + (r·w)/sum with q = total/sum, r = total%sum:
-    // no intermediate exceeds u128 while the weights sum below 2^64.
-    let (q, r) = (total / sum, total % sum);
-    let mut parts = Vec::with_capacity(weights.len());
-    let mut rems = Vec::with_capacity(weights.len());
-    let mut given = 0u128;
-    for (i, &w) in weights.iter().enumerate() {
-        let w = u128::from(w);
-        let num = r * w;
-        let part = q * w + num / sum;
-        parts.push(part);
-        rems.push((num % sum, i));
-        given += part;
-    }
-    // Fewer than `weights.len()` units are left: one each to the largest
-    // remainders (ties to the earlier entry), found in linear time.
-    let left = (total - given) as usize;
-    if left > 0 {
-        let by_rem = |a: &(u128, usize), b: &(u128, usize)| b.0.cmp(&a.0).then(a.1.cmp(&b.1));
-        if left < rems.len() {
-            rems.select_nth_unstable_by(left - 1, by_rem);
-        }
-        for &(_, i) in rems.iter().take(left) {
-            parts[i] += 1;
-        }
-    }
-    parts
-}
+mod exact;
+mod spec;
+use exact::scaled;
+pub use exact::split;
+pub use spec::PackageSpec;
 
 #[cfg(test)]
 #[path = "attribution/tests.rs"]

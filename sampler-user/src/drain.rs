@@ -347,6 +347,19 @@ impl Drainer {
         s.last_drain_unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
+        // The books are complete up to the oldest package frontier; say when
+        // that was in wall-clock time (boot ns → wall via the current offset).
+        let boot_now = boot_ns();
+        s.books_complete_unix = self
+            .attribution
+            .frontiers()
+            .into_iter()
+            .map(|f| f.unwrap_or(0))
+            .min()
+            .filter(|&f| f > 0)
+            .map_or(0.0, |f| {
+                s.last_drain_unix - boot_now.saturating_sub(f) as f64 * 1e-9
+            });
         self.snapshot.store(std::sync::Arc::new(s));
     }
 }

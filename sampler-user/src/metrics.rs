@@ -214,6 +214,15 @@ impl Collector for SnapshotCollector {
         }
         {
             let m = enc.encode_descriptor(
+                "ergon_books_timestamp_seconds",
+                "Wall-clock time up to which energy is attributed (the attribution frontier): the energy series are complete up to here.",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(s.books_complete_unix).encode(m)?;
+        }
+        {
+            let m = enc.encode_descriptor(
                 "ergon_sampling_period_seconds",
                 "Timer period of the kernel sampler per CPU.",
                 None,

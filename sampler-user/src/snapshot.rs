@@ -44,6 +44,9 @@ pub struct Snapshot {
     pub programs: Vec<ProgramStats>,
     /// Wall-clock time of the last drain, seconds since the epoch (0 before the first).
     pub last_drain_unix: f64,
+    /// Wall-clock time up to which the attribution books are complete
+    /// (0 before the first interval is booked).
+    pub books_complete_unix: f64,
     pub period_seconds: f64,
 }
 

@@ -82,12 +82,12 @@ impl Daemon {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(body) = http_get(&d.addr, "/metrics") {
-                if body.contains("ergon_last_drain_timestamp_seconds")
-                    && parse_metrics(&body)
-                        .get("ergon_records_decoded_total")
-                        .copied()
-                        .unwrap_or(0.0)
-                        > 0.0
+                // Serving, and the attribution books have started.
+                let m = parse_metrics(&body);
+                if m.get("ergon_books_timestamp_seconds")
+                    .copied()
+                    .unwrap_or(0.0)
+                    > 0.0
                 {
                     return d;
                 }

@@ -1,0 +1,44 @@
+//! Which counters and CPUs make up each package, from the source's plan.
+
+use crate::{source::Plan, topology::Topology};
+
+/// How a package's energy counters map onto its CPUs.
+#[derive(Clone, Debug)]
+pub struct PackageSpec {
+    pub package: u32,
+    /// Joules per count of the package's counters (`pkg` domain).
+    pub joules_per_count: f64,
+    /// CPU ids of the package.
+    pub cpus: Vec<u32>,
+    /// Counters of the `pkg` domain: (counter index, Some(cpu) when the
+    /// counter measures only that CPU).
+    pub counters: Vec<(usize, Option<u32>)>,
+}
+
+impl PackageSpec {
+    /// One spec per package of the machine, with the plan's `pkg` counters.
+    pub fn from_plan(plan: &Plan, topo: &Topology) -> Vec<PackageSpec> {
+        topo.packages()
+            .into_iter()
+            .map(|package| {
+                let counters: Vec<(usize, Option<u32>)> = plan
+                    .counters
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| c.domain == 0 && c.package == package)
+                    .map(|(i, c)| (i, plan.per_cpu.then_some(c.open_cpu)))
+                    .collect();
+                let joules_per_count = counters
+                    .first()
+                    .and_then(|&(i, _)| plan.counters.get(i))
+                    .map_or(0.0, |c| c.joules_per_count);
+                PackageSpec {
+                    package,
+                    joules_per_count,
+                    cpus: topo.cpus_of(package),
+                    counters,
+                }
+            })
+            .collect()
+    }
+}

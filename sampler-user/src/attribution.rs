@@ -58,9 +58,33 @@ struct CpuLine {
     entries: VecDeque<CgroupTime>,
     /// Energy booked to this CPU (units).
     energy: u128,
-    /// Hypervisor steal time reported for this CPU and not yet taken out of
-    /// its busy time (ns).
-    steal_debt: u64,
+    /// The part of the CPU's next kernel record already booked by
+    /// [`Attributor::close_idle`].
+    consumed: Option<Consumed>,
+}
+
+/// A prefix `[start, end]` of a CPU's next kernel record that was booked
+/// early, and what it held; subtracted exactly when the record arrives.
+#[derive(Clone, Debug, Default)]
+struct Consumed {
+    start: u64,
+    end: u64,
+    idle: u64,
+    other: u64,
+    cgroups: Vec<(u64, u64)>,
+}
+
+/// A CPU's accounting state as the kernel keeps it (`CPU_STATE`), read by the
+/// daemon to close the timeline of a CPU that has been silent.
+#[derive(Clone, Copy, Debug)]
+pub struct IdleState<'a> {
+    /// Start of the table not yet flushed.
+    pub span_start: u64,
+    /// Time of the CPU's last event (switch or timer).
+    pub since: u64,
+    pub idle_ns: u64,
+    pub other_ns: u64,
+    pub cgroups: &'a [CgroupTime],
 }
 
 #[derive(Clone, Debug, Default)]
@@ -122,6 +146,8 @@ pub struct Attributor {
     cgroups: HashMap<u64, CgroupTotals>,
     /// Cgroups folded into `other`: their future energy goes there too.
     folded: HashSet<u64>,
+    idle_closures: u64,
+    closure_corrections: u64,
     mix: Mix,
 }
 
@@ -164,6 +190,8 @@ impl Attributor {
             counters,
             cgroups: HashMap::default(),
             folded: Default::default(),
+            idle_closures: 0,
+            closure_corrections: 0,
             mix: Mix::default(),
         }
     }
@@ -184,6 +212,29 @@ impl Attributor {
             n,
         };
         let mut cgroups = r.cgroups;
+        if let Some(c) = line.consumed.take() {
+            if c.start == span.start && c.end < span.end {
+                // This record's head was booked early: take exactly that out.
+                // `short`: the record holds less than was booked early.
+                let sub = |have: &mut u64, took: u64| -> bool {
+                    let short = *have < took;
+                    *have = have.saturating_sub(took);
+                    short
+                };
+                let mut short = sub(&mut span.idle_ns, c.idle);
+                short |= sub(&mut span.other_ns, c.other);
+                for &(id, ns) in &c.cgroups {
+                    short |= match cgroups[..n].iter_mut().find(|e| e.cgroup_id == id) {
+                        Some(e) => sub(&mut e.ns, ns),
+                        None => true,
+                    };
+                }
+                if short {
+                    self.closure_corrections += 1;
+                }
+                span.start = c.end;
+            }
+        }
         if let Some(c) = line.closed_until {
             if span.end <= c {
                 return;
@@ -325,7 +376,6 @@ impl Attributor {
         let mut energy_total = 0u128;
         for (j, &ci) in lines.iter().enumerate() {
             self.take_mix(ci, to);
-            self.take_steal(ci);
             let e = cpu_energy[j];
             energy_total += e;
             self.cpus[ci].energy += e;
@@ -370,41 +420,93 @@ impl Attributor {
         prev.map_or(0, |(_, v)| v)
     }
 
-    /// Steal time (ns) the hypervisor took from CPU `cpu` (a VM's vCPU was
-    /// runnable but not running). The kernel's own CPU accounting
-    /// (`cpu.stat`) leaves it out, while the kernel programs' wall-clock
-    /// spans count it as the running task's: it is taken out of the CPU's
-    /// busy time in the next intervals and given to idle.
-    pub fn add_steal(&mut self, cpu: u32, ns: u64) {
-        if let Some(&ci) = self.cpu_index.get(&cpu) {
-            let line = &mut self.cpus[ci];
-            line.steal_debt = line.steal_debt.saturating_add(ns);
+    /// Closes CPU `cpu`'s timeline up to `to` from the kernel's per-CPU state,
+    /// without waiting for the CPU's next record. The daemon calls it only
+    /// for a CPU that has been silent for several timer periods, which means
+    /// it is idle: a CPU that runs a task takes a timer sample every period.
+    /// The unflushed table `[span_start, since]` is booked as it is, and
+    /// `[since, to]` as idle; when the CPU's record for that span arrives,
+    /// exactly this part is taken out of it. Returns true when it closed.
+    pub fn close_idle(&mut self, cpu: u32, st: &IdleState<'_>, to: u64) -> bool {
+        let Some(&ci) = self.cpu_index.get(&cpu) else {
+            return false;
+        };
+        let line = &mut self.cpus[ci];
+        let Some(closed) = line.closed_until else {
+            return false;
+        };
+        if to <= closed || to <= st.since || st.since < st.span_start {
+            return false;
         }
+        let span = match &mut line.consumed {
+            None => {
+                if st.span_start != closed {
+                    // A record for this CPU is still on its way.
+                    return false;
+                }
+                let idle = st.idle_ns + (to - st.since);
+                let cgroups: Vec<(u64, u64)> = st
+                    .cgroups
+                    .iter()
+                    .filter(|e| e.ns > 0)
+                    .map(|e| (e.cgroup_id, e.ns))
+                    .collect();
+                line.entries.extend(
+                    cgroups
+                        .iter()
+                        .map(|&(cgroup_id, ns)| CgroupTime { cgroup_id, ns }),
+                );
+                let span = Span {
+                    start: closed,
+                    end: to,
+                    idle_ns: idle,
+                    other_ns: st.other_ns,
+                    n: cgroups.len(),
+                };
+                line.consumed = Some(Consumed {
+                    start: closed,
+                    end: to,
+                    idle,
+                    other: st.other_ns,
+                    cgroups,
+                });
+                span
+            }
+            Some(c) => {
+                // Still silent since the last closure: extend it as idle.
+                if st.span_start != c.start || st.since > c.end {
+                    return false;
+                }
+                let add = to - closed;
+                c.end = to;
+                c.idle += add;
+                Span {
+                    start: closed,
+                    end: to,
+                    idle_ns: add,
+                    other_ns: 0,
+                    n: 0,
+                }
+            }
+        };
+        line.closed_until = Some(to);
+        line.spans.push_back(span);
+        self.idle_closures += 1;
+        true
     }
 
-    /// Moves up to the CPU's steal debt from busy time in `self.mix` to idle,
-    /// pro rata over what ran (the total stays the same, so books balance).
-    fn take_steal(&mut self, ci: usize) {
-        let debt = self.cpus[ci].steal_debt;
-        if debt == 0 {
-            return;
-        }
-        let mix = &mut self.mix;
-        let busy = mix.other + mix.cgroups.iter().map(|&(_, ns)| ns).sum::<u64>();
-        let take = debt.min(busy);
-        if take == 0 {
-            return;
-        }
-        let mut weights = vec![mix.other];
-        weights.extend(mix.cgroups.iter().map(|&(_, ns)| ns));
-        let cut = scaled(&weights, take, busy);
-        mix.other -= cut[0];
-        for ((_, ns), &c) in mix.cgroups.iter_mut().zip(&cut[1..]) {
-            *ns -= c;
-        }
-        let taken: u64 = cut.iter().sum();
-        mix.idle += taken;
-        self.cpus[ci].steal_debt -= taken;
+    /// CPUs whose timeline ends before `before` (boot ns).
+    pub fn lagging_cpus(&self, before: u64) -> Vec<u32> {
+        self.cpu_index
+            .iter()
+            .filter(|(_, &ci)| self.cpus[ci].closed_until.is_some_and(|t| t < before))
+            .map(|(&cpu, _)| cpu)
+            .collect()
+    }
+
+    /// (closures made, closures the kernel's record contradicted).
+    pub fn closure_stats(&self) -> (u64, u64) {
+        (self.idle_closures, self.closure_corrections)
     }
 
     /// Collects into `self.mix` what CPU `ci` ran up to `to`, consuming its

@@ -20,7 +20,6 @@ use crate::{
     metrics, server,
     snapshot::{self, Snapshot},
     source::{self, SourceError},
-    steal::StealReader,
     topology::{Topology, TopologyError},
 };
 
@@ -92,7 +91,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         attribution: Attributor::new(PackageSpec::from_plan(&plan, &topo)),
         cgroups: Registry::new(cgroup_root, settings.cgroup_retention, settings.max_cgroups),
         export_epoch: export_epoch.clone(),
-        steal: Some(StealReader::new(&settings.root)),
+        idle_silence: (settings.period * 4).max(std::time::Duration::from_millis(20)),
     };
     let shared = snapshot::shared(Snapshot {
         source: plan.source.name(),

@@ -18,14 +18,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::{
-    attribution::Attributor,
+    attribution::{Attributor, IdleState},
     bpf::{BpfError, Sampler},
     cgroups::Registry,
     decode::decode,
     energy::{CpuEnergy, EnergyBooks, PackageEnergy},
     perf::boot_ns,
     snapshot::{CgroupEnergy, SharedSnapshot, Snapshot},
-    steal::StealReader,
     units::Joules,
 };
 
@@ -37,6 +36,9 @@ pub const IDLE_READ_AFTER: Duration = Duration::from_millis(50);
 /// Cgroup retention and `--max-cgroups` are checked this often (it walks
 /// every cgroup's totals, so not on every drain).
 const MAINTAIN_EVERY: Duration = Duration::from_secs(1);
+
+/// A CPU whose timeline lags this far behind is checked for being idle.
+const CLOSE_SILENT_AFTER: Duration = Duration::from_millis(100);
 
 /// Kernel map statistics and program run statistics are refreshed this often.
 const STATS_EVERY: Duration = Duration::from_millis(250);
@@ -60,8 +62,9 @@ pub struct Books {
     /// Incremented by every `/metrics` response written: dead cgroups leave
     /// only after being exported at least once.
     pub export_epoch: Arc<AtomicU64>,
-    /// Per-CPU steal time source (None: no correction).
-    pub steal: Option<StealReader>,
+    /// A CPU without any event for this long is idle (a busy CPU takes a
+    /// timer sample every period): its timeline may be closed from its state.
+    pub idle_silence: Duration,
 }
 
 pub struct Drainer {
@@ -78,8 +81,7 @@ pub struct Drainer {
     idle_counter_reads: u64,
     last_stats: Option<Instant>,
     last_maintain: Option<Instant>,
-    steal: Option<StealReader>,
-    last_steal: Option<Instant>,
+    idle_silence: Duration,
     narrowed: HashSet<usize>,
     remote_ok: HashSet<usize>,
 }
@@ -91,7 +93,7 @@ impl Drainer {
         books: Books,
         snapshot: SharedSnapshot,
     ) -> Result<Self, DrainError> {
-        let steal = books.steal;
+        let idle_silence = books.idle_silence;
         // SAFETY: the RingBuf owns its map fd and neither closes nor replaces
         // it while registered.
         let ring = unsafe { AsyncFd::register(ring) }
@@ -111,8 +113,7 @@ impl Drainer {
             idle_counter_reads: 0,
             last_stats: None,
             last_maintain: None,
-            steal,
-            last_steal: None,
+            idle_silence,
             narrowed: HashSet::new(),
             remote_ok: HashSet::new(),
         })
@@ -189,7 +190,7 @@ impl Drainer {
         self.books
             .take_applied(|idx, ts, counts| attribution.on_reading(idx, ts, counts));
         let now = Instant::now();
-        self.read_steal(now);
+        self.close_silent_cpus()?;
         self.attribution.advance();
         if self
             .last_maintain
@@ -233,30 +234,42 @@ impl Drainer {
         }
     }
 
-    /// Hands new per-CPU steal time to the attribution engine (every 100 ms;
-    /// `/proc/stat` counts in 10 ms ticks anyway).
-    fn read_steal(&mut self, now: Instant) {
-        if self
-            .last_steal
-            .is_some_and(|t| now.duration_since(t) < Duration::from_millis(100))
-        {
-            return;
+    /// Closes the timelines of CPUs that have been silent (idle) for a while,
+    /// from the kernel's per-CPU state, so the books do not wait for their
+    /// next event (a tickless idle CPU can sleep for seconds).
+    fn close_silent_cpus(&mut self) -> Result<(), DrainError> {
+        let now = boot_ns();
+        let lagging = self
+            .attribution
+            .lagging_cpus(now.saturating_sub(CLOSE_SILENT_AFTER.as_nanos() as u64));
+        if lagging.is_empty() {
+            return Ok(());
         }
-        self.last_steal = Some(now);
-        let Some(reader) = self.steal.as_mut() else {
-            return;
-        };
-        match reader.read() {
-            Ok(deltas) => {
-                for (cpu, ns) in deltas {
-                    self.attribution.add_steal(cpu, ns);
-                }
+        // Read twice: a CPU whose state changed in between is not idle.
+        let first = self.sampler.cpu_states()?;
+        let second = self.sampler.cpu_states()?;
+        let silence = self.idle_silence.as_nanos() as u64;
+        for cpu in lagging {
+            let (Some(x), Some(y)) = (first.get(cpu as usize), second.get(cpu as usize)) else {
+                continue;
+            };
+            let stable = x.since_ns == y.since_ns
+                && x.span_start_ns == y.span_start_ns
+                && x.n_cgroups == y.n_cgroups;
+            if !stable || x.since_ns == 0 || now.saturating_sub(x.since_ns) < silence {
+                continue;
             }
-            Err(e) => {
-                warn!(error = %e, "steal time correction disabled");
-                self.steal = None;
-            }
+            let n = (x.n_cgroups as usize).min(x.cgroups.len());
+            let st = IdleState {
+                span_start: x.span_start_ns,
+                since: x.since_ns,
+                idle_ns: x.idle_ns,
+                other_ns: x.other_ns,
+                cgroups: &x.cgroups[..n],
+            };
+            self.attribution.close_idle(cpu, &st, now);
         }
+        Ok(())
     }
 
     /// Retention and cardinality: folds what the registry says into `other`.
@@ -334,6 +347,7 @@ impl Drainer {
         cgroups.sort_by(|a, b| a.labels.cgroup.cmp(&b.labels.cgroup));
         s.cgroups = cgroups;
         s.cgroup_folds = self.cgroups.folds();
+        (s.idle_closures, s.idle_closure_corrections) = self.attribution.closure_stats();
         s.cgroups_dead = self.cgroups.dead() as u64;
         s.cpu_time = self
             .books

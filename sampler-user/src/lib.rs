@@ -20,7 +20,6 @@ pub mod perf;
 pub mod server;
 pub mod snapshot;
 pub mod source;
-pub mod steal;
 pub mod sysroot;
 pub mod topology;
 pub mod units;

@@ -109,6 +109,18 @@ impl Collector for SnapshotCollector {
         )?;
         counter1(
             &mut enc,
+            "ergon_idle_closures",
+            "Timelines of silent (idle) CPUs closed early from their kernel state, so the books need not wait for their next event.",
+            s.idle_closures,
+        )?;
+        counter1(
+            &mut enc,
+            "ergon_idle_closure_corrections",
+            "Early closures that the CPU's later record contradicted (a CPU thought idle was running a task).",
+            s.idle_closure_corrections,
+        )?;
+        counter1(
+            &mut enc,
             "ergon_cgroup_folds",
             "Cgroups folded into cgroup=\"other\" because of --max-cgroups.",
             s.cgroup_folds,

@@ -34,6 +34,10 @@ pub struct Snapshot {
     pub cgroup_folds: u64,
     /// Dead cgroups still shown (retention).
     pub cgroups_dead: u64,
+    /// Timelines of silent CPUs closed from their kernel state, and how many
+    /// of those the CPU's later record contradicted.
+    pub idle_closures: u64,
+    pub idle_closure_corrections: u64,
     pub records_decoded: u64,
     pub records_malformed: u64,
     pub ringbuf_dropped: u64,

@@ -217,3 +217,20 @@ pub fn pin_to(cpu: u32) {
         assert_eq!(r, 0, "sched_setaffinity to cpu {cpu} failed");
     }
 }
+
+/// Hypervisor steal time so far, all CPUs, in seconds (`/proc/stat`).
+///
+/// In a VM the kernel programs' wall-clock spans include time the host took
+/// from a running vCPU, while `cpu.stat` (with paravirt steal accounting)
+/// leaves it out: over-attribution up to W × the steal during a test is that
+/// difference, not an error. On bare metal it is 0.
+pub fn steal_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    stat.lines()
+        .find(|l| l.starts_with("cpu "))
+        .and_then(|l| l.split_whitespace().nth(8))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0.0, |ticks| ticks / hz)
+}

@@ -172,37 +172,89 @@ fn folding_keeps_the_books_and_redirects_future_energy() {
 }
 
 #[test]
-fn steal_time_moves_from_busy_to_idle_and_books_balance() {
+fn a_silent_cpu_is_closed_early_and_its_late_record_is_not_counted_twice() {
+    let mut a = package_counter(&[0, 1]);
+    a.on_reading(0, 0, 0);
+    a.on_span(&rec(0, 0, 0, 0, &[]));
+    a.on_span(&rec(1, 0, 0, 0, &[]));
+    a.advance();
+    // cpu 0 busy with cgroup 3 up to 1000; cpu 1 ran cgroup 7 for 100 ns,
+    // then went idle and has not reported.
+    a.on_span(&rec(0, 0, 1000, 0, &[(3, 1000)]));
+    a.on_reading(0, 1000, 2000);
+    assert_eq!(a.advance(), 0, "cpu 1 holds the frontier back");
+    let table = [CgroupTime {
+        cgroup_id: 7,
+        ns: 100,
+    }];
+    let st = IdleState {
+        span_start: 0,
+        since: 100,
+        idle_ns: 0,
+        other_ns: 0,
+        cgroups: &table,
+    };
+    assert!(a.close_idle(1, &st, 1000));
+    assert!(
+        !a.close_idle(
+            1,
+            &IdleState {
+                span_start: 999,
+                ..st
+            },
+            1000
+        ),
+        "nothing new to close"
+    );
+    assert_eq!(a.advance(), 1);
+    // 1000 J per CPU: cgroup 7 got 100, idle 900.
+    assert!((joules_of(&a, 7) - 100.0).abs() < 1e-9);
+    assert!((joules_of(&a, 3) - 1000.0).abs() < 1e-9);
+    // Still silent: the closure extends as idle.
+    assert!(a.close_idle(1, &st, 1500));
+    // The late record covers [0, 2000]: cgroup 7 100 ns, idle 1900 ns.
+    a.on_span(&rec(1, 0, 2000, 1900, &[(7, 100)]));
+    a.on_span(&rec(0, 1000, 2000, 0, &[(3, 1000)]));
+    a.on_reading(0, 2000, 4000);
+    a.advance();
+    assert!(
+        (joules_of(&a, 7) - 100.0).abs() < 1e-9,
+        "cgroup 7's 100 ns booked once"
+    );
+    assert!((joules_of(&a, 3) - 2000.0).abs() < 1e-9);
+    assert!(
+        (a.packages()[0].2 - 1900.0).abs() < 1e-9,
+        "idle booked once"
+    );
+    assert_eq!(a.closure_stats(), (2, 0));
+    let (pkg, idle, cg) = a.ledger()[0];
+    assert_eq!(pkg, idle + cg);
+}
+
+#[test]
+fn a_closure_the_record_contradicts_is_counted_and_the_books_still_balance() {
     let mut a = package_counter(&[0]);
     a.on_reading(0, 0, 0);
     a.on_span(&rec(0, 0, 0, 0, &[]));
     a.advance();
-    // 1000 ns busy in cgroup 4 as the kernel saw it, 300 ns of it stolen.
-    a.add_steal(0, 300);
-    a.on_span(&rec(0, 0, 1000, 0, &[(4, 1000)]));
+    let st = IdleState {
+        span_start: 0,
+        since: 0,
+        idle_ns: 0,
+        other_ns: 0,
+        cgroups: &[],
+    };
+    assert!(a.close_idle(0, &st, 1000));
     a.on_reading(0, 1000, 1000);
     a.advance();
-    assert!((joules_of(&a, 4) - 700.0).abs() < 1e-9);
-    assert_eq!(a.cgroups()[&4].cpu_ns, 700);
-    assert!(
-        (a.packages()[0].2 - 300.0).abs() < 1e-9,
-        "steal goes to idle"
-    );
-    // Debt beyond the busy time carries over to the next interval.
-    a.add_steal(0, 1500);
-    a.on_span(&rec(0, 1000, 2000, 0, &[(4, 1000)]));
+    // The record says cgroup 5 ran the whole time (e.g. the timer was throttled).
+    a.on_span(&rec(0, 0, 2000, 0, &[(5, 2000)]));
     a.on_reading(0, 2000, 2000);
     a.advance();
-    assert!((joules_of(&a, 4) - 700.0).abs() < 1e-9, "all of it stolen");
-    a.on_span(&rec(0, 2000, 3000, 0, &[(4, 1000)]));
-    a.on_reading(0, 3000, 3000);
-    a.advance();
-    assert!(
-        (joules_of(&a, 4) - 1200.0).abs() < 1e-9,
-        "the last 500 ns of debt"
-    );
+    assert_eq!(a.closure_stats(), (1, 1));
     let (pkg, idle, cg) = a.ledger()[0];
     assert_eq!(pkg, idle + cg);
+    assert_eq!(pkg, 2000 << FRAC_BITS);
 }
 
 proptest! {
@@ -261,7 +313,6 @@ proptest! {
             let k = if per_cpu { c } else { 0 };
             value[k] += u128::from(energy);
             a.on_reading(counters[k].0, if per_cpu { stop } else { clock }, value[k]);
-            if energy % 7 == 0 { a.add_steal(cpu, energy % 5_000); }
             if adv { a.advance(); }
             for (pkg, idle, cg) in a.ledger() {
                 prop_assert_eq!(pkg, idle + cg);

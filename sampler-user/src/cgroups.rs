@@ -40,6 +40,8 @@ struct Entry {
     /// When the directory was found gone, and the export epoch then.
     dead: Option<(Instant, u64)>,
     resolved: bool,
+    /// A walk has happened since the id was first asked for.
+    walked: bool,
 }
 
 /// Where the cgroup v2 hierarchy is: `--cgroup-root` itself when it is a
@@ -66,6 +68,7 @@ pub struct Registry {
     folds: u64,
     /// Export (scrape) epoch as of the last `maintain`.
     epoch: u64,
+    scans: u64,
     other: Arc<CgroupLabels>,
 }
 
@@ -88,6 +91,7 @@ impl Registry {
             max,
             folds: 0,
             epoch: 0,
+            scans: 0,
             other: Arc::new(CgroupLabels {
                 cgroup: "other".into(),
                 ..CgroupLabels::default()
@@ -99,20 +103,22 @@ impl Registry {
         self.root.as_deref()
     }
 
-    /// Labels of `id`, resolving it (walking the tree) if it is new.
+    /// Labels of `id`, resolving it (walking the tree) if it is new. An id
+    /// that a walk after its first sight did not find stays `unresolved:<id>`
+    /// without further walks (it died; the periodic walk still looks).
     pub fn labels(&mut self, id: u64, now: Instant) -> Arc<CgroupLabels> {
         if id == OTHER_CGROUP {
             return self.other.clone();
         }
         if let Some(e) = self.entries.get(&id) {
-            if e.resolved {
+            if e.resolved || e.walked {
                 return e.labels.clone();
             }
         }
-        if self
+        let walked = self
             .last_scan
-            .is_none_or(|t| now.duration_since(t) >= MIN_RESCAN)
-        {
+            .is_none_or(|t| now.duration_since(t) >= MIN_RESCAN);
+        if walked {
             self.scan(now);
         }
         self.entries
@@ -124,15 +130,22 @@ impl Registry {
                 }),
                 dead: None,
                 resolved: false,
+                walked,
             })
             .labels
             .clone()
+    }
+
+    /// Walks made so far.
+    pub fn scans(&self) -> u64 {
+        self.scans
     }
 
     /// Walks the cgroup2 tree: resolves new ids, marks vanished ones dead.
     pub fn scan(&mut self, now: Instant) {
         let export_epoch = self.epoch;
         self.last_scan = Some(now);
+        self.scans += 1;
         let Some(root) = self.root.clone() else {
             return;
         };
@@ -157,11 +170,13 @@ impl Registry {
                         }),
                         dead: None,
                         resolved: true,
+                        walked: true,
                     },
                 );
             }
         }
         for (id, e) in self.entries.iter_mut() {
+            e.walked = true;
             if !seen.contains_key(id) && e.dead.is_none() {
                 e.dead = Some((now, export_epoch));
             }
@@ -286,6 +301,32 @@ mod tests {
         let l = r.labels(ino(&late), t0 + MIN_RESCAN);
         assert_eq!(l.cgroup, "/late.service");
         assert_eq!(l.unit, "late.service");
+    }
+
+    #[test]
+    fn an_id_that_is_never_found_does_not_walk_the_tree_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut r = Registry::new(Some(dir.path().to_path_buf()), Duration::from_secs(600), 10);
+        let t0 = Instant::now();
+        assert_eq!(r.labels(42, t0).cgroup, "unresolved:42");
+        assert_eq!(r.scans(), 1);
+        for i in 1..50 {
+            r.labels(42, t0 + MIN_RESCAN * i);
+        }
+        assert_eq!(r.scans(), 1, "a dead id must not cost a walk per drain");
+        // A new id seen while walks are rate-limited gets its own walk later.
+        let t1 = t0 + MIN_RESCAN * 60;
+        r.scan(t1);
+        let newer = dir.path().join("newer.scope");
+        std::fs::create_dir(&newer).expect("mkdir");
+        let nid = ino(&newer);
+        assert_eq!(
+            r.labels(nid, t1).cgroup,
+            format!("unresolved:{nid}"),
+            "rate-limited"
+        );
+        assert_eq!(r.labels(nid, t1 + MIN_RESCAN).cgroup, "/newer.scope");
+        assert_eq!(r.scans(), 3);
     }
 
     #[test]

@@ -228,48 +228,35 @@ impl Sampler {
         })
     }
 
-    /// The `STATS` counters summed over CPUs, indexed by `STAT_*`.
-    pub fn kernel_stats(&self) -> Result<[u64; STAT_COUNT as usize], BpfError> {
-        let map = self
-            .ebpf
-            .map("STATS")
-            .ok_or(BpfError::MissingMap { name: "STATS" })?;
-        let arr: PerCpuArray<&MapData, u64> =
+    /// Reads entry `index` of the per-CPU array `name`: one value per CPU.
+    fn per_cpu<T: aya::Pod>(&self, name: &'static str, index: u32) -> Result<Vec<T>, BpfError> {
+        let map = self.ebpf.map(name).ok_or(BpfError::MissingMap { name })?;
+        let arr: PerCpuArray<&MapData, T> =
             PerCpuArray::try_from(map).map_err(|source| BpfError::Map {
-                name: "STATS",
+                name,
                 action: "open",
                 source,
             })?;
+        let values = arr.get(&index, 0).map_err(|source| BpfError::Map {
+            name,
+            action: "read",
+            source,
+        })?;
+        Ok(values.iter().copied().collect())
+    }
+
+    /// The `STATS` counters summed over CPUs, indexed by `STAT_*`.
+    pub fn kernel_stats(&self) -> Result<[u64; STAT_COUNT as usize], BpfError> {
         let mut out = [0u64; STAT_COUNT as usize];
         for (i, slot) in out.iter_mut().enumerate() {
-            let values = arr.get(&(i as u32), 0).map_err(|source| BpfError::Map {
-                name: "STATS",
-                action: "read",
-                source,
-            })?;
-            *slot = values.iter().sum();
+            *slot = self.per_cpu::<u64>("STATS", i as u32)?.iter().sum();
         }
         Ok(out)
     }
 
     /// Every CPU's accounting state (index = CPU id).
     pub fn cpu_states(&self) -> Result<Vec<CpuState>, BpfError> {
-        let map = self
-            .ebpf
-            .map("CPU_STATE")
-            .ok_or(BpfError::MissingMap { name: "CPU_STATE" })?;
-        let arr: PerCpuArray<&MapData, CpuState> =
-            PerCpuArray::try_from(map).map_err(|source| BpfError::Map {
-                name: "CPU_STATE",
-                action: "open",
-                source,
-            })?;
-        let values = arr.get(&0, 0).map_err(|source| BpfError::Map {
-            name: "CPU_STATE",
-            action: "read",
-            source,
-        })?;
-        Ok(values.iter().copied().collect())
+        self.per_cpu("CPU_STATE", 0)
     }
 
     /// Run count and run time of both programs.

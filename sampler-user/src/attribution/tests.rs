@@ -347,3 +347,129 @@ proptest! {
         prop_assert!((cpu_sum - pkg_j).abs() <= 1e-9 * pkg_j.max(1e-12));
     }
 }
+
+/// One CPU as the kernel sees it: the table not yet flushed and when its
+/// current span began.
+#[derive(Clone, Default)]
+struct KernelCpu {
+    end: u64,
+    since: u64,
+    idle: u64,
+    table: Vec<(u64, u64)>,
+    /// A closure booked the CPU as idle up to here.
+    idle_until: u64,
+}
+
+impl KernelCpu {
+    /// The CPU's next event: if a closure said it idled, it did.
+    fn catch_up(&mut self) {
+        if self.idle_until > self.since {
+            self.idle += self.idle_until - self.since;
+            self.since = self.idle_until;
+        }
+    }
+
+    fn run(&mut self, id: u64, ns: u64) {
+        self.catch_up();
+        match self.table.iter_mut().find(|(c, _)| *c == id) {
+            Some((_, t)) => *t += ns,
+            None => self.table.push((id, ns)),
+        }
+        self.since += ns;
+    }
+
+    fn idle_for(&mut self, ns: u64) {
+        self.catch_up();
+        self.idle += ns;
+        self.since += ns;
+    }
+
+    fn flush(&mut self, cpu: u32) -> TickRecord {
+        self.catch_up();
+        let r = rec(cpu, self.end, self.since, self.idle, &self.table);
+        self.end = self.since;
+        self.idle = 0;
+        self.table.clear();
+        r
+    }
+}
+
+proptest! {
+    /// Early closures of silent CPUs never count time twice or lose it: with
+    /// closures at random points, every cgroup's booked time equals the time
+    /// it ran, and the books balance at every step.
+    #[test]
+    fn closures_book_every_nanosecond_exactly_once(
+        steps in proptest::collection::vec((0u32..2, 0u8..4, 1u64..5, 1u64..20_000), 1..150),
+    ) {
+        let cpus = [0u32, 1];
+        let mut a = Attributor::new(vec![PackageSpec {
+            package: 0,
+            joules_per_count: 1e-9,
+            cpus: cpus.to_vec(),
+            counters: vec![(0, Some(0)), (1, Some(1))],
+        }]);
+        let mut k = [KernelCpu::default(), KernelCpu::default()];
+        let mut truth: std::collections::HashMap<u64, u128> = Default::default();
+        for c in 0..2 {
+            a.on_reading(c, 0, 0);
+            a.on_span(&rec(c as u32, 0, 0, 0, &[]));
+        }
+        for (cpu, action, id, ns) in steps {
+            let c = cpu as usize;
+            match action {
+                0 => {
+                    k[c].run(id, ns);
+                    *truth.entry(id).or_default() += u128::from(ns);
+                }
+                1 => k[c].idle_for(ns),
+                2 => {
+                    let r = k[c].flush(cpu);
+                    a.on_span(&r);
+                }
+                _ => {
+                    // The daemon closes a silent CPU up to `to`.
+                    let kc = &k[c];
+                    let to = kc.since.max(kc.idle_until) + ns;
+                    let cg: Vec<CgroupTime> = kc.table.iter().map(|&(cgroup_id, ns)| CgroupTime { cgroup_id, ns }).collect();
+                    let st = IdleState { span_start: kc.end, since: kc.since, idle_ns: kc.idle, other_ns: 0, cgroups: &cg };
+                    if a.close_idle(cpu, &st, to) {
+                        k[c].idle_until = to;
+                    }
+                }
+            }
+            // Per-CPU counters: one count per ns of each CPU's known time.
+            for (i, kc) in k.iter().enumerate() {
+                let t = kc.since.max(kc.idle_until);
+                a.on_reading(i, t, u128::from(t));
+            }
+            a.advance();
+            let (pkg, idle, cgs) = a.ledger()[0];
+            prop_assert_eq!(pkg, idle + cgs);
+        }
+        // Flush everything up to a common end and book it.
+        let t = k.iter().map(|kc| kc.since.max(kc.idle_until)).max().unwrap_or(0) + 1;
+        for (i, kc) in k.iter_mut().enumerate() {
+            kc.catch_up();
+            let gap = t - kc.since;
+            kc.idle_for(gap);
+            let r = kc.flush(i as u32);
+            a.on_span(&r);
+            a.on_reading(i, t, u128::from(t));
+        }
+        a.advance();
+        for (id, ns) in &truth {
+            let booked = a.cgroups().get(id).map_or(0, |c| c.cpu_ns);
+            prop_assert_eq!(booked, *ns, "cgroup {} booked {} ns, ran {} ns", id, booked, ns);
+            // Each CPU counts one per ns, so a cgroup's energy is its time,
+            // unless some time (idle or busy) was counted twice and diluted it.
+            let units = a.cgroups().get(id).map_or(0, |c| c.units[0]);
+            let want = *ns << FRAC_BITS;
+            prop_assert!(units.abs_diff(want) <= 1 << 12, "cgroup {}: {} units for {} ns", id, units, ns);
+        }
+        prop_assert_eq!(a.closure_stats().1, 0, "consistent closures are never contradicted");
+        let (pkg, idle, cgs) = a.ledger()[0];
+        prop_assert_eq!(pkg, idle + cgs);
+        prop_assert_eq!(pkg, (2 * u128::from(t)) << FRAC_BITS);
+    }
+}

@@ -102,8 +102,6 @@ pub struct ProgramStats {
 pub struct Sampler {
     ebpf: Ebpf,
     pub counters: Vec<OpenCounter>,
-    /// (cpu, domain) → index into `counters`.
-    pub slots: HashMap<(u32, usize), usize>,
     pub attached_cpus: Vec<u32>,
     _stats: Option<OwnedFd>,
 }
@@ -157,21 +155,9 @@ impl Sampler {
             })?;
         }
         {
-            let map = ebpf.map_mut("DOMAIN_MASK").ok_or(BpfError::MissingMap {
-                name: "DOMAIN_MASK",
-            })?;
-            let mut arr: Array<&mut MapData, u32> =
-                Array::try_from(map).map_err(|source| BpfError::Map {
-                    name: "DOMAIN_MASK",
-                    action: "open",
-                    source,
-                })?;
+            let mut arr = domain_mask(&mut ebpf)?;
             for (&cpu, &mask) in &masks {
-                arr.set(cpu, mask, 0).map_err(|source| BpfError::Map {
-                    name: "DOMAIN_MASK",
-                    action: "set",
-                    source,
-                })?;
+                set_mask(&mut arr, cpu, mask)?;
             }
         }
 
@@ -204,7 +190,6 @@ impl Sampler {
         Ok(Self {
             ebpf,
             counters,
-            slots,
             attached_cpus,
             _stats: stats,
         })
@@ -285,7 +270,6 @@ impl Sampler {
         }
         c.readers.retain(|&r| r != cpu);
         let domain = c.plan.domain;
-        self.slots.remove(&(cpu, domain));
         let name = counter_map(domain)?;
         let fd = map_fd(&self.ebpf, name)?;
         map_delete(fd, cpu).map_err(|source| BpfError::CounterSlot {
@@ -293,25 +277,29 @@ impl Sampler {
             cpu,
             source,
         })?;
-        let map = self
-            .ebpf
-            .map_mut("DOMAIN_MASK")
-            .ok_or(BpfError::MissingMap {
-                name: "DOMAIN_MASK",
-            })?;
-        let mut arr: Array<&mut MapData, u32> =
-            Array::try_from(map).map_err(|source| BpfError::Map {
-                name: "DOMAIN_MASK",
-                action: "open",
-                source,
-            })?;
+        let mut arr = domain_mask(&mut self.ebpf)?;
         let mask = arr.get(&cpu, 0).unwrap_or(0) & !(1u32 << domain);
-        arr.set(cpu, mask, 0).map_err(|source| BpfError::Map {
-            name: "DOMAIN_MASK",
-            action: "set",
-            source,
-        })
+        set_mask(&mut arr, cpu, mask)
     }
+}
+
+/// The `DOMAIN_MASK` array: bit `d` of entry `cpu` says that CPU reads domain `d`.
+fn domain_mask(ebpf: &mut Ebpf) -> Result<Array<&mut MapData, u32>, BpfError> {
+    let name = "DOMAIN_MASK";
+    let map = ebpf.map_mut(name).ok_or(BpfError::MissingMap { name })?;
+    Array::try_from(map).map_err(|source| BpfError::Map {
+        name,
+        action: "open",
+        source,
+    })
+}
+
+fn set_mask(arr: &mut Array<&mut MapData, u32>, cpu: u32, mask: u32) -> Result<(), BpfError> {
+    arr.set(cpu, mask, 0).map_err(|source| BpfError::Map {
+        name: "DOMAIN_MASK",
+        action: "set",
+        source,
+    })
 }
 
 fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, BpfError>

@@ -48,6 +48,14 @@ fn counter1(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std:
     ConstCounter::new(v).encode(m)
 }
 
+fn gauge1<V>(enc: &mut DescriptorEncoder, name: &str, help: &str, v: V) -> std::fmt::Result
+where
+    ConstGauge<V>: EncodeMetric,
+{
+    let m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    ConstGauge::new(v).encode(m)
+}
+
 impl Collector for SnapshotCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = self.snapshot.load();
@@ -125,15 +133,12 @@ impl Collector for SnapshotCollector {
             "Cgroups folded into cgroup=\"other\" because of --max-cgroups.",
             s.cgroup_folds,
         )?;
-        {
-            let m = enc.encode_descriptor(
-                "ergon_cgroups_dead",
-                "Dead cgroups still shown (until exported once and --cgroup-retention has passed).",
-                None,
-                MetricType::Gauge,
-            )?;
-            ConstGauge::new(s.cgroups_dead as i64).encode(m)?;
-        }
+        gauge1(
+            &mut enc,
+            "ergon_cgroups_dead",
+            "Dead cgroups still shown (until exported once and --cgroup-retention has passed).",
+            s.cgroups_dead as i64,
+        )?;
         counter(
             &mut enc,
             "ergon_cpu_time_seconds",
@@ -215,33 +220,24 @@ impl Collector for SnapshotCollector {
                 )
             }),
         )?;
-        {
-            let m = enc.encode_descriptor(
-                "ergon_last_drain_timestamp_seconds",
-                "Wall-clock time of the last ring-buffer drain.",
-                None,
-                MetricType::Gauge,
-            )?;
-            ConstGauge::new(s.last_drain_unix).encode(m)?;
-        }
-        {
-            let m = enc.encode_descriptor(
-                "ergon_books_timestamp_seconds",
-                "Wall-clock time up to which energy is attributed (the attribution frontier): the energy series are complete up to here.",
-                None,
-                MetricType::Gauge,
-            )?;
-            ConstGauge::new(s.books_complete_unix).encode(m)?;
-        }
-        {
-            let m = enc.encode_descriptor(
-                "ergon_sampling_period_seconds",
-                "Timer period of the kernel sampler per CPU.",
-                None,
-                MetricType::Gauge,
-            )?;
-            ConstGauge::new(s.period_seconds).encode(m)?;
-        }
+        gauge1(
+            &mut enc,
+            "ergon_last_drain_timestamp_seconds",
+            "Wall-clock time of the last ring-buffer drain.",
+            s.last_drain_unix,
+        )?;
+        gauge1(
+            &mut enc,
+            "ergon_books_timestamp_seconds",
+            "Wall-clock time up to which energy is attributed (the attribution frontier): the energy series are complete up to here.",
+            s.books_complete_unix,
+        )?;
+        gauge1(
+            &mut enc,
+            "ergon_sampling_period_seconds",
+            "Timer period of the kernel sampler per CPU.",
+            s.period_seconds,
+        )?;
         Ok(())
     }
 }

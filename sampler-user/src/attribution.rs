@@ -30,6 +30,8 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use sampler_common::{CgroupTime, TickRecord};
 
+use crate::{energy::CpuEnergy, units::Joules};
+
 /// Fractional bits of the energy unit: one unit = 2^-16 counts.
 pub const FRAC_BITS: u32 = 16;
 const ONE: u128 = 1 << FRAC_BITS;
@@ -638,17 +640,21 @@ impl Attributor {
             .collect()
     }
 
-    /// (cpu id, energy J) per CPU, up to its package's frontier.
-    pub fn cpus(&self) -> Vec<(u32, f64)> {
-        let mut out: Vec<(u32, f64)> = self
+    /// Energy per CPU, up to its package's frontier, sorted by CPU.
+    pub fn cpus(&self) -> Vec<CpuEnergy> {
+        let mut out: Vec<CpuEnergy> = self
             .cpu_index
             .iter()
             .map(|(&cpu, &ci)| {
-                let s = self.packages[self.cpus[ci].package].spec.joules_per_count;
-                (cpu, units_to_joules(self.cpus[ci].energy, s))
+                let spec = &self.packages[self.cpus[ci].package].spec;
+                CpuEnergy {
+                    cpu,
+                    package: spec.package,
+                    joules: Joules(units_to_joules(self.cpus[ci].energy, spec.joules_per_count)),
+                }
             })
             .collect();
-        out.sort_by_key(|&(c, _)| c);
+        out.sort_by_key(|c| c.cpu);
         out
     }
 

@@ -22,7 +22,7 @@ use crate::{
     bpf::{BpfError, Sampler},
     cgroups::Registry,
     decode::decode,
-    energy::{CpuEnergy, EnergyBooks, PackageEnergy},
+    energy::{EnergyBooks, PackageEnergy},
     perf::boot_ns,
     snapshot::{CgroupEnergy, SharedSnapshot, Snapshot},
     units::Joules,
@@ -316,22 +316,7 @@ impl Drainer {
         s.packages
             .sort_by(|a, b| (a.package, a.domain).cmp(&(b.package, b.domain)));
         s.idle = pkgs.iter().map(|&(p, _, idle)| (p, idle)).collect();
-        let cpu_pkg: std::collections::HashMap<u32, u32> = self
-            .books
-            .cpus()
-            .iter()
-            .map(|c| (c.cpu, c.package))
-            .collect();
-        s.cpus = self
-            .attribution
-            .cpus()
-            .into_iter()
-            .map(|(cpu, j)| CpuEnergy {
-                cpu,
-                package: cpu_pkg.get(&cpu).copied().unwrap_or(0),
-                joules: Joules(j),
-            })
-            .collect();
+        s.cpus = self.attribution.cpus();
         let ids: Vec<u64> = self.attribution.cgroups().keys().copied().collect();
         let mut cgroups = Vec::with_capacity(ids.len());
         for id in ids {

@@ -1,5 +1,6 @@
-//! The energy books: counter readings in, joules per package/domain and per
-//! CPU out. Pure bookkeeping, no I/O.
+//! The counter books: raw readings in, cumulative counts and joules per
+//! package/domain out (the per-CPU and per-cgroup split is the attribution
+//! engine's). Pure bookkeeping, no I/O.
 //!
 //! Every counter keeps its last reading and the sum of its deltas in raw
 //! counts (`u128`, exact); joules are computed from counts only when a
@@ -75,9 +76,6 @@ pub struct Applied {
 pub struct EnergyBooks {
     books: Vec<Book>,
     slots: HashMap<(u32, usize), usize>,
-    per_cpu: bool,
-    /// package → its CPUs, for the per-CPU split of package counters.
-    package_cpus: BTreeMap<u32, Vec<u32>>,
     cpu_time: BTreeMap<u32, CpuTime>,
     /// Readings applied since the last `take_applied`: (counter, ts, cumulative counts).
     applied: Vec<(usize, u64, u128)>,
@@ -92,10 +90,6 @@ impl EnergyBooks {
                 slots.insert((r, c.domain), idx);
             }
         }
-        let mut package_cpus: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
-        for &(cpu, pkg) in cpus {
-            package_cpus.entry(pkg).or_default().push(cpu);
-        }
         Self {
             books: plan
                 .counters
@@ -107,8 +101,6 @@ impl EnergyBooks {
                 })
                 .collect(),
             slots,
-            per_cpu: plan.per_cpu,
-            package_cpus,
             cpu_time: cpus.iter().map(|&(c, _)| (c, CpuTime::default())).collect(),
             applied: Vec::new(),
         }
@@ -208,42 +200,6 @@ impl EnergyBooks {
             .collect()
     }
 
-    /// Joules per CPU (the `pkg` domain). Per-CPU counters give their CPU's
-    /// energy directly. A package counter is split across the package's CPUs
-    /// by time: every CPU's timeline (busy + idle) spans the whole interval,
-    /// so each gets an equal share and the CPUs sum to the package exactly.
-    pub fn cpus(&self) -> Vec<CpuEnergy> {
-        let mut out: BTreeMap<u32, CpuEnergy> = BTreeMap::new();
-        for (&pkg, cpus) in &self.package_cpus {
-            for &cpu in cpus {
-                out.insert(
-                    cpu,
-                    CpuEnergy {
-                        cpu,
-                        package: pkg,
-                        joules: Joules(0.0),
-                    },
-                );
-            }
-        }
-        for b in self.books.iter().filter(|b| b.plan.domain == 0) {
-            let j = joules(b);
-            if self.per_cpu {
-                if let Some(e) = out.get_mut(&b.plan.open_cpu) {
-                    e.joules.0 += j;
-                }
-            } else if let Some(cpus) = self.package_cpus.get(&b.plan.package) {
-                let share = j / cpus.len() as f64;
-                for cpu in cpus {
-                    if let Some(e) = out.get_mut(cpu) {
-                        e.joules.0 += share;
-                    }
-                }
-            }
-        }
-        out.into_values().collect()
-    }
-
     pub fn cpu_time(&self) -> &BTreeMap<u32, CpuTime> {
         &self.cpu_time
     }
@@ -332,7 +288,7 @@ mod tests {
     }
 
     #[test]
-    fn package_counter_splits_equally_across_cpus() {
+    fn packages_sum_their_counters_per_domain() {
         let plan = Plan {
             source: Resolved::Rapl,
             reason: String::new(),
@@ -371,8 +327,6 @@ mod tests {
                 },
             ]
         );
-        let c: Vec<f64> = b.cpus().iter().map(|c| c.joules.0).collect();
-        assert_eq!(c, vec![25.0, 25.0, 15.0, 15.0]);
     }
 
     #[test]
@@ -400,9 +354,8 @@ mod tests {
     }
 
     proptest! {
-        /// Per-CPU energy always sums to package energy, and package energy
-        /// equals the exact count advance × scale, whatever the order and
-        /// interleaving of readings.
+        /// Package energy equals the exact count advance × scale, whatever
+        /// the order and interleaving of readings.
         #[test]
         fn books_balance(steps in proptest::collection::vec((0u32..4, 1u64..1_000_000, any::<bool>()), 1..200)) {
             let plan = synthetic(4, 3.0);
@@ -425,10 +378,8 @@ mod tests {
                 }
             }
             let pkg: f64 = b.packages().iter().map(|p| p.joules.0).sum();
-            let cpu_sum: f64 = b.cpus().iter().map(|c| c.joules.0).sum();
             let expect = truth as f64 * 3e-9;
             prop_assert!((pkg - expect).abs() <= 1e-9 * expect.max(1.0));
-            prop_assert!((cpu_sum - pkg).abs() <= 1e-9 * pkg.max(1.0));
         }
     }
 }

@@ -408,11 +408,8 @@ mod tests {
 
     #[test]
     fn rapl_fixture_is_reported_and_chosen() {
-        let fixture = Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../testdata/rapl-intel-2pkg"
-        ));
-        let r = inspect(&SysRoot::under(fixture), SYNTH);
+        let fixture = crate::testdata::fixture("rapl-intel-2pkg");
+        let r = inspect(&SysRoot::under(&fixture), SYNTH);
         let pmu = r.find("power PMU").expect("pmu line");
         assert_eq!(pmu.status, Status::Ok, "{}", pmu.detail);
         assert!(

@@ -21,5 +21,7 @@ pub mod server;
 pub mod snapshot;
 pub mod source;
 pub mod sysroot;
+#[cfg(test)]
+mod testdata;
 pub mod topology;
 pub mod units;

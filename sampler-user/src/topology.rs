@@ -182,32 +182,7 @@ pub fn parse_cpulist(s: &str) -> Result<Vec<u32>, CpuListError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::{Path, PathBuf};
-
-    fn fixture(name: &str) -> PathBuf {
-        Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata")).join(name)
-    }
-
-    fn copy_tree(from: &Path, to: &Path) {
-        fs::create_dir_all(to).unwrap();
-        for entry in fs::read_dir(from).unwrap() {
-            let entry = entry.unwrap();
-            let target = to.join(entry.file_name());
-            if entry.file_type().unwrap().is_dir() {
-                copy_tree(&entry.path(), &target);
-            } else {
-                fs::copy(entry.path(), &target).unwrap();
-            }
-        }
-    }
-
-    /// A writable copy of a fixture tree.
-    fn scratch(name: &str) -> (tempfile::TempDir, SysRoot) {
-        let dir = tempfile::tempdir().unwrap();
-        copy_tree(&fixture(name), dir.path());
-        let root = SysRoot::under(dir.path());
-        (dir, root)
-    }
+    use crate::testdata::{fixture, scratch};
 
     #[test]
     fn cpulist_ranges_and_singles() {

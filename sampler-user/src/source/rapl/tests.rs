@@ -1,33 +1,15 @@
 //! Discovery and planning on the fixture trees in `testdata/`.
 use super::*;
+use crate::testdata::fixture;
 
 /// 2^-32 J, the usual RAPL energy unit.
 const TWO_POW_M32: f64 = 1.0 / 4_294_967_296.0;
 /// 2^-16 J, the DRAM energy unit of some servers.
 const TWO_POW_M16: f64 = 1.0 / 65_536.0;
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata")).join(name)
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
 /// A writable copy of a fixture tree and the path of its power PMU.
 fn scratch(name: &str) -> (tempfile::TempDir, SysRoot, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    copy_tree(&fixture(name), dir.path());
-    let root = SysRoot::under(dir.path());
+    let (dir, root) = crate::testdata::scratch(name);
     let pmu = root.sys(POWER_PMU_DIR);
     (dir, root, pmu)
 }

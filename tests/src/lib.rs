@@ -68,8 +68,13 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `ergon run ARGS --listen 127.0.0.1:<free>` and waits for `/metrics`.
     pub fn start(args: &[&str]) -> Daemon {
+        Self::start_with(&ergon_bin(), args)
+    }
+
+    /// [`Daemon::start`] with a given `ergon` binary.
+    pub fn start_with(bin: &std::path::Path, args: &[&str]) -> Daemon {
         let addr = format!("127.0.0.1:{}", free_port());
-        let child = Command::new(ergon_bin())
+        let child = Command::new(bin)
             .arg("run")
             .args(args)
             .args(["--listen", &addr])

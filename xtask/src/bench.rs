@@ -1,4 +1,6 @@
 //! `cargo xtask bench-overhead`: the cost of sampling, measured on this machine.
+//! It drives the daemon with the privileged tests' helpers (`tests` crate):
+//! `Busy` spinners and `Daemon`.
 //!
 //! For each rate (1, 2 and 10 kHz per CPU) it pins a spinning thread on every
 //! CPU, runs `ergon run --source synthetic --period P`, and between two scrapes
@@ -7,15 +9,7 @@
 //! cadence per busy CPU, and ring-buffer drops.
 
 use std::{
-    collections::BTreeMap,
-    io::{Read, Write},
-    net::{TcpListener, TcpStream},
     path::Path,
-    process::{Child, Command, Stdio},
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
     time::{Duration, Instant},
 };
 
@@ -31,21 +25,8 @@ struct Row {
 }
 
 pub fn overhead(bin: &Path, seconds: u64, out: Option<&Path>) -> Result<()> {
-    let cpus = online_cpus()?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let spinners: Vec<_> = cpus
-        .iter()
-        .map(|&cpu| {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                pin_to(cpu);
-                let mut x = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
-                }
-            })
-        })
-        .collect();
+    let cpus = tests::online_cpus();
+    let spinners = tests::Busy::on(&cpus);
     let mut rows = Vec::new();
     let mut result = Ok(());
     for hz in [1000u64, 2000, 10000] {
@@ -57,10 +38,7 @@ pub fn overhead(bin: &Path, seconds: u64, out: Option<&Path>) -> Result<()> {
             }
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    for s in spinners {
-        let _ = s.join();
-    }
+    drop(spinners);
     result?;
     let mut table = String::from("| rate per CPU | on_timer ns/run | sched_switch ns/run | daemon CPU % (of one CPU) | delivered cadence per busy CPU | ring-buffer drops |\n|---|---|---|---|---|---|\n");
     for r in &rows {
@@ -86,39 +64,17 @@ pub fn overhead(bin: &Path, seconds: u64, out: Option<&Path>) -> Result<()> {
 
 fn measure(bin: &Path, hz: u64, seconds: u64, ncpus: usize) -> Result<Row> {
     let period = format!("{}us", 1_000_000 / hz);
-    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let addr = format!("127.0.0.1:{port}");
     eprintln!("xtask: measuring {hz} Hz per CPU (--period {period}) for {seconds} s");
-    let child = Command::new(bin)
-        .args([
-            "run",
-            "--source",
-            "synthetic",
-            "--period",
-            &period,
-            "--listen",
-            &addr,
-        ])
-        .env("ERGON_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
-    let mut guard = Guard(child);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while scrape(&addr).is_err() {
-        if Instant::now() > deadline {
-            bail!("ergon did not serve /metrics on {addr} within 20 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let daemon = tests::Daemon::start_with(bin, &["--source", "synthetic", "--period", &period]);
     std::thread::sleep(Duration::from_secs(1));
-    let pid = guard.0.id();
-    let (a, ta, ca) = (scrape(&addr)?, Instant::now(), cpu_ns(pid)?);
+    let pid = daemon.child.id();
+    let (a, ta, ca) = (daemon.metrics(), Instant::now(), cpu_ns(pid)?);
     std::thread::sleep(Duration::from_secs(seconds));
-    let (b, tb, cb) = (scrape(&addr)?, Instant::now(), cpu_ns(pid)?);
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-    let _ = guard.0.wait();
+    let (b, tb, cb) = (daemon.metrics(), Instant::now(), cpu_ns(pid)?);
+    let (status, stderr) = daemon.stop();
+    if !status.success() {
+        bail!("ergon exited with {status} during the measurement:\n{stderr}");
+    }
     let d = |k: &str| b.get(k).copied().unwrap_or(0.0) - a.get(k).copied().unwrap_or(0.0);
     let per_run = |p: &str| {
         let runs = d(&format!("ergon_bpf_program_runs_total{{program=\"{p}\"}}"));
@@ -142,15 +98,6 @@ fn measure(bin: &Path, hz: u64, seconds: u64, ncpus: usize) -> Result<Row> {
     })
 }
 
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// On-CPU nanoseconds of every thread of a process (`/proc/PID/task/*/schedstat`,
 /// first field): nanosecond resolution, unlike utime/stime's clock ticks.
 fn cpu_ns(pid: u32) -> Result<u64> {
@@ -165,45 +112,4 @@ fn cpu_ns(pid: u32) -> Result<u64> {
             .unwrap_or(0);
     }
     Ok(total)
-}
-
-fn scrape(addr: &str) -> Result<BTreeMap<String, f64>> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf)?;
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    Ok(body
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            Some((k.to_string(), v.parse().ok()?))
-        })
-        .collect())
-}
-
-fn online_cpus() -> Result<Vec<u32>> {
-    let s = std::fs::read_to_string("/sys/devices/system/cpu/online")?;
-    let mut out = Vec::new();
-    for part in s.trim().split(',') {
-        match part.split_once('-') {
-            Some((a, b)) => out.extend(a.parse::<u32>()?..=b.parse::<u32>()?),
-            None => out.push(part.parse()?),
-        }
-    }
-    Ok(out)
-}
-
-fn pin_to(cpu: u32) {
-    // SAFETY: cpu_set_t is plain data; CPU_SET indexes within it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu as usize, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
 }

@@ -268,7 +268,8 @@ pub fn sched_switch(_ctx: BtfTracePointContext) -> u32 {
     if let Some(d) = close_span(st, now, idle, cgroup_id) {
         bump(STAT_CGROUP_OVERFLOW);
         let cpu = unsafe { bpf_get_smp_processor_id() };
-        // Flush the full table early; the span just closed opens the next one.
+        // Flush the full table early (up to the start of the span just
+        // closed, where `flush` starts the next table); that span opens it.
         if flush(
             st,
             RECORD_CGROUP_FLUSH,
@@ -276,7 +277,6 @@ pub fn sched_switch(_ctx: BtfTracePointContext) -> u32 {
             now.saturating_sub(d),
             &Counters::NONE,
         ) {
-            st.span_start_ns = now.saturating_sub(d);
             if !add_cgroup(st, cgroup_id, d) {
                 st.other_ns += d;
             }

@@ -151,6 +151,8 @@ pub struct Attributor {
     idle_closures: u64,
     closure_corrections: u64,
     mix: Mix,
+    /// Sample points for the batch exporters (None: not recorded).
+    grid: Option<GridState>,
 }
 
 impl Attributor {
@@ -195,7 +197,29 @@ impl Attributor {
             idle_closures: 0,
             closure_corrections: 0,
             mix: Mix::default(),
+            grid: None,
         }
+    }
+
+    /// Records timestamped totals on a wall-clock grid (see [`grid`]).
+    pub fn with_grid(mut self, cfg: GridConfig) -> Self {
+        self.grid = Some(GridState::new(cfg, self.packages.len()));
+        self
+    }
+
+    /// Wall-clock ns minus boot-time ns, for the grid's timestamps.
+    pub fn set_clock_offset(&mut self, offset_ns: i128) {
+        if let Some(g) = &mut self.grid {
+            g.offset_ns = offset_ns;
+        }
+    }
+
+    /// The grid points produced since the last call.
+    pub fn take_points(&mut self) -> GridPoints {
+        self.grid
+            .as_mut()
+            .map(|g| std::mem::take(&mut g.out))
+            .unwrap_or_default()
     }
 
     /// A kernel record's time table. Spans of one CPU must come in order;
@@ -278,7 +302,36 @@ impl Attributor {
                 advanced += 1;
             }
         }
+        if let Some(g) = &mut self.grid {
+            let started: Vec<bool> = self.packages.iter().map(|p| p.frontier.is_some()).collect();
+            let packages = &self.packages;
+            g.emit_ready(&started, |p, u| {
+                units_to_joules(u, packages[p].spec.joules_per_count)
+            });
+        }
         advanced
+    }
+
+    /// Books `[from, to]` for package `p`, cut at every cgroup grid instant
+    /// so that the cgroup totals there are exact.
+    fn book_until(&mut self, p: usize, from: u64, to: u64) -> bool {
+        let cuts: Vec<(i64, u64)> = match &self.grid {
+            Some(g) => g.instants(from, to, g.cfg.cgroup_res_ns).collect(),
+            None => Vec::new(),
+        };
+        let mut cur = from;
+        let mut booked = false;
+        for (k, at) in cuts {
+            booked |= self.book_interval(p, cur, at);
+            cur = at;
+            if let Some(g) = &mut self.grid {
+                let cgroups = &self.cgroups;
+                g.report(p, k, |id| {
+                    cgroups.get(&id).and_then(|t| t.units.get(p)).copied()
+                });
+            }
+        }
+        booked | self.book_interval(p, cur, to)
     }
 
     fn advance_package(&mut self, p: usize) -> bool {
@@ -326,13 +379,13 @@ impl Attributor {
             let pkg = &mut self.packages[p];
             pkg.at_frontier = values;
             pkg.frontier = Some(start);
-            self.book_interval(p, start, reach);
+            self.book_until(p, start, reach);
             return true;
         };
         if reach <= from {
             return false;
         }
-        self.book_interval(p, from, reach)
+        self.book_until(p, from, reach)
     }
 
     /// Books the energy of package `p` over `[from, to]` and moves its frontier to `to`.
@@ -355,6 +408,8 @@ impl Attributor {
                 None => shared += d,
             }
         }
+        self.package_points(p, from, to);
+        let pkg = &self.packages[p];
         // 2. To CPUs: own counters directly, package counters in equal parts.
         let lines = pkg.cpu_lines.clone();
         let rr = pkg.rr;
@@ -398,6 +453,36 @@ impl Attributor {
         pkg.idle += idle_total;
         pkg.rr = pkg.rr.wrapping_add(1);
         true
+    }
+
+    /// Grid points of package `p`'s energy in `(from, to]` (before the
+    /// frontier moves: energy at `t` = energy at the frontier + each
+    /// counter's increase from the frontier to `t`).
+    fn package_points(&mut self, p: usize, from: u64, to: u64) {
+        let Some(g) = &self.grid else { return };
+        let res = g.cfg.package_res_ns;
+        let last = g.packages[p].last_ms;
+        let pkg = &self.packages[p];
+        let mut points = Vec::new();
+        for (k, at) in g.instants(from, to, res) {
+            let ms = GridState::ms(k, res);
+            if last.is_some_and(|l| ms <= l) {
+                continue;
+            }
+            let mut units = pkg.energy;
+            for (i, &(c, _)) in pkg.spec.counters.iter().enumerate() {
+                units += self.value_at(c, at).saturating_sub(pkg.at_frontier[i]);
+            }
+            points.push((
+                pkg.spec.package,
+                ms,
+                units_to_joules(units, pkg.spec.joules_per_count),
+            ));
+        }
+        if let (Some(g), Some(&(_, ms, _))) = (&mut self.grid, points.last()) {
+            g.packages[p].last_ms = Some(ms);
+            g.out.packages.extend(points);
+        }
     }
 
     /// Cumulative units of counter `k` at `t`, interpolated between readings
@@ -566,12 +651,18 @@ impl Attributor {
         let parts = split(e, &weights);
         let n_packages = self.packages.len();
         let folded = &self.folded;
+        let mut touched = self.grid.as_mut().map(|g| &mut g.packages[p].touched);
         let mut add = |id: u64, units: u128, ns: u64| {
             let id = if folded.contains(&id) {
                 OTHER_CGROUP
             } else {
                 id
             };
+            if units > 0 {
+                if let Some(t) = touched.as_mut() {
+                    t.insert(id);
+                }
+            }
             let t = self.cgroups.entry(id).or_default();
             if t.units.len() < n_packages {
                 t.units.resize(n_packages, 0);
@@ -604,6 +695,9 @@ impl Attributor {
             return false;
         };
         self.folded.insert(id);
+        if let Some(g) = &mut self.grid {
+            g.fold(id, OTHER_CGROUP);
+        }
         let n = self.packages.len();
         let dst = self.cgroups.entry(OTHER_CGROUP).or_default();
         if dst.units.len() < n {
@@ -687,11 +781,18 @@ fn units_to_joules(units: u128, joules_per_count: f64) -> f64 {
 }
 
 mod exact;
+pub mod grid;
 mod spec;
 use exact::scaled;
 pub use exact::split;
+use grid::GridState;
+pub use grid::{GridConfig, GridPoints};
 pub use spec::PackageSpec;
 
 #[cfg(test)]
 #[path = "attribution/tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "attribution/grid_tests.rs"]
+mod grid_tests;

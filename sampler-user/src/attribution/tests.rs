@@ -4,7 +4,7 @@ use super::*;
 use proptest::prelude::*;
 use sampler_common::{CGROUP_SLOTS, MAX_DOMAINS, RECORD_TICK};
 
-fn rec(cpu: u32, start: u64, end: u64, idle: u64, cgroups: &[(u64, u64)]) -> TickRecord {
+pub(super) fn rec(cpu: u32, start: u64, end: u64, idle: u64, cgroups: &[(u64, u64)]) -> TickRecord {
     let mut cg = [CgroupTime::default(); CGROUP_SLOTS];
     for (slot, &(id, ns)) in cg.iter_mut().zip(cgroups) {
         *slot = CgroupTime { cgroup_id: id, ns };

@@ -7,6 +7,9 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::Args;
 use serde::Deserialize;
 
+pub mod serve;
+pub use serve::{Auth, ServeArgs, ServeSettings, TlsFiles};
+
 use crate::{
     source::{
         synthetic::{Layout, Synthetic},
@@ -84,6 +87,9 @@ pub struct RunArgs {
     /// Where the cgroup hierarchy is mounted [default: /sys/fs/cgroup].
     #[arg(long, env = "ERGON_CGROUP_ROOT")]
     pub cgroup_root: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub serve: ServeArgs,
 }
 
 /// The `--config` file. Unknown keys are an error (a typo must not be ignored).
@@ -102,6 +108,18 @@ pub struct FileConfig {
     pub sysfs_root: Option<PathBuf>,
     pub procfs_root: Option<PathBuf>,
     pub cgroup_root: Option<PathBuf>,
+    pub batch_resolution: Option<String>,
+    pub cgroup_batch_resolution: Option<String>,
+    pub batch_buffer: Option<usize>,
+    pub consumer_ttl: Option<String>,
+    pub max_concurrent_scrapes: Option<usize>,
+    pub health_stale_after: Option<String>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    pub basic_auth_username: Option<String>,
+    pub basic_auth_password_file: Option<PathBuf>,
+    pub bearer_token_file: Option<PathBuf>,
+    pub health_no_auth: Option<bool>,
 }
 
 /// Validated settings.
@@ -116,6 +134,7 @@ pub struct Settings {
     pub cgroup_retention: Duration,
     pub max_cgroups: usize,
     pub root: SysRoot,
+    pub serve: ServeSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -142,14 +161,53 @@ pub enum ConfigError {
 impl RunArgs {
     /// Merges flags/env with the config file and validates.
     pub fn settings(&self) -> Result<Settings, ConfigError> {
+        self.settings_with_env(&|k| std::env::var(k).ok())
+    }
+
+    /// As [`Self::settings`], reading the compatibility variables and
+    /// secrets through `env`. Precedence: flag, `ERGON_*`, the seed
+    /// documents' aliases (`EXPORTER_PORT`, `SCRAPE_INTERVAL_SECONDS`,
+    /// `MAX_QUEUE_LEN`), the file, the default.
+    pub fn settings_with_env(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Settings, ConfigError> {
         let file = match &self.config {
             Some(path) => load_file(path)?,
             None => FileConfig::default(),
         };
         let source = self.source.or(file.source).unwrap_or(SourceKind::Auto);
-        let period = match self.period.as_ref().or(file.period.as_ref()) {
-            Some(s) => parse_duration("period", s, MIN_PERIOD, MAX_PERIOD, PERIOD_FIX)?,
-            None => DEFAULT_PERIOD,
+        let period = match (self.period.as_ref(), env("SCRAPE_INTERVAL_SECONDS")) {
+            (Some(s), _) => parse_duration("period", s, MIN_PERIOD, MAX_PERIOD, PERIOD_FIX)?,
+            (None, Some(secs)) => {
+                let fix = "set SCRAPE_INTERVAL_SECONDS to seconds between 0.00005 and 1, e.g. 0.001 (or use --period)";
+                let d = secs
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .and_then(|v| Duration::try_from_secs_f64(v).ok())
+                    .ok_or_else(|| {
+                        invalid(
+                            "SCRAPE_INTERVAL_SECONDS",
+                            secs.clone(),
+                            "is not a number of seconds",
+                            fix,
+                        )
+                    })?;
+                if d < MIN_PERIOD || d > MAX_PERIOD {
+                    return Err(invalid(
+                        "SCRAPE_INTERVAL_SECONDS",
+                        secs,
+                        "is outside 50us..1s",
+                        fix,
+                    ));
+                }
+                d
+            }
+            (None, None) => match file.period.as_ref() {
+                Some(s) => parse_duration("period", s, MIN_PERIOD, MAX_PERIOD, PERIOD_FIX)?,
+                None => DEFAULT_PERIOD,
+            },
         };
         let synthetic_watts = self
             .synthetic_watts
@@ -163,11 +221,24 @@ impl RunArgs {
                 "pass e.g. --synthetic-watts 10",
             ));
         }
-        let listen_s = self
-            .listen
-            .clone()
-            .or(file.listen)
-            .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+        let listen_s = match (self.listen.clone(), env("EXPORTER_PORT")) {
+            (Some(l), _) => l,
+            (None, Some(port)) => {
+                let port: u16 = port.trim().parse().map_err(|_| {
+                    invalid(
+                        "EXPORTER_PORT",
+                        port.clone(),
+                        "is not a port number",
+                        "set EXPORTER_PORT to a port from 1 to 65535, or use --listen / ERGON_LISTEN",
+                    )
+                })?;
+                format!("0.0.0.0:{port}")
+            }
+            (None, None) => file
+                .listen
+                .clone()
+                .unwrap_or_else(|| DEFAULT_LISTEN.to_string()),
+        };
         let listen: SocketAddr = listen_s.parse().map_err(|e: std::net::AddrParseError| {
             invalid(
                 "listen",
@@ -228,6 +299,7 @@ impl RunArgs {
                 "pass e.g. --max-cgroups 5000",
             ));
         }
+        let serve = self.serve.settings(&file, env)?;
         let d = SysRoot::default();
         let root = SysRoot {
             sysfs: self
@@ -264,13 +336,19 @@ impl RunArgs {
             cgroup_retention,
             max_cgroups,
             root,
+            serve,
         })
     }
 }
 
 const PERIOD_FIX: &str = "pass a duration between 50us and 1s, e.g. --period 500us or --period 1ms";
 
-fn invalid(field: &'static str, value: String, problem: &str, fix: &'static str) -> ConfigError {
+pub(crate) fn invalid(
+    field: &'static str,
+    value: String,
+    problem: &str,
+    fix: &'static str,
+) -> ConfigError {
     ConfigError::Invalid {
         field,
         value,
@@ -316,142 +394,5 @@ fn load_file(path: &PathBuf) -> Result<FileConfig, ConfigError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn args() -> RunArgs {
-        RunArgs::default()
-    }
-
-    #[test]
-    fn defaults() {
-        let s = args().settings().expect("defaults are valid");
-        assert_eq!(s.source, SourceKind::Auto);
-        assert_eq!(s.period, Duration::from_micros(500));
-        assert_eq!(s.listen, "0.0.0.0:9092".parse().expect("addr"));
-        assert_eq!(s.synthetic.watts, 10.0);
-        assert_eq!(s.synthetic.layout, Layout::PerCpu);
-        assert_eq!(s.ringbuf_bytes, 4 << 20);
-        assert_eq!(s.drain_interval, Duration::from_millis(10));
-        assert_eq!(s.root, SysRoot::default());
-        assert_eq!(s.cgroup_retention, Duration::from_secs(600));
-        assert_eq!(s.max_cgroups, 5000);
-    }
-
-    #[test]
-    fn cgroup_limits_are_validated() {
-        let mut a = args();
-        a.max_cgroups = Some(0);
-        let e = a.settings().expect_err("zero").to_string();
-        assert!(
-            e.contains("max_cgroups") && e.contains("--max-cgroups"),
-            "{e}"
-        );
-        let mut a = args();
-        a.cgroup_retention = Some("forever".into());
-        let e = a.settings().expect_err("not a duration").to_string();
-        assert!(
-            e.contains("cgroup_retention") && e.contains("--cgroup-retention"),
-            "{e}"
-        );
-        let mut a = args();
-        a.cgroup_retention = Some("30s".into());
-        assert_eq!(
-            a.settings().expect("valid").cgroup_retention,
-            Duration::from_secs(30)
-        );
-    }
-
-    #[test]
-    fn period_units_and_bounds() {
-        let p = |s: &str| parse_duration("period", s, MIN_PERIOD, MAX_PERIOD, PERIOD_FIX);
-        assert_eq!(p("500us").expect("ok"), Duration::from_micros(500));
-        assert_eq!(p("50us").expect("ok"), Duration::from_micros(50));
-        assert_eq!(p("1ms").expect("ok"), Duration::from_millis(1));
-        assert_eq!(p(" 1s ").expect("ok"), Duration::from_secs(1));
-        assert_eq!(p("100ms").expect("ok"), Duration::from_millis(100));
-        let low = p("49us").expect_err("below 50us").to_string();
-        assert!(low.contains("period") && low.contains("50us"), "{low}");
-        let high = p("2s").expect_err("above 1s").to_string();
-        assert!(high.contains("between 50us and 1s"), "{high}");
-        let junk = p("fast").expect_err("not a duration").to_string();
-        assert!(
-            junk.contains("invalid period `fast`") && junk.contains("--period"),
-            "{junk}"
-        );
-        assert!(p("500").is_err(), "a unit is required");
-    }
-
-    #[test]
-    fn bad_values_name_field_and_fix() {
-        let mut a = args();
-        a.listen = Some("localhost".into());
-        let e = a.settings().expect_err("no port").to_string();
-        assert!(e.contains("listen") && e.contains("--listen"), "{e}");
-
-        let mut a = args();
-        a.synthetic_watts = Some(-1.0);
-        let e = a.settings().expect_err("negative").to_string();
-        assert!(
-            e.contains("synthetic_watts") && e.contains("--synthetic-watts"),
-            "{e}"
-        );
-
-        let mut a = args();
-        a.ringbuf_size = Some(5000);
-        let e = a.settings().expect_err("not a power of two").to_string();
-        assert!(
-            e.contains("ringbuf_size") && e.contains("power of two"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn file_fills_what_flags_leave_unset() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("ergon.toml");
-        std::fs::write(
-            &path,
-            "source = \"synthetic\"\nperiod = \"1ms\"\nsynthetic_watts = 7.0\nsynthetic_layout = \"package\"\nlisten = \"127.0.0.1:9999\"\n",
-        )
-        .expect("write");
-        let mut a = args();
-        a.config = Some(path);
-        a.listen = Some("127.0.0.1:1234".into());
-        let s = a.settings().expect("valid");
-        assert_eq!(s.source, SourceKind::Synthetic);
-        assert_eq!(s.period, Duration::from_millis(1));
-        assert_eq!(s.synthetic.watts, 7.0);
-        assert_eq!(s.synthetic.layout, Layout::Package);
-        assert_eq!(s.listen.port(), 1234, "the flag wins over the file");
-    }
-
-    #[test]
-    fn unknown_or_mistyped_keys_are_errors() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("ergon.toml");
-        std::fs::write(&path, "perid = \"1ms\"\n").expect("write");
-        let mut a = args();
-        a.config = Some(path.clone());
-        let e = a.settings().expect_err("typo").to_string();
-        assert!(
-            e.contains("perid") && e.contains(&path.display().to_string()),
-            "{e}"
-        );
-
-        std::fs::write(&path, "synthetic_watts = \"ten\"\n").expect("write");
-        let e = a.settings().expect_err("wrong type").to_string();
-        assert!(e.contains("synthetic_watts"), "{e}");
-    }
-
-    #[test]
-    fn missing_file_is_a_clear_error() {
-        let mut a = args();
-        a.config = Some(PathBuf::from("/nonexistent/ergon.toml"));
-        let e = a.settings().expect_err("missing").to_string();
-        assert!(
-            e.contains("/nonexistent/ergon.toml") && e.contains("--config"),
-            "{e}"
-        );
-    }
-}
+#[path = "config/tests.rs"]
+mod tests;

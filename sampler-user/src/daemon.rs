@@ -8,16 +8,17 @@ use tokio::{io::unix::AsyncFd, signal::unix::SignalKind, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use std::sync::{atomic::AtomicU64, Arc};
+use std::sync::{atomic::AtomicU64, Arc, Mutex};
 
 use crate::{
-    attribution::{Attributor, PackageSpec},
+    attribution::{Attributor, GridConfig, PackageSpec},
+    batch::{domains::DomainGrid, SharedStore, Store},
     bpf::{BpfError, LoadOptions, Sampler},
     cgroups::{self, Registry},
     config::Settings,
     drain::{Books, DrainError, Drainer},
     energy::EnergyBooks,
-    metrics, server,
+    server::{self, stats::HttpStats},
     snapshot::{self, Snapshot},
     source::{self, SourceError},
     topology::{Topology, TopologyError},
@@ -58,8 +59,14 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         counters = plan.counters.len(),
         "energy source chosen"
     );
-    // Bind before loading anything: a taken port fails at once.
+    // Bind and read the TLS files before loading anything: a taken port or
+    // a bad certificate fails at once.
     let listener = server::bind(settings.listen).await?;
+    let serve = &settings.serve;
+    let tls = match &serve.tls {
+        Some(files) => Some(server::tls::server_config(files).map_err(server::ServeError::from)?),
+        None => None,
+    };
     let mut sampler = Sampler::load(
         &plan,
         &topo,
@@ -86,9 +93,29 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         ),
     }
     let export_epoch = Arc::new(AtomicU64::new(0));
+    let store: SharedStore = Arc::new(Mutex::new(Store::new(
+        serve.batch_buffer,
+        serve.consumer_ttl,
+    )));
+    let package_res_ns = serve.batch_resolution.as_nanos() as u64;
     let books = Books {
         energy: EnergyBooks::new(&plan, &cpus),
-        attribution: Attributor::new(PackageSpec::from_plan(&plan, &topo)),
+        attribution: Attributor::new(PackageSpec::from_plan(&plan, &topo)).with_grid(GridConfig {
+            package_res_ns,
+            cgroup_res_ns: serve.cgroup_batch_resolution.as_nanos() as u64,
+        }),
+        store: store.clone(),
+        domains: DomainGrid::new(
+            plan.counters
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.domain != 0 && !plan.per_cpu)
+                .filter_map(|(i, c)| {
+                    let name = sampler_common::DOMAIN_NAMES.get(c.domain)?;
+                    Some((i, c.package, *name, c.joules_per_count))
+                }),
+            package_res_ns,
+        ),
         cgroups: Registry::new(cgroup_root, settings.cgroup_retention, settings.max_cgroups),
         export_epoch: export_epoch.clone(),
         idle_silence: (settings.period * 4).max(std::time::Duration::from_millis(20)),
@@ -112,9 +139,19 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     }
     {
         let stop = stop.clone();
-        let app = server::router(metrics::registry(shared), export_epoch);
+        let stats = Arc::new(HttpStats::default());
+        let app = server::App::new(
+            server::collectors(shared.clone(), &stats, &store),
+            store.clone(),
+            shared.clone(),
+            export_epoch,
+            stats,
+            serve.max_concurrent_scrapes,
+            serve.health_stale_after.max(settings.drain_interval * 2),
+        );
+        let router = server::router(app, serve.auth.clone(), serve.health_no_auth);
         tasks.spawn(async move {
-            server::serve(listener, app, stop).await?;
+            server::serve(listener, router, tls, stop).await?;
             Ok("http")
         });
     }

@@ -3,7 +3,7 @@
 //! whose CPUs all sleep, and publishes a new snapshot.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -19,7 +19,9 @@ use tracing::{info, warn};
 
 use crate::{
     attribution::{Attributor, IdleState},
+    batch::{self, domains::DomainGrid, encode::render_labels, Family, SeriesKey, SharedStore},
     bpf::{BpfError, Sampler},
+    cgroups::CgroupLabels,
     cgroups::Registry,
     decode::decode,
     energy::{EnergyBooks, PackageEnergy},
@@ -65,6 +67,10 @@ pub struct Books {
     /// A CPU without any event for this long is idle (a busy CPU takes a
     /// timer sample every period): its timeline may be closed from its state.
     pub idle_silence: Duration,
+    /// Where the timestamped batch points go.
+    pub store: SharedStore,
+    /// Batch points of the domains outside the attribution books.
+    pub domains: DomainGrid,
 }
 
 pub struct Drainer {
@@ -84,6 +90,14 @@ pub struct Drainer {
     idle_silence: Duration,
     narrowed: HashSet<usize>,
     remote_ok: HashSet<usize>,
+    store: SharedStore,
+    domains: DomainGrid,
+    /// Wall-clock ns minus boot ns at the last drain.
+    clock_offset: Option<i128>,
+    /// Label set each cgroup's batch series was last given.
+    series_labels: HashMap<u64, Arc<CgroupLabels>>,
+    /// Boot time of the newest counter reading.
+    last_reading_ns: u64,
 }
 
 impl Drainer {
@@ -116,6 +130,11 @@ impl Drainer {
             idle_silence,
             narrowed: HashSet::new(),
             remote_ok: HashSet::new(),
+            store: books.store,
+            domains: books.domains,
+            clock_offset: None,
+            series_labels: HashMap::new(),
+            last_reading_ns: 0,
         })
     }
 
@@ -186,12 +205,21 @@ impl Drainer {
             }
         }
         self.read_idle_counters();
+        let offset = self.clock_offset();
         let attribution = &mut self.attribution;
-        self.books
-            .take_applied(|idx, ts, counts| attribution.on_reading(idx, ts, counts));
+        let domains = &mut self.domains;
+        let mut domain_points = Vec::new();
+        let mut newest = self.last_reading_ns;
+        self.books.take_applied(|idx, ts, counts| {
+            attribution.on_reading(idx, ts, counts);
+            domains.on_reading(idx, ts, counts, offset, &mut domain_points);
+            newest = newest.max(ts);
+        });
+        self.last_reading_ns = newest;
         let now = Instant::now();
         self.close_silent_cpus()?;
         self.attribution.advance();
+        self.store_points(domain_points, now);
         if self
             .last_maintain
             .is_none_or(|t| now.duration_since(t) >= MAINTAIN_EVERY)
@@ -212,6 +240,70 @@ impl Drainer {
         }
         self.publish();
         Ok(())
+    }
+
+    /// Wall-clock ns minus boot ns, read now; a step of more than 1 s is
+    /// logged. Batch timestamps follow the new clock, and a series never
+    /// goes back in time (instants not after its last one are skipped).
+    fn clock_offset(&mut self) -> i128 {
+        let offset = wall_ns() - i128::from(boot_ns());
+        if let Some(prev) = self.clock_offset {
+            let step = offset - prev;
+            if step.abs() > 1_000_000_000 {
+                warn!(
+                    step_seconds = step as f64 * 1e-9,
+                    "the wall clock stepped; batch timestamps follow it (a series never goes back: after a step back it resumes once the clock passes its last sample)"
+                );
+            }
+        }
+        self.clock_offset = Some(offset);
+        self.attribution.set_clock_offset(offset);
+        offset
+    }
+
+    /// Moves the grid points of this drain into the batch store.
+    fn store_points(&mut self, domain_points: Vec<(u32, &'static str, i64, f64)>, now: Instant) {
+        let points = self.attribution.take_points();
+        if points.packages.is_empty() && points.cgroups.is_empty() && domain_points.is_empty() {
+            return;
+        }
+        let mut labels = Vec::new();
+        for &(id, ..) in &points.cgroups {
+            let l = self.cgroups.labels(id, now);
+            let changed = self
+                .series_labels
+                .get(&id)
+                .is_none_or(|old| !Arc::ptr_eq(old, &l) && **old != *l);
+            if changed {
+                self.series_labels.insert(id, l.clone());
+            }
+            labels.push((l, changed));
+        }
+        let mut store = batch::lock(&self.store);
+        let pkg = points
+            .packages
+            .iter()
+            .map(|&(package, ms, j)| (package, "pkg", ms, j))
+            .chain(domain_points);
+        for (package, domain, ms, j) in pkg {
+            let key = SeriesKey::Package { package, domain };
+            let p = package.to_string();
+            store.push(
+                &key,
+                Family::Package,
+                || render_labels(&[("package", &p), ("domain", domain)]),
+                ms,
+                j,
+            );
+        }
+        for (&(id, ms, j), (l, changed)) in points.cgroups.iter().zip(labels) {
+            let key = SeriesKey::Cgroup(id);
+            if changed {
+                // A new label set (e.g. a cgroup resolved late) is a new series.
+                store.retire(&key);
+            }
+            store.push(&key, Family::Cgroup, || cgroup_labels(&l), ms, j);
+        }
     }
 
     fn read_idle_counters(&mut self) {
@@ -288,9 +380,14 @@ impl Drainer {
                 "more cgroups than --max-cgroups: the smallest consumers fold into cgroup=\"other\" (counted in ergon_cgroup_folds_total)"
             );
         }
+        let mut store = batch::lock(&self.store);
         for id in d.fold {
             self.attribution.fold(id);
+            store.retire(&SeriesKey::Cgroup(id));
+            self.series_labels.remove(&id);
         }
+        let now_ms = (wall_ns() / 1_000_000) as i64;
+        store.expire(now_ms, now);
     }
 
     fn publish(&mut self) {
@@ -359,6 +456,29 @@ impl Drainer {
             .map_or(0.0, |f| {
                 s.last_drain_unix - boot_now.saturating_sub(f) as f64 * 1e-9
             });
+        s.last_reading_unix = if self.last_reading_ns > 0 {
+            s.last_drain_unix - boot_now.saturating_sub(self.last_reading_ns) as f64 * 1e-9
+        } else {
+            0.0
+        };
         self.snapshot.store(std::sync::Arc::new(s));
     }
+}
+
+/// Wall-clock ns since the epoch.
+fn wall_ns() -> i128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
+}
+
+/// Labels of a cgroup's batch series: the same as on `/metrics`.
+pub fn cgroup_labels(l: &CgroupLabels) -> String {
+    render_labels(&[
+        ("cgroup", &l.cgroup),
+        ("unit", &l.unit),
+        ("runtime", &l.runtime),
+        ("container_id", &l.container_id),
+        ("pod_uid", &l.pod_uid),
+    ])
 }

@@ -5,6 +5,7 @@
 //! immutable [`snapshot`] → [`metrics`] encoder → [`server`].
 
 pub mod attribution;
+pub mod batch;
 pub mod bpf;
 pub mod cgroupfs;
 pub mod cgroups;

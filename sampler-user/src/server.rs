@@ -1,4 +1,9 @@
-//! The HTTP server: `GET /metrics`.
+//! The HTTP server: `GET /metrics`, `GET /metrics/batch`, `GET /health`,
+//! over plain HTTP or TLS, optionally behind basic or bearer auth.
+//!
+//! Our own accept loop (hyper + hyper-util) rather than `axum::serve`, so a
+//! TLS handshake runs in the connection's task and a slow client cannot
+//! hold up the others.
 
 use std::{
     net::SocketAddr,
@@ -6,20 +11,47 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc,
     },
+    time::{Duration, Instant},
 };
 
 use axum::{
     extract::State,
-    http::{header, StatusCode},
+    http::{header, HeaderMap, StatusCode},
+    middleware,
     response::{IntoResponse, Response},
     routing::get,
     Router,
 };
-use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    service::TowerToHyperService,
+};
+use tokio::{
+    net::TcpListener,
+    sync::{OwnedSemaphorePermit, Semaphore},
+};
+use tokio_rustls::{rustls::ServerConfig, TlsAcceptor};
 use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
 
-use crate::metrics;
+use crate::{batch::SharedStore, config::Auth, snapshot::SharedSnapshot};
+
+pub mod auth;
+pub mod batch;
+pub mod health;
+pub mod scrape;
+pub mod stats;
+pub mod tls;
+
+use scrape::{Gathered, NamedCollector};
+use stats::HttpStats;
+
+/// Deadline of a scrape that does not send `X-Prometheus-Scrape-Timeout-Seconds`.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
+/// Kept back from the scraper's timeout for writing the response.
+pub const MAX_MARGIN: Duration = Duration::from_millis(250);
+/// A TLS handshake or request head slower than this is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -29,12 +61,8 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
-    #[error("HTTP server on {addr} failed")]
-    Serve {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
@@ -43,47 +71,253 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
         .map_err(|source| ServeError::Bind { addr, source })
 }
 
+/// What the handlers share.
 #[derive(Clone)]
-struct AppState {
-    registry: Arc<Registry>,
+pub struct App {
+    pub collectors: Arc<Vec<NamedCollector>>,
+    pub store: SharedStore,
+    pub snapshot: SharedSnapshot,
     /// Counts `/metrics` bodies produced (dead cgroups leave only once exported).
-    export_epoch: Arc<AtomicU64>,
+    pub export_epoch: Arc<AtomicU64>,
+    pub stats: Arc<HttpStats>,
+    pub limiter: Arc<Semaphore>,
+    pub max_scrapes: usize,
+    /// `/health` is unhealthy past this reading age.
+    pub health_stale_after: Duration,
 }
 
-pub fn router(registry: Registry, export_epoch: Arc<AtomicU64>) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics_handler))
-        .with_state(AppState {
-            registry: Arc::new(registry),
+impl App {
+    pub fn new(
+        collectors: Vec<NamedCollector>,
+        store: SharedStore,
+        snapshot: SharedSnapshot,
+        export_epoch: Arc<AtomicU64>,
+        stats: Arc<HttpStats>,
+        max_scrapes: usize,
+        health_stale_after: Duration,
+    ) -> Self {
+        Self {
+            collectors: Arc::new(collectors),
+            store,
+            snapshot,
             export_epoch,
-        })
-}
-
-async fn metrics_handler(State(state): State<AppState>) -> Response {
-    match metrics::encode(&state.registry) {
-        Ok(body) => {
-            state.export_epoch.fetch_add(1, Ordering::Relaxed);
-            ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body).into_response()
+            stats,
+            limiter: Arc::new(Semaphore::new(max_scrapes)),
+            max_scrapes,
+            health_stale_after,
         }
-        Err(_) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "encoding metrics failed\n",
-        )
-            .into_response(),
     }
 }
 
+/// The collectors of `/metrics`: `energy` (the snapshot) and `self` (the
+/// HTTP side and the batch store).
+pub fn collectors(
+    snapshot: SharedSnapshot,
+    stats: &Arc<HttpStats>,
+    store: &SharedStore,
+) -> Vec<NamedCollector> {
+    let energy = Arc::new(crate::metrics::registry(snapshot));
+    let mut own = prometheus_client::registry::Registry::default();
+    own.register(
+        "ergon_scrape_duration_seconds",
+        "Time to produce a response, per endpoint (until the body is ready to send)",
+        stats.durations.clone(),
+    );
+    own.register_collector(Box::new(stats::StatsCollector {
+        stats: stats.clone(),
+        store: store.clone(),
+    }));
+    let own = Arc::new(own);
+    vec![
+        NamedCollector {
+            name: "energy",
+            collect: Arc::new(move || scrape::encode_registry(&energy)),
+        },
+        NamedCollector {
+            name: "self",
+            collect: Arc::new(move || scrape::encode_registry(&own)),
+        },
+    ]
+}
+
+pub fn router(app: App, auth: Option<Auth>, health_no_auth: bool) -> Router {
+    let r = Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route(batch::ENDPOINT, get(batch::handler))
+        .route(health::ENDPOINT, get(health::handler))
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                "not found: ergon serves /metrics, /metrics/batch?consumer=NAME and /health\n",
+            )
+        })
+        .with_state(app);
+    match auth {
+        Some(auth) => r.layer(middleware::from_fn_with_state(
+            auth::AuthState {
+                auth: Arc::new(auth),
+                health_open: health_no_auth,
+            },
+            auth::require,
+        )),
+        None => r,
+    }
+}
+
+pub(crate) fn bad_request(reason: String) -> Response {
+    (StatusCode::BAD_REQUEST, format!("bad request: {reason}\n")).into_response()
+}
+
+/// A scrape slot, or None when `--max-concurrent-scrapes` are running.
+pub(crate) fn permit(app: &App, endpoint: &str) -> Option<OwnedSemaphorePermit> {
+    let p = app.limiter.clone().try_acquire_owned().ok();
+    if p.is_none() {
+        app.stats.rejected(endpoint);
+    }
+    p
+}
+
+pub(crate) fn busy(app: &App) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, "1")],
+        format!(
+            "too many concurrent scrapes (limit {}): retry later, or raise --max-concurrent-scrapes\n",
+            app.max_scrapes
+        ),
+    )
+        .into_response()
+}
+
+/// The scrape deadline: the scraper's `X-Prometheus-Scrape-Timeout-Seconds`
+/// minus a margin (a quarter of it, at most 250 ms), else [`DEFAULT_DEADLINE`].
+pub(crate) fn deadline(headers: &HeaderMap, start: Instant) -> Result<Instant, Response> {
+    let Some(v) = headers.get("x-prometheus-scrape-timeout-seconds") else {
+        return Ok(start + DEFAULT_DEADLINE);
+    };
+    let secs = v
+        .to_str()
+        .ok()
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0 && *s <= 86_400.0)
+        .ok_or_else(|| {
+            bad_request(format!(
+                "malformed X-Prometheus-Scrape-Timeout-Seconds {v:?}: expected a positive number of seconds, e.g. 10"
+            ))
+        })?;
+    let t = Duration::from_secs_f64(secs);
+    Ok(start + t - (t / 4).min(MAX_MARGIN))
+}
+
+async fn metrics_handler(State(app): State<App>, headers: HeaderMap) -> Response {
+    let started = Instant::now();
+    let format = match crate::batch::encode::Format::negotiate(
+        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()),
+    ) {
+        Ok(f) => f,
+        Err(e) => return bad_request(e.to_string()),
+    };
+    let deadline = match deadline(&headers, started) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let Some(_permit) = permit(&app, "/metrics") else {
+        return busy(&app);
+    };
+    let resp = match scrape::gather(&app.collectors, deadline, &app.stats).await {
+        Gathered::Text { body, timed_out } => {
+            if !timed_out.contains(&"energy") {
+                app.export_epoch.fetch_add(1, Ordering::Relaxed);
+            }
+            let body = match format {
+                crate::batch::encode::Format::Text => scrape::to_text(&body),
+                crate::batch::encode::Format::OpenMetrics => body + "# EOF\n",
+            };
+            let mut r = ([(header::CONTENT_TYPE, format.content_type())], body).into_response();
+            if !timed_out.is_empty() {
+                if let Ok(v) = header::HeaderValue::from_str(&timed_out.join(",")) {
+                    r.headers_mut().insert("x-ergon-collectors-timed-out", v);
+                }
+            }
+            r
+        }
+        Gathered::Failed { collector } => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("collector {collector} failed (counted in ergon_collector_panics_total); the server goes on\n"),
+        )
+            .into_response(),
+    };
+    app.stats
+        .observe("/metrics", started.elapsed().as_secs_f64());
+    resp
+}
+
+/// Serves `app` on `listener` until `stop`; connections get a graceful
+/// shutdown. With `tls`, every connection is TLS.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
+    tls: Option<Arc<ServerConfig>>,
     stop: CancellationToken,
 ) -> Result<(), ServeError> {
-    let addr = listener.local_addr().map_err(|source| ServeError::Serve {
-        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-        source,
-    })?;
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
-        .map_err(|source| ServeError::Serve { addr, source })
+    let acceptor = tls.map(TlsAcceptor::from);
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = stop.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // EMFILE and the like: back off instead of spinning.
+                    warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        while conns.try_join_next().is_some() {}
+        let app = app.clone();
+        let acceptor = acceptor.clone();
+        let stop = stop.clone();
+        conns.spawn(async move {
+            let _ = tcp.set_nodelay(true);
+            match acceptor {
+                Some(a) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, a.accept(tcp)).await {
+                    Ok(Ok(s)) => connection(TokioIo::new(s), app, stop).await,
+                    Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => debug!(%peer, "TLS handshake timed out"),
+                },
+                None => connection(TokioIo::new(tcp), app, stop).await,
+            }
+        });
+    }
+    // Let answers in flight finish, briefly.
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    Ok(())
 }
+
+async fn connection<I>(io: TokioIo<I>, app: Router, stop: CancellationToken)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = TowerToHyperService::new(app);
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HANDSHAKE_TIMEOUT)
+        .serve_connection(io, svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => if let Err(e) = r { debug!(error = %e, "connection ended with an error") },
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "server/tests.rs"]
+mod tests;

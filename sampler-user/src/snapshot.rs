@@ -51,6 +51,8 @@ pub struct Snapshot {
     /// Wall-clock time up to which the attribution books are complete
     /// (0 before the first interval is booked).
     pub books_complete_unix: f64,
+    /// Wall-clock time of the newest energy counter reading (0 before the first).
+    pub last_reading_unix: f64,
     pub period_seconds: f64,
 }
 

@@ -40,6 +40,19 @@ pub struct GridPoints {
     pub cgroups: Vec<(u64, i64, f64)>,
 }
 
+/// Grid instants of resolution `res` in the boot-time interval `(from, to]`
+/// when wall-clock ns = boot ns + `offset_ns`: (index k, boot ns). The wall
+/// time of instant k is k × res.
+pub fn instants(from: u64, to: u64, offset_ns: i128, res: u64) -> impl Iterator<Item = (i64, u64)> {
+    let res_i = i128::from(res.max(1));
+    let lo = (i128::from(from) + offset_ns).div_euclid(res_i) + 1;
+    let hi = (i128::from(to) + offset_ns).div_euclid(res_i);
+    (lo..=hi).filter_map(move |k| {
+        let boot = k * res_i - offset_ns;
+        Some((i64::try_from(k).ok()?, u64::try_from(boot).ok()?))
+    })
+}
+
 #[derive(Clone, Debug, Default)]
 pub(super) struct PackageGrid {
     /// Last package instant emitted (ms).
@@ -78,19 +91,8 @@ impl GridState {
         }
     }
 
-    /// Grid instants of resolution `res` in the boot-time interval
-    /// `(from, to]`: (index k, boot ns). Wall time of instant k is k × res.
     pub fn instants(&self, from: u64, to: u64, res: u64) -> impl Iterator<Item = (i64, u64)> {
-        let res_i = i128::from(res.max(1));
-        let off = self.offset_ns;
-        let lo = (i128::from(from) + off).div_euclid(res_i) + 1;
-        let hi = (i128::from(to) + off).div_euclid(res_i);
-        (lo..=hi).filter_map(move |k| {
-            let boot = k * res_i - off;
-            let k = i64::try_from(k).ok()?;
-            let boot = u64::try_from(boot).ok()?;
-            Some((k, boot))
-        })
+        instants(from, to, self.offset_ns, res)
     }
 
     pub fn ms(k: i64, res: u64) -> i64 {

@@ -1,0 +1,204 @@
+//! Cursor semantics of the sample store.
+
+use super::*;
+
+const PKG: SeriesKey = SeriesKey::Package {
+    package: 0,
+    domain: "pkg",
+};
+
+fn push_pkg(s: &mut Store, ts: i64, v: f64) {
+    s.push(
+        &PKG,
+        Family::Package,
+        || "{package=\"0\",domain=\"pkg\"}".into(),
+        ts,
+        v,
+    );
+}
+
+fn points(l: &Lease) -> Vec<i64> {
+    l.series
+        .iter()
+        .flat_map(|s| s.3.iter().map(|p| p.0))
+        .collect()
+}
+
+fn commit_all(s: &mut Store, l: &Lease) {
+    let written: Vec<(u64, i64)> = l
+        .series
+        .iter()
+        .filter_map(|x| x.3.last().map(|p| (x.2, p.0)))
+        .collect();
+    s.commit(&l.consumer, &written, l.samples() as u64);
+}
+
+const NOW: i64 = 1_700_000_000_000;
+
+#[test]
+fn a_new_consumer_starts_from_now_or_from_the_oldest() {
+    let mut s = Store::new(100, Duration::from_secs(600));
+    let t = Instant::now();
+    for i in 0..5 {
+        push_pkg(&mut s, NOW + i, i as f64);
+    }
+    let a = s.lease("a", false, NOW + 10, t).expect("lease");
+    assert!(points(&a).is_empty(), "from now: nothing old");
+    let b = s.lease("b", true, NOW + 10, t).expect("lease");
+    assert_eq!(points(&b), (NOW..NOW + 5).collect::<Vec<_>>());
+    push_pkg(&mut s, NOW + 5, 5.0);
+    let a = s.lease("a", false, NOW + 10, t).expect("lease");
+    assert_eq!(points(&a), vec![NOW + 5]);
+}
+
+#[test]
+fn each_consumer_gets_everything_exactly_once_and_only_after_a_commit() {
+    let mut s = Store::new(1000, Duration::from_secs(600));
+    let t = Instant::now();
+    s.lease("a", false, NOW, t).expect("register a");
+    s.lease("b", false, NOW, t).expect("register b");
+    for i in 0..10 {
+        push_pkg(&mut s, NOW + i, i as f64);
+    }
+    let a1 = s.lease("a", false, NOW + 100, t).expect("lease");
+    assert_eq!(points(&a1).len(), 10);
+    // Not committed (body not fully written): the next lease repeats it.
+    let a2 = s.lease("a", false, NOW + 100, t).expect("lease");
+    assert_eq!(points(&a2), points(&a1));
+    commit_all(&mut s, &a2);
+    for i in 10..15 {
+        push_pkg(&mut s, NOW + i, i as f64);
+    }
+    let a3 = s.lease("a", false, NOW + 100, t).expect("lease");
+    assert_eq!(points(&a3), (NOW + 10..NOW + 15).collect::<Vec<_>>());
+    // b is independent of a.
+    let b = s.lease("b", false, NOW + 100, t).expect("lease");
+    assert_eq!(points(&b), (NOW..NOW + 15).collect::<Vec<_>>());
+    let stats = s.consumer_stats();
+    assert_eq!(stats[0].served, 10);
+    assert_eq!(stats[0].pending, 5);
+}
+
+#[test]
+fn a_partial_commit_resumes_each_series_where_it_stopped() {
+    let mut s = Store::new(1000, Duration::from_secs(600));
+    let t = Instant::now();
+    s.lease("a", false, NOW, t).expect("register");
+    let cg = SeriesKey::Cgroup(7);
+    for i in 0..10 {
+        push_pkg(&mut s, NOW + i, i as f64);
+        s.push(
+            &cg,
+            Family::Cgroup,
+            || "{cgroup=\"/x\"}".into(),
+            NOW + i,
+            1.0 + i as f64,
+        );
+    }
+    let l = s.lease("a", false, NOW + 100, t).expect("lease");
+    let pkg_id = l.series[0].2;
+    // Only the package series up to NOW+3 was written.
+    s.commit("a", &[(pkg_id, NOW + 3)], 4);
+    let l = s.lease("a", false, NOW + 100, t).expect("lease");
+    assert_eq!(l.series[0].3.first().map(|p| p.0), Some(NOW + 4));
+    assert_eq!(
+        l.series[1].3.len(),
+        10,
+        "the cgroup series was not written at all"
+    );
+}
+
+#[test]
+fn future_points_wait_and_old_points_are_never_served() {
+    let mut s = Store::new(1000, Duration::from_secs(600));
+    let t = Instant::now();
+    push_pkg(&mut s, NOW - MAX_AGE_MS - 1, 0.0);
+    push_pkg(&mut s, NOW - 1000, 1.0);
+    push_pkg(&mut s, NOW + 5000, 2.0);
+    let l = s.lease("a", true, NOW, t).expect("lease");
+    assert_eq!(
+        points(&l),
+        vec![NOW - 1000],
+        "too old and future both held back"
+    );
+    commit_all(&mut s, &l);
+    let l = s.lease("a", true, NOW + 5000, t).expect("lease");
+    assert_eq!(
+        points(&l),
+        vec![NOW + 5000],
+        "the future point, once it is due"
+    );
+    s.expire(NOW, t);
+    assert_eq!(s.len(), 2, "expire drops the point older than 55 minutes");
+}
+
+#[test]
+fn a_full_store_drops_the_oldest_and_counts_it_per_consumer() {
+    let mut s = Store::new(4, Duration::from_secs(600));
+    let t = Instant::now();
+    s.lease("slow", false, NOW, t).expect("register");
+    s.lease("fast", false, NOW, t).expect("register");
+    for i in 0..4 {
+        push_pkg(&mut s, NOW + i, i as f64);
+    }
+    let f = s.lease("fast", false, NOW + 100, t).expect("lease");
+    commit_all(&mut s, &f);
+    for i in 4..7 {
+        push_pkg(&mut s, NOW + i, i as f64);
+    }
+    assert_eq!(s.len(), 4);
+    assert_eq!(s.dropped(), 3);
+    let stats = s.consumer_stats();
+    let by = |n: &str| stats.iter().find(|c| c.name == n).map(|c| c.dropped);
+    assert_eq!(by("slow"), Some(3), "slow lost the three oldest");
+    assert_eq!(by("fast"), Some(0), "fast had them already");
+    let l = s.lease("slow", false, NOW + 100, t).expect("lease");
+    assert_eq!(points(&l), (NOW + 3..NOW + 7).collect::<Vec<_>>());
+}
+
+#[test]
+fn idle_consumers_expire_and_the_count_is_capped() {
+    let mut s = Store::new(10, Duration::from_millis(10));
+    let t = Instant::now();
+    for i in 0..MAX_CONSUMERS {
+        s.lease(&format!("c{i}"), false, NOW, t).expect("lease");
+    }
+    assert!(matches!(
+        s.lease("one-more", false, NOW, t),
+        Err(StoreError::TooManyConsumers { .. })
+    ));
+    let later = t + Duration::from_millis(20);
+    assert!(
+        s.lease("one-more", false, NOW, later).is_ok(),
+        "idle ones expired"
+    );
+    assert_eq!(s.consumer_stats().len(), 1);
+}
+
+#[test]
+fn points_not_newer_than_the_last_are_ignored_and_retired_series_restart() {
+    let mut s = Store::new(10, Duration::from_secs(600));
+    push_pkg(&mut s, NOW, 1.0);
+    push_pkg(&mut s, NOW, 2.0);
+    push_pkg(&mut s, NOW - 1, 3.0);
+    assert_eq!(s.len(), 1);
+    let cg = SeriesKey::Cgroup(9);
+    s.push(
+        &cg,
+        Family::Cgroup,
+        || "{cgroup=\"unresolved:9\"}".into(),
+        NOW,
+        1.0,
+    );
+    s.retire(&cg);
+    s.push(
+        &cg,
+        Family::Cgroup,
+        || "{cgroup=\"/late\"}".into(),
+        NOW + 1,
+        2.0,
+    );
+    assert_eq!(s.labels_of(&cg), Some("{cgroup=\"/late\"}"));
+    let l = s.lease("a", true, NOW + 10, Instant::now()).expect("lease");
+    assert_eq!(l.series.len(), 3, "the old label set keeps its point");
+}

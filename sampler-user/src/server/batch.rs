@@ -1,0 +1,207 @@
+//! `GET /metrics/batch?consumer=NAME[&from=oldest]`: every sample the
+//! consumer has not been sent, timestamped. The consumer's cursor moves
+//! only once the whole body has been handed to the connection.
+
+use std::{
+    collections::VecDeque,
+    convert::Infallible,
+    pin::Pin,
+    task::{Context, Poll},
+    time::{Instant, SystemTime, UNIX_EPOCH},
+};
+
+use axum::{
+    body::Body,
+    extract::{Query, State},
+    http::{header, HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+};
+use bytes::Bytes;
+use http_body::Frame;
+
+use super::{bad_request, deadline, permit, App};
+use crate::batch::{
+    self,
+    encode::{encode, Encoded, Format},
+};
+
+/// Body frames are this large: a client that stops reading stops the
+/// stream long before the end, so its cursor stays put.
+const FRAME: usize = 64 * 1024;
+
+pub const ENDPOINT: &str = "/metrics/batch";
+
+fn valid_consumer(name: &str) -> bool {
+    (1..=128).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b))
+}
+
+pub async fn handler(
+    State(app): State<App>,
+    Query(params): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> Response {
+    let started = Instant::now();
+    let mut consumer = None;
+    let mut from_oldest = false;
+    for (k, v) in &params {
+        match k.as_str() {
+            "consumer" if valid_consumer(v) => consumer = Some(v.clone()),
+            "consumer" => {
+                return bad_request(format!(
+                    "invalid consumer {v:?}: use 1 to 128 characters from A-Z a-z 0-9 _ - . :"
+                ))
+            }
+            "from" => match v.as_str() {
+                "oldest" => from_oldest = true,
+                "now" => from_oldest = false,
+                _ => {
+                    return bad_request(format!(
+                        "invalid from={v:?}: use from=oldest (everything held) or from=now (the default)"
+                    ))
+                }
+            },
+            _ => {
+                return bad_request(format!(
+                    "unknown query parameter {k:?}: /metrics/batch takes consumer=NAME and optionally from=oldest"
+                ))
+            }
+        }
+    }
+    let Some(consumer) = consumer else {
+        return bad_request(
+            "missing consumer: scrape /metrics/batch?consumer=NAME, one name per scraper (Prometheus: params: {consumer: [NAME]})".into(),
+        );
+    };
+    let format = match Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()))
+    {
+        Ok(f) => f,
+        Err(e) => return bad_request(e.to_string()),
+    };
+    let deadline = match deadline(&headers, started) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let Some(permit) = permit(&app, ENDPOINT) else {
+        return super::busy(&app);
+    };
+    let store = app.store.clone();
+    let name = consumer.clone();
+    let job = tokio::task::spawn_blocking(move || -> Result<Encoded, batch::store::StoreError> {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let lease = batch::lock(&store).lease(&name, from_oldest, now_ms, Instant::now())?;
+        Ok(encode(&lease, format, Some(deadline)))
+    });
+    let encoded = match job.await {
+        Ok(Ok(e)) => e,
+        Ok(Err(e)) => {
+            return (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response();
+        }
+        Err(e) => {
+            if e.is_panic() {
+                app.stats.panicked("batch");
+            }
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "encoding the batch failed (counted in ergon_collector_panics_total); the samples stay for the next scrape\n",
+            )
+                .into_response();
+        }
+    };
+    drop(permit);
+    if encoded.cut {
+        app.stats
+            .batch_cut
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    app.stats.observe(ENDPOINT, started.elapsed().as_secs_f64());
+    let store = app.store.clone();
+    let Encoded {
+        body,
+        written,
+        samples,
+        cut,
+    } = encoded;
+    let body = CommitBody::new(
+        Bytes::from(body),
+        Box::new(move || batch::lock(&store).commit(&consumer, &written, samples)),
+    );
+    let mut resp = Response::new(Body::new(body));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(format.content_type()),
+    );
+    if cut {
+        h.insert(
+            "x-ergon-batch-truncated",
+            header::HeaderValue::from_static("deadline"),
+        );
+    }
+    resp
+}
+
+/// A body that runs `on_end` when it is polled past its last frame, i.e.
+/// after the connection took every byte. Dropped earlier (client gone,
+/// connection error), it never runs it.
+pub struct CommitBody {
+    frames: VecDeque<Bytes>,
+    len: u64,
+    on_end: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl CommitBody {
+    pub fn new(body: Bytes, on_end: Box<dyn FnOnce() + Send>) -> Self {
+        let len = body.len() as u64;
+        let mut frames = VecDeque::new();
+        let mut rest = body;
+        while rest.len() > FRAME {
+            frames.push_back(rest.split_to(FRAME));
+        }
+        if !rest.is_empty() {
+            frames.push_back(rest);
+        }
+        Self {
+            frames,
+            len,
+            on_end: Some(on_end),
+        }
+    }
+}
+
+impl http_body::Body for CommitBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        if let Some(f) = this.frames.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(f))));
+        }
+        if let Some(done) = this.on_end.take() {
+            done();
+        }
+        Poll::Ready(None)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        // Not before `on_end` ran: the connection must poll once more.
+        self.frames.is_empty() && self.on_end.is_none()
+    }
+
+    // No exact size on purpose: with a Content-Length, hyper stops polling
+    // once it has the last byte and `on_end` would never run. Chunked
+    // encoding needs the end of stream, so the commit follows the last frame.
+    fn size_hint(&self) -> http_body::SizeHint {
+        let mut h = http_body::SizeHint::new();
+        h.set_lower(self.len);
+        h
+    }
+}

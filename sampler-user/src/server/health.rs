@@ -1,0 +1,93 @@
+//! `GET /health` as seed document 001 specifies: 200 and
+//! `{"status":"healthy","lastScrapeTime":…,"lastPushTime":…,"bufferedSamples":…}`
+//! while the sampler produces data; 503 with the same fields, `"status":
+//! "unhealthy"` and an `error` when its newest energy reading is older than
+//! the threshold. "Scrape" in that document is the sampler's read of the
+//! energy source; push does not exist yet, so `lastPushTime` is null.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::{
+    extract::State,
+    http::{header, StatusCode},
+    response::{IntoResponse, Response},
+};
+
+use super::App;
+use crate::batch;
+
+pub const ENDPOINT: &str = "/health";
+
+fn rfc3339(unix: f64) -> Option<String> {
+    (unix > 0.0).then(|| {
+        humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs_f64(unix)).to_string()
+    })
+}
+
+/// The `/health` body, fields in the order of the seed document.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Health {
+    pub status: &'static str,
+    pub last_scrape_time: Option<String>,
+    pub last_push_time: Option<String>,
+    pub buffered_samples: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<HealthError>,
+}
+
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthError {
+    pub message: String,
+    pub last_reading_age_seconds: Option<f64>,
+    pub threshold_seconds: f64,
+}
+
+/// (status code, body) for a newest reading at `last_unix`, now `now_unix`.
+pub fn report(
+    last_unix: f64,
+    now_unix: f64,
+    threshold: Duration,
+    buffered: usize,
+) -> (StatusCode, Health) {
+    let age = now_unix - last_unix;
+    let healthy = last_unix > 0.0 && age <= threshold.as_secs_f64();
+    let mut v = Health {
+        status: if healthy { "healthy" } else { "unhealthy" },
+        last_scrape_time: rfc3339(last_unix),
+        last_push_time: None,
+        buffered_samples: buffered,
+        error: None,
+    };
+    if healthy {
+        return (StatusCode::OK, v);
+    }
+    let message = if last_unix > 0.0 {
+        format!(
+            "no energy reading for {age:.3} s (threshold {:.3} s): the sampler has stopped producing data; see the daemon log",
+            threshold.as_secs_f64()
+        )
+    } else {
+        "no energy reading yet: the sampler has not produced data since start-up; see the daemon log".to_string()
+    };
+    v.error = Some(HealthError {
+        message,
+        last_reading_age_seconds: (last_unix > 0.0).then_some(age),
+        threshold_seconds: threshold.as_secs_f64(),
+    });
+    (StatusCode::SERVICE_UNAVAILABLE, v)
+}
+
+pub async fn handler(State(app): State<App>) -> Response {
+    let started = Instant::now();
+    let last = app.snapshot.load().last_reading_unix;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let buffered = batch::lock(&app.store).len();
+    let (code, body) = report(last, now, app.health_stale_after, buffered);
+    app.stats.observe(ENDPOINT, started.elapsed().as_secs_f64());
+    let json = serde_json::to_string(&body).unwrap_or_else(|_| "{}".into());
+    (code, [(header::CONTENT_TYPE, "application/json")], json + "\n").into_response()
+}

@@ -1,0 +1,65 @@
+//! HTTPS: a rustls server configuration from PEM files (ring provider).
+
+use std::{path::PathBuf, sync::Arc};
+
+use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::{self, ServerConfig};
+
+use crate::config::TlsFiles;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read TLS certificate {path}: {source}; pass a PEM certificate chain with --tls-cert-file")]
+    Cert {
+        path: PathBuf,
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("TLS certificate file {path} holds no certificate; pass a PEM file with a `BEGIN CERTIFICATE` block")]
+    NoCert { path: PathBuf },
+    #[error("cannot read TLS private key {path}: {source}; pass a PEM (PKCS#8, PKCS#1 or SEC1) key with --tls-key-file")]
+    Key {
+        path: PathBuf,
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("TLS certificate {cert} and key {key} do not work together: {source}; check that the key belongs to the certificate")]
+    Config {
+        cert: PathBuf,
+        key: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+}
+
+pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+        .and_then(|it| it.collect::<Result<_, _>>())
+        .map_err(|source| TlsError::Cert {
+            path: files.cert.clone(),
+            source,
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCert {
+            path: files.cert.clone(),
+        });
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|source| TlsError::Key {
+        path: files.key.clone(),
+        source,
+    })?;
+    let config_err = |source| TlsError::Config {
+        cert: files.cert.clone(),
+        key: files.key.clone(),
+        source,
+    };
+    let mut cfg =
+        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(config_err)?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(config_err)?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}

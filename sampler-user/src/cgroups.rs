@@ -343,12 +343,12 @@ mod tests {
         // Death noticed on a periodic walk at epoch 3.
         assert_eq!(
             r.maintain(&[(id, 5.0)], t0 + PERIODIC_RESCAN, 3).fold,
-            vec![]
+            Vec::<u64>::new()
         );
         assert_eq!(r.dead(), 1);
         let later = t0 + PERIODIC_RESCAN + retention;
         // Retention over but not exported since death: stays.
-        assert_eq!(r.maintain(&[(id, 5.0)], later, 3).fold, vec![]);
+        assert_eq!(r.maintain(&[(id, 5.0)], later, 3).fold, Vec::<u64>::new());
         // Exported since (epoch 4) and retention over: folds.
         let d = r.maintain(&[(id, 5.0)], later, 4);
         assert_eq!(d.fold, vec![id]);

@@ -138,26 +138,26 @@ impl ServeArgs {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<ServeSettings, ConfigError> {
         let d = ServeSettings::default();
-        let resolution =
-            |field, flag: &Option<String>, from_file: &Option<String>, default, fix| match flag
-                .as_ref()
-                .or(from_file.as_ref())
-            {
-                Some(s) => {
-                    let r = parse_duration(
-                        field,
-                        s,
-                        Duration::from_millis(1),
-                        Duration::from_secs(60),
-                        fix,
-                    )?;
-                    if r.subsec_nanos() % 1_000_000 != 0 {
-                        return Err(invalid(field, s.clone(), "must be whole milliseconds", fix));
-                    }
-                    Ok(r)
+        let resolution = |field,
+                          flag: &Option<String>,
+                          from_file: &Option<String>,
+                          default,
+                          fix| match flag.as_ref().or(from_file.as_ref()) {
+            Some(s) => {
+                let r = parse_duration(
+                    field,
+                    s,
+                    Duration::from_millis(1),
+                    Duration::from_secs(60),
+                    fix,
+                )?;
+                if r.subsec_nanos() % 1_000_000 != 0 {
+                    return Err(invalid(field, s.clone(), "must be whole milliseconds", fix));
                 }
-                None => Ok(default),
-            };
+                Ok(r)
+            }
+            None => Ok(default),
+        };
         let batch_resolution = resolution(
             "batch_resolution",
             &self.batch_resolution,

@@ -137,3 +137,139 @@ fn missing_file_is_a_clear_error() {
         "{e}"
     );
 }
+
+fn with_env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+    move |k| {
+        vars.iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.to_string())
+    }
+}
+
+#[test]
+fn seed_aliases_fill_in_below_ergon_settings() {
+    let env = with_env(&[
+        ("EXPORTER_PORT", "9100"),
+        ("SCRAPE_INTERVAL_SECONDS", "0.001"),
+        ("MAX_QUEUE_LEN", "5000"),
+    ]);
+    let s = args().settings_with_env(&env).expect("aliases are valid");
+    assert_eq!(s.listen, "0.0.0.0:9100".parse().expect("addr"));
+    assert_eq!(s.period, Duration::from_millis(1));
+    assert_eq!(s.serve.batch_buffer, 5000);
+    let mut a = args();
+    a.listen = Some("127.0.0.1:9200".into());
+    a.period = Some("2ms".into());
+    a.serve.batch_buffer = Some(7000);
+    let s = a.settings_with_env(&env).expect("valid");
+    assert_eq!(s.listen.port(), 9200, "ERGON_LISTEN / --listen wins");
+    assert_eq!(s.period, Duration::from_millis(2));
+    assert_eq!(s.serve.batch_buffer, 7000);
+    for (k, v, needle) in [
+        ("EXPORTER_PORT", "http", "EXPORTER_PORT"),
+        ("SCRAPE_INTERVAL_SECONDS", "5", "50us..1s"),
+        ("MAX_QUEUE_LEN", "lots", "MAX_QUEUE_LEN"),
+    ] {
+        let vars = [(k, v)];
+        let e = args()
+            .settings_with_env(&with_env(&vars))
+            .expect_err(k)
+            .to_string();
+        assert!(e.contains(needle), "{e}");
+    }
+}
+
+#[test]
+fn serve_defaults_and_resolutions() {
+    let s = args().settings_with_env(&|_| None).expect("defaults");
+    assert_eq!(s.serve.batch_resolution, Duration::from_millis(1));
+    assert_eq!(s.serve.cgroup_batch_resolution, Duration::from_millis(100));
+    assert_eq!(s.serve.batch_buffer, 1_000_000);
+    assert_eq!(s.serve.consumer_ttl, Duration::from_secs(600));
+    assert_eq!(s.serve.max_concurrent_scrapes, 8);
+    assert!(s.serve.auth.is_none() && s.serve.tls.is_none());
+    let mut a = args();
+    a.serve.batch_resolution = Some("500us".into());
+    let e = a
+        .settings_with_env(&|_| None)
+        .expect_err("sub-ms")
+        .to_string();
+    assert!(
+        e.contains("batch_resolution") && e.contains("--batch-resolution"),
+        "{e}"
+    );
+    let mut a = args();
+    a.serve.cgroup_batch_resolution = Some("1500us".into());
+    let e = a
+        .settings_with_env(&|_| None)
+        .expect_err("not whole ms")
+        .to_string();
+    assert!(e.contains("whole milliseconds"), "{e}");
+    let mut a = args();
+    a.serve.max_concurrent_scrapes = Some(0);
+    assert!(a.settings_with_env(&|_| None).is_err());
+}
+
+#[test]
+fn credentials_come_from_files_or_env_and_must_be_complete() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "s3cret\n").expect("write");
+    let mut a = args();
+    a.serve.basic_auth_username = Some("prom".into());
+    a.serve.basic_auth_password_file = Some(pw.clone());
+    let s = a.settings_with_env(&|_| None).expect("valid");
+    assert_eq!(
+        s.serve.auth,
+        Some(Auth::Basic {
+            username: "prom".into(),
+            password: "s3cret".into()
+        })
+    );
+    assert!(
+        !format!("{:?}", s.serve.auth).contains("s3cret"),
+        "never printed"
+    );
+    let mut a = args();
+    a.serve.basic_auth_username = Some("prom".into());
+    let e = a
+        .settings_with_env(&|_| None)
+        .expect_err("no password")
+        .to_string();
+    assert!(
+        e.contains("ERGON_BASIC_AUTH_PASSWORD") && e.contains("--basic-auth-password-file"),
+        "{e}"
+    );
+    let env = with_env(&[("ERGON_BASIC_AUTH_PASSWORD", "fromenv")]);
+    let s = a.settings_with_env(&env).expect("password from env");
+    assert!(
+        matches!(s.serve.auth, Some(Auth::Basic { ref password, .. }) if password == "fromenv")
+    );
+    let env = with_env(&[("ERGON_BEARER_TOKEN", "tok")]);
+    let s = args().settings_with_env(&env).expect("token from env");
+    assert_eq!(
+        s.serve.auth,
+        Some(Auth::Bearer {
+            token: "tok".into()
+        })
+    );
+    let e = a.settings_with_env(&env).expect_err("both").to_string();
+    assert!(e.contains("both"), "{e}");
+    let mut a = args();
+    a.serve.bearer_token_file = Some(dir.path().join("missing"));
+    let e = a
+        .settings_with_env(&|_| None)
+        .expect_err("missing file")
+        .to_string();
+    assert!(
+        e.contains("bearer_token_file") && e.contains("missing"),
+        "{e}"
+    );
+    let mut a = args();
+    a.serve.tls_cert_file = Some(pw);
+    let e = a
+        .settings_with_env(&|_| None)
+        .expect_err("cert without key")
+        .to_string();
+    assert!(e.contains("--tls-key-file"), "{e}");
+}

@@ -89,5 +89,10 @@ pub async fn handler(State(app): State<App>) -> Response {
     let (code, body) = report(last, now, app.health_stale_after, buffered);
     app.stats.observe(ENDPOINT, started.elapsed().as_secs_f64());
     let json = serde_json::to_string(&body).unwrap_or_else(|_| "{}".into());
-    (code, [(header::CONTENT_TYPE, "application/json")], json + "\n").into_response()
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        json + "\n",
+    )
+        .into_response()
 }

@@ -1,1 +1,506 @@
-//! Tests of the HTTP endpoints.
+//! Tests of the HTTP endpoints, through the router (and, for TLS, through
+//! a real listener).
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use axum::{
+    body::{to_bytes, Body},
+    http::{Request, StatusCode},
+};
+use tower::ServiceExt;
+
+use super::*;
+use crate::{
+    batch::{self, Family, SeriesKey, Store},
+    snapshot::{shared, Snapshot},
+};
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn collector(
+    name: &'static str,
+    f: impl Fn() -> Result<String, std::fmt::Error> + Send + Sync + 'static,
+) -> NamedCollector {
+    NamedCollector {
+        name,
+        collect: Arc::new(f),
+    }
+}
+
+fn app_with(collectors: Vec<NamedCollector>, max_scrapes: usize) -> App {
+    let snap = Snapshot {
+        last_reading_unix: now_ms() as f64 / 1000.0,
+        ..Snapshot::default()
+    };
+    App::new(
+        collectors,
+        Arc::new(Mutex::new(Store::new(10_000, Duration::from_secs(600)))),
+        shared(snap),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(HttpStats::default()),
+        max_scrapes,
+        Duration::from_secs(1),
+    )
+}
+
+fn app() -> App {
+    app_with(
+        vec![collector("energy", || {
+            Ok("# HELP ergon_x Joules.\n# TYPE ergon_x counter\n# UNIT ergon_x joules\nergon_x_total 1.5\n".into())
+        })],
+        8,
+    )
+}
+
+async fn get(r: &Router, uri: &str, headers: &[(&str, &str)]) -> (StatusCode, HeaderMap, String) {
+    let mut req = Request::builder().uri(uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = r
+        .clone()
+        .oneshot(req.body(Body::empty()).expect("request"))
+        .await
+        .expect("infallible");
+    let (parts, body) = resp.into_parts();
+    let bytes = to_bytes(body, usize::MAX).await.expect("body");
+    (
+        parts.status,
+        parts.headers,
+        String::from_utf8_lossy(&bytes).into_owned(),
+    )
+}
+
+fn push(app: &App, from: i64, n: i64) {
+    let mut s = batch::lock(&app.store);
+    for ts in from..from + n {
+        s.push(
+            &SeriesKey::Package {
+                package: 0,
+                domain: "pkg",
+            },
+            Family::Package,
+            || "{package=\"0\",domain=\"pkg\"}".into(),
+            ts,
+            ts as f64,
+        );
+    }
+}
+
+fn sample_lines(body: &str) -> usize {
+    body.lines().filter(|l| !l.starts_with('#')).count()
+}
+
+#[tokio::test]
+async fn batch_serves_each_consumer_every_sample_once() {
+    let app = app();
+    let r = router(app.clone(), None, false);
+    let (code, h, body) = get(&r, "/metrics/batch?consumer=a", &[]).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(h[header::CONTENT_TYPE], batch::encode::TEXT_CONTENT_TYPE);
+    assert_eq!(sample_lines(&body), 0, "a new consumer starts from now");
+    let t = now_ms() - 1000;
+    push(&app, t, 100);
+    let (_, _, body) = get(&r, "/metrics/batch?consumer=a", &[]).await;
+    assert_eq!(sample_lines(&body), 100);
+    let (_, _, body) = get(&r, "/metrics/batch?consumer=a", &[]).await;
+    assert_eq!(sample_lines(&body), 0, "fully written: never sent again");
+    let (_, h, body) = get(
+        &r,
+        "/metrics/batch?consumer=b&from=oldest",
+        &[("accept", "application/openmetrics-text;version=1.0.0")],
+    )
+    .await;
+    assert_eq!(
+        h[header::CONTENT_TYPE],
+        batch::encode::OPENMETRICS_CONTENT_TYPE
+    );
+    assert_eq!(sample_lines(&body), 100, "from=oldest: everything held");
+    assert!(body.ends_with("# EOF\n"));
+}
+
+#[tokio::test]
+async fn a_body_dropped_before_its_end_does_not_move_the_cursor() {
+    let app = app();
+    let r = router(app.clone(), None, false);
+    get(&r, "/metrics/batch?consumer=a", &[]).await;
+    push(&app, now_ms() - 100_000, 9_000);
+    let resp = r
+        .clone()
+        .oneshot(
+            Request::builder()
+                .uri("/metrics/batch?consumer=a")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("infallible");
+    // Read one frame, then drop the rest (the client went away).
+    let mut body = resp.into_body();
+    let first = http_body_util::BodyExt::frame(&mut body).await;
+    assert!(first.is_some());
+    drop(body);
+    let (_, _, text) = get(&r, "/metrics/batch?consumer=a", &[]).await;
+    assert_eq!(sample_lines(&text), 9_000, "nothing was lost");
+}
+
+#[tokio::test]
+async fn malformed_requests_get_400_with_a_reason() {
+    let r = router(app(), None, false);
+    for (uri, headers, needle) in [
+        ("/metrics/batch", vec![], "missing consumer"),
+        ("/metrics/batch?consumer=a%20b", vec![], "invalid consumer"),
+        (
+            "/metrics/batch?consumer=a&from=yesterday",
+            vec![],
+            "invalid from",
+        ),
+        (
+            "/metrics/batch?consumer=a&x=1",
+            vec![],
+            "unknown query parameter",
+        ),
+        (
+            "/metrics/batch?consumer=a",
+            vec![("x-prometheus-scrape-timeout-seconds", "soon")],
+            "X-Prometheus-Scrape-Timeout-Seconds",
+        ),
+        (
+            "/metrics",
+            vec![("x-prometheus-scrape-timeout-seconds", "-1")],
+            "X-Prometheus-Scrape-Timeout-Seconds",
+        ),
+        ("/metrics", vec![("accept", "text/plain;q=lots")], "Accept"),
+    ] {
+        let (code, _, body) = get(&r, uri, &headers).await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{uri}: {body}");
+        assert!(body.contains(needle), "{uri}: {body}");
+    }
+    let (code, _, body) = get(&r, "/nope", &[]).await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    assert!(body.contains("/metrics/batch"), "{body}");
+}
+
+#[tokio::test]
+async fn metrics_negotiates_text_or_openmetrics() {
+    let r = router(app(), None, false);
+    let (_, h, text) = get(&r, "/metrics", &[]).await;
+    assert_eq!(h[header::CONTENT_TYPE], batch::encode::TEXT_CONTENT_TYPE);
+    assert_eq!(
+        text,
+        "# HELP ergon_x_total Joules.\n# TYPE ergon_x_total counter\nergon_x_total 1.5\n"
+    );
+    let (_, h, om) = get(
+        &r,
+        "/metrics",
+        &[(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;q=0.5",
+        )],
+    )
+    .await;
+    assert_eq!(
+        h[header::CONTENT_TYPE],
+        batch::encode::OPENMETRICS_CONTENT_TYPE
+    );
+    assert!(
+        om.contains("# UNIT ergon_x joules\n") && om.ends_with("# EOF\n"),
+        "{om}"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_collector_is_cut_off_at_the_deadline_and_counted() {
+    let app = app_with(
+        vec![
+            collector("energy", || Ok("# TYPE ergon_a gauge\nergon_a 1\n".into())),
+            collector("slow", || {
+                std::thread::sleep(Duration::from_secs(2));
+                Ok("# TYPE ergon_slow gauge\nergon_slow 1\n".into())
+            }),
+        ],
+        8,
+    );
+    let r = router(app.clone(), None, false);
+    let t = std::time::Instant::now();
+    let (code, h, body) = get(
+        &r,
+        "/metrics",
+        &[("x-prometheus-scrape-timeout-seconds", "0.4")],
+    )
+    .await;
+    let took = t.elapsed();
+    assert_eq!(code, StatusCode::OK);
+    assert!(
+        body.contains("ergon_a 1") && !body.contains("ergon_slow"),
+        "{body}"
+    );
+    assert_eq!(h["x-ergon-collectors-timed-out"], "slow");
+    assert!(
+        took < Duration::from_secs(2),
+        "returned at the deadline, not after the collector: {took:?}"
+    );
+    assert_eq!(app.stats.collector_counts(), vec![("slow", 1, 0)]);
+}
+
+#[tokio::test]
+async fn a_panicking_collector_fails_that_scrape_only() {
+    let app = app_with(
+        vec![collector("broken", || panic!("deliberate test panic"))],
+        8,
+    );
+    let r = router(app.clone(), None, false);
+    let (code, _, body) = get(&r, "/metrics", &[]).await;
+    assert_eq!(code, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(body.contains("broken"), "{body}");
+    let (code, _, _) = get(&r, "/health", &[]).await;
+    assert_eq!(code, StatusCode::OK, "the server goes on");
+    let (code, _, _) = get(&r, "/metrics", &[]).await;
+    assert_eq!(code, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(app.stats.collector_counts(), vec![("broken", 0, 2)]);
+}
+
+#[tokio::test]
+async fn scrapes_beyond_the_cap_get_503() {
+    let app = app_with(
+        vec![collector("slow", || {
+            std::thread::sleep(Duration::from_millis(500));
+            Ok(String::new())
+        })],
+        1,
+    );
+    let r = router(app.clone(), None, false);
+    let first = tokio::spawn({
+        let r = r.clone();
+        async move { get(&r, "/metrics", &[]).await.0 }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (code, h, body) = get(&r, "/metrics/batch?consumer=x", &[]).await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains("--max-concurrent-scrapes"), "{body}");
+    assert_eq!(h[header::RETRY_AFTER], "1");
+    assert_eq!(first.await.expect("join"), StatusCode::OK);
+    let (code, _, _) = get(&r, "/metrics/batch?consumer=x", &[]).await;
+    assert_eq!(code, StatusCode::OK, "the slot is free again");
+}
+
+#[tokio::test]
+async fn health_follows_the_seed_document() {
+    let app = app();
+    let r = router(app.clone(), None, false);
+    let (code, h, body) = get(&r, "/health", &[]).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(h[header::CONTENT_TYPE], "application/json");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["status"], "healthy");
+    assert!(
+        v["lastScrapeTime"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "{body}"
+    );
+    assert!(v["lastPushTime"].is_null());
+    assert_eq!(v["bufferedSamples"], 0);
+    assert!(
+        body.starts_with("{\"status\":"),
+        "fields in the documented order: {body}"
+    );
+
+    let now = 1_800_000_000.0;
+    let (code, h) = health::report(now - 0.5, now, Duration::from_secs(1), 7);
+    assert_eq!(
+        (code, h.status, h.buffered_samples),
+        (StatusCode::OK, "healthy", 7)
+    );
+    let (code, h) = health::report(now - 3.0, now, Duration::from_secs(1), 7);
+    assert_eq!(
+        (code, h.status),
+        (StatusCode::SERVICE_UNAVAILABLE, "unhealthy")
+    );
+    let e = h.error.expect("error details");
+    assert!(e.message.contains("3.000 s"), "{}", e.message);
+    assert_eq!(e.threshold_seconds, 1.0);
+    let (code, h) = health::report(0.0, now, Duration::from_secs(1), 0);
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(h.last_scrape_time.is_none());
+    assert!(h
+        .error
+        .expect("error")
+        .message
+        .contains("no energy reading yet"));
+}
+
+#[tokio::test]
+async fn basic_and_bearer_auth_protect_every_endpoint() {
+    let basic = Auth::Basic {
+        username: "prom".into(),
+        password: "s3cret".into(),
+    };
+    let r = router(app(), Some(basic.clone()), false);
+    // "prom:s3cret" and "prom:wrong"
+    let good = "Basic cHJvbTpzM2NyZXQ=";
+    let bad = "Basic cHJvbTp3cm9uZw==";
+    for path in ["/metrics", "/metrics/batch?consumer=a", "/health"] {
+        let (code, h, body) = get(&r, path, &[]).await;
+        assert_eq!(code, StatusCode::UNAUTHORIZED, "{path}");
+        assert!(h[header::WWW_AUTHENTICATE]
+            .to_str()
+            .is_ok_and(|v| v.starts_with("Basic")));
+        assert!(body.contains("basic auth"), "{body}");
+        assert_eq!(
+            get(&r, path, &[("authorization", bad)]).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            get(&r, path, &[("authorization", good)]).await.0,
+            StatusCode::OK,
+            "{path}"
+        );
+    }
+    let open_health = router(app(), Some(basic), true);
+    assert_eq!(get(&open_health, "/health", &[]).await.0, StatusCode::OK);
+    assert_eq!(
+        get(&open_health, "/metrics", &[]).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    let bearer = router(
+        app(),
+        Some(Auth::Bearer {
+            token: "tok".into(),
+        }),
+        false,
+    );
+    assert_eq!(
+        get(&bearer, "/metrics", &[("authorization", "Bearer tok")])
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(&bearer, "/metrics", &[("authorization", "Bearer tok2")])
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        get(&bearer, "/metrics", &[("authorization", good)]).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let unprotected = router(app(), None, false);
+    assert_eq!(get(&unprotected, "/metrics", &[]).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn tls_handshake_and_request_with_a_test_certificate() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::{rustls, TlsConnector};
+
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let files = crate::config::TlsFiles {
+        cert: dir.path().join("cert.pem"),
+        key: dir.path().join("key.pem"),
+    };
+    std::fs::write(&files.cert, cert.cert.pem()).expect("write cert");
+    std::fs::write(&files.key, cert.key_pair.serialize_pem()).expect("write key");
+    let cfg = tls::server_config(&files).expect("server config");
+
+    let listener = bind("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(serve(
+        listener,
+        router(app(), None, false),
+        Some(cfg),
+        stop.clone(),
+    ));
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).expect("root");
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let mut tls = TlsConnector::from(Arc::new(client))
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake");
+    tls.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut resp = String::new();
+    tls.read_to_string(&mut resp).await.expect("read");
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains("\"status\":\"healthy\""), "{resp}");
+
+    // Plain HTTP to the TLS port gets no answer.
+    let mut plain = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    plain
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), plain.read_to_end(&mut buf)).await;
+    assert!(!String::from_utf8_lossy(&buf).contains("healthy"));
+    stop.cancel();
+    server.await.expect("join").expect("serve");
+}
+
+#[test]
+fn bad_tls_files_are_clear_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate\n").expect("write");
+    let files = crate::config::TlsFiles {
+        cert: junk.clone(),
+        key: junk.clone(),
+    };
+    let e = tls::server_config(&files).expect_err("junk").to_string();
+    assert!(
+        e.contains("junk.pem") && e.contains("--tls-cert-file"),
+        "{e}"
+    );
+    let files = crate::config::TlsFiles {
+        cert: dir.path().join("missing.pem"),
+        key: junk,
+    };
+    let e = tls::server_config(&files).expect_err("missing").to_string();
+    assert!(e.contains("missing.pem"), "{e}");
+}
+
+#[test]
+fn openmetrics_becomes_text_0_0_4() {
+    let om = "# HELP ergon_e Energy.\n# TYPE ergon_e counter\n# UNIT ergon_e joules\nergon_e_total{a=\"1\"} 2.0\n# HELP ergon_g G.\n# TYPE ergon_g gauge\nergon_g 1\n# TYPE ergon_i info\nergon_i_info 1\n";
+    assert_eq!(
+        scrape::to_text(om),
+        "# HELP ergon_e_total Energy.\n# TYPE ergon_e_total counter\nergon_e_total{a=\"1\"} 2.0\n# HELP ergon_g G.\n# TYPE ergon_g gauge\nergon_g 1\n# TYPE ergon_i gauge\nergon_i_info 1\n"
+    );
+}
+
+#[tokio::test]
+async fn a_taken_port_is_a_clear_error() {
+    let held = bind("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("bind");
+    let addr = held.local_addr().expect("addr");
+    let e = bind(addr).await.expect_err("taken").to_string();
+    assert!(
+        e.contains(&addr.to_string()) && e.contains("--listen") && e.contains("in use"),
+        "{e}"
+    );
+}

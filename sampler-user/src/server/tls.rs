@@ -15,7 +15,7 @@ pub enum TlsError {
         #[source]
         source: rustls_pki_types::pem::Error,
     },
-    #[error("TLS certificate file {path} holds no certificate; pass a PEM file with a `BEGIN CERTIFICATE` block")]
+    #[error("TLS certificate file {path} holds no certificate; pass a PEM file with a `BEGIN CERTIFICATE` block to --tls-cert-file")]
     NoCert { path: PathBuf },
     #[error("cannot read TLS private key {path}: {source}; pass a PEM (PKCS#8, PKCS#1 or SEC1) key with --tls-key-file")]
     Key {

@@ -185,7 +185,7 @@ impl Collector for SnapshotCollector {
         )?;
         counter1(
             &mut enc,
-            "ergon_counter_read_errors",
+            "ergon_energy_read_errors",
             "Energy counter reads that failed in the kernel.",
             s.counter_read_errors,
         )?;
@@ -197,7 +197,7 @@ impl Collector for SnapshotCollector {
         )?;
         counter1(
             &mut enc,
-            "ergon_idle_counter_reads",
+            "ergon_idle_energy_reads",
             "Counter reads made by the daemon because every CPU reading the counter was idle.",
             s.idle_counter_reads,
         )?;

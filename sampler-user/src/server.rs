@@ -7,6 +7,7 @@
 
 use std::{
     net::SocketAddr,
+    os::fd::AsRawFd,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -50,6 +51,8 @@ use stats::HttpStats;
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
 /// Kept back from the scraper's timeout for writing the response.
 pub const MAX_MARGIN: Duration = Duration::from_millis(250);
+/// hyper's write buffer per connection (its default is ~400 KiB).
+const WRITE_BUFFER: usize = 64 * 1024;
 /// A TLS handshake or request head slower than this is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -276,7 +279,9 @@ pub async fn serve(
             },
         };
         while conns.try_join_next().is_some() {}
-        let app = app.clone();
+        let app = app
+            .clone()
+            .layer(axum::Extension(batch::SocketFd(tcp.as_raw_fd())));
         let acceptor = acceptor.clone();
         let stop = stop.clone();
         conns.spawn(async move {
@@ -306,6 +311,9 @@ where
     let svc = TowerToHyperService::new(app);
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
+        // Little user-space buffering: a batch body counts as written (and
+        // its consumer's cursor moves) only once the socket took it.
+        .max_buf_size(WRITE_BUFFER)
         .header_read_timeout(HANDSHAKE_TIMEOUT)
         .serve_connection(io, svc);
     tokio::pin!(conn);

@@ -18,6 +18,8 @@ use std::{
 };
 
 /// Fails the test (with the reason) unless we are root.
+pub mod prom;
+
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
@@ -137,23 +139,51 @@ impl Drop for Daemon {
     }
 }
 
-/// A minimal HTTP/1.1 GET (no client library needed for one request).
+/// A minimal HTTP/1.1 GET (no client library needed for one request):
+/// the body of a 200 answer, de-chunked.
 pub fn http_get(addr: &str, path: &str) -> Option<String> {
+    let (status, body) = http_get_status(addr, path, &[])?;
+    (status == 200).then_some(body)
+}
+
+/// GET with extra headers: (status code, body).
+pub fn http_get_status(addr: &str, path: &str, headers: &[(&str, &str)]) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    let (head, body) = buf.split_once("\r\n\r\n")?;
-    if !head.starts_with("HTTP/1.1 200") {
-        return None;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
     }
-    // axum answers with a content-length for these bodies (no chunking).
-    Some(body.to_string())
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let buf = String::from_utf8(buf).ok()?;
+    let (head, body) = buf.split_once("\r\n\r\n")?;
+    let status: u16 = head.split(' ').nth(1)?.parse().ok()?;
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase()
+            .starts_with("transfer-encoding: chunked")
+    });
+    let body = if chunked {
+        dechunk(body)?
+    } else {
+        body.to_string()
+    };
+    Some((status, body))
+}
+
+fn dechunk(mut rest: &str) -> Option<String> {
+    let mut out = String::with_capacity(rest.len());
+    loop {
+        let (size, after) = rest.split_once("\r\n")?;
+        let n = usize::from_str_radix(size.trim(), 16).ok()?;
+        if n == 0 {
+            return Some(out);
+        }
+        out.push_str(after.get(..n)?);
+        rest = after.get(n + 2..)?;
+    }
 }
 
 /// `name{labels} value` lines → map from `name{labels}` to value.

@@ -249,9 +249,9 @@ fn a_package_counter_without_read_scope_is_detected_and_read_on_its_cpu() {
         "5",
     ]);
     std::thread::sleep(Duration::from_millis(300));
-    let errors_before = d.metrics()["ergon_counter_read_errors_total"];
+    let errors_before = d.metrics()["ergon_energy_read_errors_total"];
     let (pkg, cpu_sum, _) = rates(&d, 4);
-    let errors_after = d.metrics()["ergon_counter_read_errors_total"];
+    let errors_after = d.metrics()["ergon_energy_read_errors_total"];
     let want = 5.0 * cpus.len() as f64;
     println!("package {pkg:.4} W (want {want}), read errors {errors_before} -> {errors_after}");
     assert!(

@@ -8,7 +8,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::{build, toolchain};
+use crate::{build, peers, toolchain};
 
 pub fn test(root: &Path) -> Result<()> {
     ensure_components()?;
@@ -40,8 +40,11 @@ pub fn test(root: &Path) -> Result<()> {
     if !toolchain::is_root() {
         bail!("the privileged tests load BPF programs: run `cargo xtask test` as root");
     }
+    peers::ensure(root, "prometheus", "prometheus")?;
     let mut privileged = cargo(&["test", "--release", "-p", "tests", "--", "--test-threads=1"]);
-    privileged.env("ERGON_BIN", &bin);
+    privileged
+        .env("ERGON_BIN", &bin)
+        .env("ERGON_PEERS", peers::dir(root));
     tests_step("privileged integration tests", privileged, &mut totals)?;
     eprintln!("xtask: all tests passed");
     // One closing line for the whole run (cargo's last line is a doc-test

@@ -5,9 +5,11 @@
 use std::{
     collections::VecDeque,
     convert::Infallible,
+    future::Future,
+    os::fd::RawFd,
     pin::Pin,
     task::{Context, Poll},
-    time::{Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use axum::{
@@ -15,6 +17,7 @@ use axum::{
     extract::{Query, State},
     http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
+    Extension,
 };
 use bytes::Bytes;
 use http_body::Frame;
@@ -40,6 +43,7 @@ fn valid_consumer(name: &str) -> bool {
 
 pub async fn handler(
     State(app): State<App>,
+    socket: Option<Extension<SocketFd>>,
     Query(params): Query<Vec<(String, String)>>,
     headers: HeaderMap,
 ) -> Response {
@@ -129,6 +133,7 @@ pub async fn handler(
     let body = CommitBody::new(
         Bytes::from(body),
         Box::new(move || batch::lock(&store).commit(&consumer, &written, samples)),
+        socket.map(|Extension(s)| s),
     );
     let mut resp = Response::new(Body::new(body));
     let h = resp.headers_mut();
@@ -145,17 +150,39 @@ pub async fn handler(
     resp
 }
 
-/// A body that runs `on_end` when it is polled past its last frame, i.e.
-/// after the connection took every byte. Dropped earlier (client gone,
-/// connection error), it never runs it.
+/// The connection's socket, so a batch body can wait for the client's
+/// acknowledgement of its last byte.
+#[derive(Clone, Copy, Debug)]
+pub struct SocketFd(pub RawFd);
+
+/// How long a finished body waits for the client to acknowledge it.
+const ACK_WAIT: Duration = Duration::from_secs(5);
+
+/// A body that runs `on_end` once the client has every byte: it is polled
+/// past its last frame, and then (on a real socket) the kernel's send queue
+/// is empty, i.e. the client's TCP acknowledged everything. Dropped earlier
+/// (client gone, connection error), or unacknowledged after [`ACK_WAIT`],
+/// it never runs it: the samples are sent again next time (a repeated
+/// sample is ignored by Prometheus; a lost one cannot be recovered).
 pub struct CommitBody {
     frames: VecDeque<Bytes>,
     len: u64,
     on_end: Option<Box<dyn FnOnce() + Send>>,
+    socket: Option<SocketFd>,
+    wait: Option<(Pin<Box<tokio::time::Sleep>>, Instant, u8)>,
+}
+
+/// Bytes the kernel still holds for `fd` (unsent or unacknowledged).
+fn unacknowledged(fd: RawFd) -> Option<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ writes one int; `fd` is the connection's socket,
+    // open for as long as the connection (which owns this body) lives.
+    let rc = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n) };
+    (rc == 0).then_some(n.max(0) as usize)
 }
 
 impl CommitBody {
-    pub fn new(body: Bytes, on_end: Box<dyn FnOnce() + Send>) -> Self {
+    pub fn new(body: Bytes, on_end: Box<dyn FnOnce() + Send>, socket: Option<SocketFd>) -> Self {
         let len = body.len() as u64;
         let mut frames = VecDeque::new();
         let mut rest = body;
@@ -169,6 +196,8 @@ impl CommitBody {
             frames,
             len,
             on_end: Some(on_end),
+            socket,
+            wait: None,
         }
     }
 }
@@ -179,11 +208,43 @@ impl http_body::Body for CommitBody {
 
     fn poll_frame(
         self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let this = self.get_mut();
         if let Some(f) = this.frames.pop_front() {
             return Poll::Ready(Some(Ok(Frame::data(f))));
+        }
+        if let (Some(SocketFd(fd)), Some(_)) = (this.socket, this.on_end.as_ref()) {
+            // Give the connection a turn to flush, then watch the send queue
+            // drain: empty twice in a row (1 ms apart) means acknowledged.
+            let (sleep, until, empty) = this.wait.get_or_insert_with(|| {
+                (
+                    Box::pin(tokio::time::sleep(Duration::from_millis(1))),
+                    Instant::now() + ACK_WAIT,
+                    0,
+                )
+            });
+            loop {
+                if sleep.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                match unacknowledged(fd) {
+                    Some(0) => *empty += 1,
+                    Some(_) => *empty = 0,
+                    None => *empty = 2,
+                }
+                if *empty >= 2 {
+                    break;
+                }
+                if Instant::now() >= *until {
+                    // Never acknowledged: keep the cursor, end the body.
+                    this.on_end = None;
+                    return Poll::Ready(None);
+                }
+                sleep
+                    .as_mut()
+                    .reset((Instant::now() + Duration::from_millis(1)).into());
+            }
         }
         if let Some(done) = this.on_end.take() {
             done();

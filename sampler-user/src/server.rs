@@ -194,7 +194,7 @@ pub(crate) fn busy(app: &App) -> Response {
 
 /// The scrape deadline: the scraper's `X-Prometheus-Scrape-Timeout-Seconds`
 /// minus a margin (a quarter of it, at most 250 ms), else [`DEFAULT_DEADLINE`].
-pub(crate) fn deadline(headers: &HeaderMap, start: Instant) -> Result<Instant, Response> {
+pub(crate) fn deadline(headers: &HeaderMap, start: Instant) -> Result<Instant, String> {
     let Some(v) = headers.get("x-prometheus-scrape-timeout-seconds") else {
         return Ok(start + DEFAULT_DEADLINE);
     };
@@ -203,11 +203,7 @@ pub(crate) fn deadline(headers: &HeaderMap, start: Instant) -> Result<Instant, R
         .ok()
         .and_then(|s| s.trim().parse::<f64>().ok())
         .filter(|s| s.is_finite() && *s > 0.0 && *s <= 86_400.0)
-        .ok_or_else(|| {
-            bad_request(format!(
-                "malformed X-Prometheus-Scrape-Timeout-Seconds {v:?}: expected a positive number of seconds, e.g. 10"
-            ))
-        })?;
+        .ok_or_else(|| format!("malformed X-Prometheus-Scrape-Timeout-Seconds {v:?}: expected a positive number of seconds, e.g. 10"))?;
     let t = Duration::from_secs_f64(secs);
     Ok(start + t - (t / 4).min(MAX_MARGIN))
 }
@@ -222,7 +218,7 @@ async fn metrics_handler(State(app): State<App>, headers: HeaderMap) -> Response
     };
     let deadline = match deadline(&headers, started) {
         Ok(d) => d,
-        Err(r) => return r,
+        Err(e) => return bad_request(e),
     };
     let Some(_permit) = permit(&app, "/metrics") else {
         return busy(&app);

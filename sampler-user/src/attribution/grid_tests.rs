@@ -32,7 +32,7 @@ fn run_at_one_watt(a: &mut Attributor, t0: u64, t1: u64, step: u64) {
         let next = (t + step).min(t1);
         a.on_span(&rec(0, t, next, 0, &[(7, next - t)]));
         // counts are whole: read only on whole ms (the interpolation fills in)
-        if next % MS == 0 {
+        if next.is_multiple_of(MS) {
             a.on_reading(0, next, u128::from(next / MS));
         }
         t = next;

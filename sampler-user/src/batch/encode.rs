@@ -137,7 +137,8 @@ pub fn encode(lease: &Lease, format: Format, deadline: Option<Instant>) -> Encod
     let mut lines = 0usize;
     let mut fbuf = ryu::Buffer::new();
     let mut ibuf = itoa::Buffer::new();
-    'series: for (fam, labels, id, points) in &lease.series {
+    'series: for s in &lease.series {
+        let (fam, labels, id, points) = (&s.family, &s.labels, &s.id, &s.points);
         if family != Some(*fam) {
             family = Some(*fam);
             let (name, unit, help) = family_meta(*fam);
@@ -169,7 +170,7 @@ pub fn encode(lease: &Lease, format: Format, deadline: Option<Instant>) -> Encod
         let (name, _, _) = family_meta(*fam);
         let mut last = None;
         for &(ts, v) in points {
-            if lines % CHECK_EVERY == 0
+            if lines.is_multiple_of(CHECK_EVERY)
                 && lines > 0
                 && deadline.is_some_and(|d| Instant::now() >= d)
             {

@@ -3,6 +3,7 @@
 use std::{sync::Arc, time::Duration};
 
 use super::*;
+use crate::batch::store::LeasedSeries;
 
 fn lease() -> Lease {
     let pkg: Arc<str> = render_labels(&[("package", "0"), ("domain", "pkg")]).into();
@@ -17,17 +18,22 @@ fn lease() -> Lease {
     Lease {
         consumer: "t".into(),
         series: vec![
-            (
-                Family::Package,
-                pkg,
-                0,
-                vec![
+            LeasedSeries {
+                family: Family::Package,
+                labels: pkg,
+                id: 0,
+                points: vec![
                     (1_700_000_000_001, 0.5),
                     (1_700_000_000_002, 1.25),
                     (1_700_000_000_010, 1e-7),
                 ],
-            ),
-            (Family::Cgroup, cg, 1, vec![(1_700_000_000_100, 0.125)]),
+            },
+            LeasedSeries {
+                family: Family::Cgroup,
+                labels: cg,
+                id: 1,
+                points: vec![(1_700_000_000_100, 0.125)],
+            },
         ],
     }
 }
@@ -104,12 +110,12 @@ fn a_passed_deadline_cuts_the_batch_and_says_how_far_each_series_got() {
         .collect();
     let l = Lease {
         consumer: "t".into(),
-        series: vec![(
-            Family::Package,
-            "{package=\"0\",domain=\"pkg\"}".into(),
-            3,
+        series: vec![LeasedSeries {
+            family: Family::Package,
+            labels: "{package=\"0\",domain=\"pkg\"}".into(),
+            id: 3,
             points,
-        )],
+        }],
     };
     let e = encode(
         &l,

@@ -54,17 +54,26 @@ struct Consumer {
     dropped: u64,
 }
 
-/// A consumer's view of the store at one request: what to send.
+/// One series of a lease: the points after the consumer's cursor.
+#[derive(Debug)]
+pub struct LeasedSeries {
+    pub family: Family,
+    pub labels: Arc<str>,
+    pub id: u64,
+    pub points: Vec<(i64, f64)>,
+}
+
+/// A consumer's view of the store at one request: what to send, in output
+/// order (family, then labels).
 #[derive(Debug, Default)]
 pub struct Lease {
     pub consumer: String,
-    /// (family, labels, series id, points after the cursor), in output order.
-    pub series: Vec<(Family, Arc<str>, u64, Vec<(i64, f64)>)>,
+    pub series: Vec<LeasedSeries>,
 }
 
 impl Lease {
     pub fn samples(&self) -> usize {
-        self.series.iter().map(|s| s.3.len()).sum()
+        self.series.iter().map(|s| s.points.len()).sum()
     }
 }
 
@@ -268,10 +277,15 @@ impl Store {
                 .copied()
                 .collect();
             if !points.is_empty() {
-                out.push((s.family, s.labels.clone(), id, points));
+                out.push(LeasedSeries {
+                    family: s.family,
+                    labels: s.labels.clone(),
+                    id,
+                    points,
+                });
             }
         }
-        out.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        out.sort_by(|a, b| (a.family, &a.labels).cmp(&(b.family, &b.labels)));
         Ok(Lease {
             consumer: name.to_owned(),
             series: out,

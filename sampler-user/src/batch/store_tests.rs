@@ -20,7 +20,7 @@ fn push_pkg(s: &mut Store, ts: i64, v: f64) {
 fn points(l: &Lease) -> Vec<i64> {
     l.series
         .iter()
-        .flat_map(|s| s.3.iter().map(|p| p.0))
+        .flat_map(|s| s.points.iter().map(|p| p.0))
         .collect()
 }
 
@@ -28,7 +28,7 @@ fn commit_all(s: &mut Store, l: &Lease) {
     let written: Vec<(u64, i64)> = l
         .series
         .iter()
-        .filter_map(|x| x.3.last().map(|p| (x.2, p.0)))
+        .filter_map(|x| x.points.last().map(|p| (x.id, p.0)))
         .collect();
     s.commit(&l.consumer, &written, l.samples() as u64);
 }
@@ -96,13 +96,13 @@ fn a_partial_commit_resumes_each_series_where_it_stopped() {
         );
     }
     let l = s.lease("a", false, NOW + 100, t).expect("lease");
-    let pkg_id = l.series[0].2;
+    let pkg_id = l.series[0].id;
     // Only the package series up to NOW+3 was written.
     s.commit("a", &[(pkg_id, NOW + 3)], 4);
     let l = s.lease("a", false, NOW + 100, t).expect("lease");
-    assert_eq!(l.series[0].3.first().map(|p| p.0), Some(NOW + 4));
+    assert_eq!(l.series[0].points.first().map(|p| p.0), Some(NOW + 4));
     assert_eq!(
-        l.series[1].3.len(),
+        l.series[1].points.len(),
         10,
         "the cgroup series was not written at all"
     );

@@ -86,7 +86,7 @@ pub async fn handler(
     };
     let deadline = match deadline(&headers, started) {
         Ok(d) => d,
-        Err(r) => return r,
+        Err(e) => return bad_request(e),
     };
     let Some(permit) = permit(&app, ENDPOINT) else {
         return super::busy(&app);

@@ -30,8 +30,6 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use sampler_common::{CgroupTime, TickRecord};
 
-use crate::{energy::CpuEnergy, units::Joules};
-
 /// Fractional bits of the energy unit: one unit = 2^-16 counts.
 pub const FRAC_BITS: u32 = 16;
 const ONE: u128 = 1 << FRAC_BITS;
@@ -507,95 +505,6 @@ impl Attributor {
         prev.map_or(0, |(_, v)| v)
     }
 
-    /// Closes CPU `cpu`'s timeline up to `to` from the kernel's per-CPU state,
-    /// without waiting for the CPU's next record. The daemon calls it only
-    /// for a CPU that has been silent for several timer periods, which means
-    /// it is idle: a CPU that runs a task takes a timer sample every period.
-    /// The unflushed table `[span_start, since]` is booked as it is, and
-    /// `[since, to]` as idle; when the CPU's record for that span arrives,
-    /// exactly this part is taken out of it. Returns true when it closed.
-    pub fn close_idle(&mut self, cpu: u32, st: &IdleState<'_>, to: u64) -> bool {
-        let Some(&ci) = self.cpu_index.get(&cpu) else {
-            return false;
-        };
-        let line = &mut self.cpus[ci];
-        let Some(closed) = line.closed_until else {
-            return false;
-        };
-        if to <= closed || to <= st.since || st.since < st.span_start {
-            return false;
-        }
-        let span = match &mut line.consumed {
-            None => {
-                if st.span_start != closed {
-                    // A record for this CPU is still on its way.
-                    return false;
-                }
-                let idle = st.idle_ns + (to - st.since);
-                let cgroups: Vec<(u64, u64)> = st
-                    .cgroups
-                    .iter()
-                    .filter(|e| e.ns > 0)
-                    .map(|e| (e.cgroup_id, e.ns))
-                    .collect();
-                line.entries.extend(
-                    cgroups
-                        .iter()
-                        .map(|&(cgroup_id, ns)| CgroupTime { cgroup_id, ns }),
-                );
-                let span = Span {
-                    start: closed,
-                    end: to,
-                    idle_ns: idle,
-                    other_ns: st.other_ns,
-                    n: cgroups.len(),
-                };
-                line.consumed = Some(Consumed {
-                    start: closed,
-                    end: to,
-                    idle,
-                    other: st.other_ns,
-                    cgroups,
-                });
-                span
-            }
-            Some(c) => {
-                // Still silent since the last closure: extend it as idle.
-                if st.span_start != c.start || st.since > c.end {
-                    return false;
-                }
-                let add = to - closed;
-                c.end = to;
-                c.idle += add;
-                Span {
-                    start: closed,
-                    end: to,
-                    idle_ns: add,
-                    other_ns: 0,
-                    n: 0,
-                }
-            }
-        };
-        line.closed_until = Some(to);
-        line.spans.push_back(span);
-        self.idle_closures += 1;
-        true
-    }
-
-    /// CPUs whose timeline ends before `before` (boot ns).
-    pub fn lagging_cpus(&self, before: u64) -> Vec<u32> {
-        self.cpu_index
-            .iter()
-            .filter(|(_, &ci)| self.cpus[ci].closed_until.is_some_and(|t| t < before))
-            .map(|(&cpu, _)| cpu)
-            .collect()
-    }
-
-    /// (closures made, closures the kernel's record contradicted).
-    pub fn closure_stats(&self) -> (u64, u64) {
-        (self.idle_closures, self.closure_corrections)
-    }
-
     /// Collects into `self.mix` what CPU `ci` ran up to `to`, consuming its
     /// spans (splitting the one that straddles `to`).
     fn take_mix(&mut self, ci: usize, to: u64) {
@@ -678,100 +587,6 @@ impl Attributor {
         }
         parts[0]
     }
-
-    /// Per-cgroup totals (cgroup v2 id, or [`OTHER_CGROUP`]).
-    pub fn cgroups(&self) -> &HashMap<u64, CgroupTotals> {
-        &self.cgroups
-    }
-
-    /// Moves a cgroup's totals into `other` and sends its future energy
-    /// there too (retention expired, or too many cgroups). The books stay
-    /// balanced and no counter goes backwards. Returns false if unknown.
-    pub fn fold(&mut self, id: u64) -> bool {
-        if id == OTHER_CGROUP {
-            return false;
-        }
-        let Some(t) = self.cgroups.remove(&id) else {
-            return false;
-        };
-        self.folded.insert(id);
-        if let Some(g) = &mut self.grid {
-            g.fold(id, OTHER_CGROUP);
-        }
-        let n = self.packages.len();
-        let dst = self.cgroups.entry(OTHER_CGROUP).or_default();
-        if dst.units.len() < n {
-            dst.units.resize(n, 0);
-        }
-        for (d, s) in dst.units.iter_mut().zip(&t.units) {
-            *d += s;
-        }
-        dst.cpu_ns += t.cpu_ns;
-        true
-    }
-
-    /// Joules of a cgroup's totals.
-    pub fn joules(&self, t: &CgroupTotals) -> f64 {
-        t.units
-            .iter()
-            .zip(&self.packages)
-            .map(|(&u, p)| units_to_joules(u, p.spec.joules_per_count))
-            .sum()
-    }
-
-    /// (package id, energy J, idle J) per package, up to its frontier.
-    pub fn packages(&self) -> Vec<(u32, f64, f64)> {
-        self.packages
-            .iter()
-            .map(|p| {
-                let s = p.spec.joules_per_count;
-                (
-                    p.spec.package,
-                    units_to_joules(p.energy, s),
-                    units_to_joules(p.idle, s),
-                )
-            })
-            .collect()
-    }
-
-    /// Energy per CPU, up to its package's frontier, sorted by CPU.
-    pub fn cpus(&self) -> Vec<CpuEnergy> {
-        let mut out: Vec<CpuEnergy> = self
-            .cpu_index
-            .iter()
-            .map(|(&cpu, &ci)| {
-                let spec = &self.packages[self.cpus[ci].package].spec;
-                CpuEnergy {
-                    cpu,
-                    package: spec.package,
-                    joules: Joules(units_to_joules(self.cpus[ci].energy, spec.joules_per_count)),
-                }
-            })
-            .collect();
-        out.sort_by_key(|c| c.cpu);
-        out
-    }
-
-    /// Exact totals in units: (package energy, idle, Σ cgroups) per package index.
-    pub fn ledger(&self) -> Vec<(u128, u128, u128)> {
-        self.packages
-            .iter()
-            .enumerate()
-            .map(|(p, line)| {
-                let cg: u128 = self
-                    .cgroups
-                    .values()
-                    .map(|t| t.units.get(p).copied().unwrap_or(0))
-                    .sum();
-                (line.energy, line.idle, cg)
-            })
-            .collect()
-    }
-
-    /// Boot-time frontier of each package (None before the first advance).
-    pub fn frontiers(&self) -> Vec<Option<u64>> {
-        self.packages.iter().map(|p| p.frontier).collect()
-    }
 }
 
 fn units_to_joules(units: u128, joules_per_count: f64) -> f64 {
@@ -782,7 +597,9 @@ fn units_to_joules(units: u128, joules_per_count: f64) -> f64 {
 
 mod exact;
 pub mod grid;
+mod idle;
 mod spec;
+mod totals;
 use exact::scaled;
 pub use exact::split;
 use grid::GridState;

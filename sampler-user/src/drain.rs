@@ -21,8 +21,7 @@ use crate::{
     attribution::{Attributor, IdleState},
     batch::{self, domains::DomainGrid, encode::render_labels, Family, SeriesKey, SharedStore},
     bpf::{BpfError, Sampler},
-    cgroups::CgroupLabels,
-    cgroups::Registry,
+    cgroups::{CgroupLabels, Registry},
     decode::decode,
     energy::{EnergyBooks, PackageEnergy},
     perf::boot_ns,
@@ -287,14 +286,8 @@ impl Drainer {
             .chain(domain_points);
         for (package, domain, ms, j) in pkg {
             let key = SeriesKey::Package { package, domain };
-            let p = package.to_string();
-            store.push(
-                &key,
-                Family::Package,
-                || render_labels(&[("package", &p), ("domain", domain)]),
-                ms,
-                j,
-            );
+            let labels = || render_labels(&[("package", &package.to_string()), ("domain", domain)]);
+            store.push(&key, Family::Package, labels, ms, j);
         }
         for (&(id, ms, j), (l, changed)) in points.cgroups.iter().zip(labels) {
             let key = SeriesKey::Cgroup(id);

@@ -5,7 +5,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use ergon::attribution::{Attributor, PackageSpec};
+use ergon::attribution::{Attributor, GridConfig, PackageSpec};
 use sampler_common::{CgroupTime, TickRecord, CGROUP_SLOTS, MAX_DOMAINS, RECORD_TICK};
 
 const PERIOD: u64 = 500_000;
@@ -60,24 +60,39 @@ fn bench(c: &mut Criterion) {
         };
         g.throughput(Throughput::Elements(recs.len() as u64));
         g.sample_size(10);
-        g.bench_function(format!("{cpus}cpus/{cgroups}cgroups"), |b| {
-            b.iter(|| {
-                let mut a = Attributor::new(vec![spec.clone()]);
-                let per_drain = 20 * cpus as usize; // 10 ms of records
-                for (i, r) in recs.iter().enumerate() {
-                    a.on_span(black_box(r));
-                    if r.cpu == 0 {
-                        // The package counter, read by cpu 0 every tick (≈ 50 W).
-                        a.on_reading(0, r.ts_ns, u128::from(r.ts_ns) * 107);
+        for grid in [false, true] {
+            let name = if grid {
+                format!("{cpus}cpus/{cgroups}cgroups/with-batch-grid")
+            } else {
+                format!("{cpus}cpus/{cgroups}cgroups")
+            };
+            g.bench_function(name, |b| {
+                b.iter(|| {
+                    let mut a = Attributor::new(vec![spec.clone()]);
+                    if grid {
+                        // The daemon's defaults: 1 ms package, 100 ms cgroup points.
+                        a = a.with_grid(GridConfig {
+                            package_res_ns: 1_000_000,
+                            cgroup_res_ns: 100_000_000,
+                        });
                     }
-                    if (i + 1) % per_drain == 0 {
-                        a.advance();
+                    let per_drain = 20 * cpus as usize; // 10 ms of records
+                    for (i, r) in recs.iter().enumerate() {
+                        a.on_span(black_box(r));
+                        if r.cpu == 0 {
+                            // The package counter, read by cpu 0 every tick (≈ 50 W).
+                            a.on_reading(0, r.ts_ns, u128::from(r.ts_ns) * 107);
+                        }
+                        if (i + 1) % per_drain == 0 {
+                            a.advance();
+                            black_box(a.take_points());
+                        }
                     }
-                }
-                a.advance();
-                a
-            })
-        });
+                    a.advance();
+                    a
+                })
+            });
+        }
     }
     g.finish();
 }

@@ -17,6 +17,7 @@ pub mod drain;
 pub mod energy;
 pub mod identity;
 pub mod metrics;
+pub mod push;
 pub mod perf;
 pub mod server;
 pub mod snapshot;

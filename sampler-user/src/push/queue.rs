@@ -1,0 +1,365 @@
+//! The durable push queue and counter totals, in one redb database under
+//! `--state-dir` (`ergon.redb`).
+//!
+//! Why redb: an embedded, pure-Rust ACID store (copy-on-write B-trees, one
+//! file, fsync on commit, crash-safe without a recovery step we would have
+//! to write), maintained, with no C toolchain. An append-only log crate
+//! would also hold samples, but the queue needs deletion from the front
+//! (acknowledged, or dropped when full) and a few keyed tables (series,
+//! totals, acknowledged timestamps) updated in the same transaction.
+//!
+//! Samples arrive in memory (the inbox, filled by the drain task) and are
+//! committed every `--fsync-interval`: at most that much is held only in
+//! memory. The sender reads committed samples in order and removes them
+//! once the receiver acknowledged them.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+};
+
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
+
+/// seq → (series id, ms timestamp, value)
+const SAMPLES: TableDefinition<u64, (u64, i64, f64)> = TableDefinition::new("samples");
+/// series id → descriptor (label pairs, see [`descriptor`])
+const SERIES: TableDefinition<u64, &str> = TableDefinition::new("series");
+/// series id → newest timestamp the receiver acknowledged
+const ACKED: TableDefinition<u64, i64> = TableDefinition::new("acked");
+/// counter identity → cumulative value
+const TOTALS: TableDefinition<&str, f64> = TableDefinition::new("totals");
+const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+const FORMAT: &str = "ergon-state-1";
+
+pub const FILE: &str = "ergon.redb";
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("cannot create the state directory {path}: {source}; create it, or pick another with --state-dir")]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the state database {path}: {source}; if it is corrupt or not Ergon's, move it aside (mv {path} {path}.bad) or pick another --state-dir; Ergon never deletes state")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: redb::DatabaseError,
+    },
+    #[error("{path} is not an Ergon state database ({found}); move it aside or pick another --state-dir; Ergon never deletes state")]
+    Foreign { path: PathBuf, found: String },
+    #[error("state database {path}: {message}")]
+    Db { path: PathBuf, message: String },
+}
+
+/// One queued sample.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Queued {
+    pub seq: u64,
+    pub series: u64,
+    pub ts: i64,
+    pub value: f64,
+}
+
+/// Label pairs of a series as stored: `name=value` lines, sorted by name,
+/// `__name__` first, empty values left out (Prometheus drops them anyway).
+pub fn descriptor(name: &str, labels: &[(&str, &str)]) -> String {
+    let mut pairs: Vec<(&str, &str)> = labels.iter().copied().filter(|(_, v)| !v.is_empty()).collect();
+    pairs.sort();
+    let mut s = format!("__name__={name}");
+    for (k, v) in pairs {
+        s.push('\n');
+        s.push_str(k);
+        s.push('=');
+        // Values are cgroup paths and ids: no newlines; escape to be safe.
+        s.push_str(&v.replace('\n', "\\n"));
+    }
+    s
+}
+
+/// The pairs of a descriptor.
+pub fn pairs(desc: &str) -> Vec<(String, String)> {
+    desc.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.replace("\\n", "\n")))
+        .collect()
+}
+
+struct State {
+    series_ids: HashMap<Arc<str>, u64>,
+    series_desc: HashMap<u64, Arc<str>>,
+    acked: HashMap<u64, i64>,
+    next_seq: u64,
+    next_series: u64,
+    len: u64,
+    dropped: u64,
+}
+
+/// Shared by the drain (inbox), the flusher and the sender.
+pub struct Queue {
+    path: PathBuf,
+    db: Database,
+    capacity: u64,
+    inbox: Mutex<Vec<(Arc<str>, i64, f64)>>,
+    state: Mutex<State>,
+    totals: Mutex<HashMap<String, f64>>,
+}
+
+fn db_err(path: &Path, e: impl std::fmt::Display) -> QueueError {
+    QueueError::Db {
+        path: path.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+impl Queue {
+    /// Opens (or creates) the state under `dir`.
+    pub fn open(dir: &Path, capacity: u64) -> Result<Queue, QueueError> {
+        std::fs::create_dir_all(dir).map_err(|source| QueueError::Dir {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let path = dir.join(FILE);
+        let db = Database::create(&path).map_err(|source| QueueError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        let e = |x: &dyn std::fmt::Display| db_err(&path, x);
+        let tx = db.begin_write().map_err(|x| e(&x))?;
+        {
+            let mut meta = tx.open_table(META).map_err(|x| e(&x))?;
+            let found = meta.get("format").map_err(|x| e(&x))?.map(|v| v.value().to_owned());
+            match found {
+                Some(f) if f == FORMAT => {}
+                Some(f) => {
+                    return Err(QueueError::Foreign {
+                        path,
+                        found: format!("format {f:?}, expected {FORMAT:?}"),
+                    })
+                }
+                None => {
+                    let others: Vec<String> = tx
+                        .list_tables()
+                        .map_err(|x| e(&x))?
+                        .map(|h| h.name().to_owned())
+                        .filter(|n| n != "meta")
+                        .collect();
+                    if !others.is_empty() {
+                        return Err(QueueError::Foreign {
+                            path,
+                            found: format!("tables {others:?} and no format marker"),
+                        });
+                    }
+                    meta.insert("format", FORMAT).map_err(|x| e(&x))?;
+                }
+            }
+            tx.open_table(SAMPLES).map_err(|x| e(&x))?;
+            tx.open_table(SERIES).map_err(|x| e(&x))?;
+            tx.open_table(ACKED).map_err(|x| e(&x))?;
+            tx.open_table(TOTALS).map_err(|x| e(&x))?;
+        }
+        tx.commit().map_err(|x| e(&x))?;
+        let rx = db.begin_read().map_err(|x| e(&x))?;
+        let mut state = State {
+            series_ids: HashMap::new(),
+            series_desc: HashMap::new(),
+            acked: HashMap::new(),
+            next_seq: 0,
+            next_series: 0,
+            len: 0,
+            dropped: 0,
+        };
+        let mut totals = HashMap::new();
+        {
+            let series = rx.open_table(SERIES).map_err(|x| e(&x))?;
+            for row in series.iter().map_err(|x| e(&x))? {
+                let (k, v) = row.map_err(|x| e(&x))?;
+                let desc: Arc<str> = v.value().into();
+                state.series_ids.insert(desc.clone(), k.value());
+                state.series_desc.insert(k.value(), desc);
+                state.next_series = state.next_series.max(k.value() + 1);
+            }
+            let acked = rx.open_table(ACKED).map_err(|x| e(&x))?;
+            for row in acked.iter().map_err(|x| e(&x))? {
+                let (k, v) = row.map_err(|x| e(&x))?;
+                state.acked.insert(k.value(), v.value());
+            }
+            let samples = rx.open_table(SAMPLES).map_err(|x| e(&x))?;
+            state.len = samples.len().map_err(|x| e(&x))?;
+            if let Some((k, _)) = samples.last().map_err(|x| e(&x))? {
+                state.next_seq = k.value() + 1;
+            }
+            let t = rx.open_table(TOTALS).map_err(|x| e(&x))?;
+            for row in t.iter().map_err(|x| e(&x))? {
+                let (k, v) = row.map_err(|x| e(&x))?;
+                totals.insert(k.value().to_owned(), v.value());
+            }
+        }
+        Ok(Queue {
+            path,
+            db,
+            capacity: capacity.max(1),
+            inbox: Mutex::new(Vec::new()),
+            state: Mutex::new(state),
+            totals: Mutex::new(totals),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A sample for the next commit (memory only until then).
+    pub fn append(&self, desc: &Arc<str>, ts: i64, value: f64) {
+        lock(&self.inbox).push((desc.clone(), ts, value));
+    }
+
+    /// Samples not yet committed.
+    pub fn in_memory(&self) -> usize {
+        lock(&self.inbox).len()
+    }
+
+    /// Counter totals as last committed (read at start-up).
+    pub fn totals(&self) -> HashMap<String, f64> {
+        lock(&self.totals).clone()
+    }
+
+    /// Commits the inbox and `totals` in one transaction (fsync), dropping
+    /// the oldest samples beyond capacity. Returns (committed, dropped).
+    pub fn commit(&self, totals: &[(String, f64)]) -> Result<(u64, u64), QueueError> {
+        let batch = std::mem::take(&mut *lock(&self.inbox));
+        let mut st = lock(&self.state);
+        let e = |x: &dyn std::fmt::Display| db_err(&self.path, x);
+        let tx = self.db.begin_write().map_err(|x| e(&x))?;
+        let mut dropped = 0;
+        {
+            let mut series = tx.open_table(SERIES).map_err(|x| e(&x))?;
+            let mut samples = tx.open_table(SAMPLES).map_err(|x| e(&x))?;
+            for (desc, ts, v) in &batch {
+                let id = match st.series_ids.get(desc) {
+                    Some(&id) => id,
+                    None => {
+                        let id = st.next_series;
+                        st.next_series += 1;
+                        series.insert(id, &**desc).map_err(|x| e(&x))?;
+                        st.series_ids.insert(desc.clone(), id);
+                        st.series_desc.insert(id, desc.clone());
+                        id
+                    }
+                };
+                let seq = st.next_seq;
+                st.next_seq += 1;
+                samples.insert(seq, (id, *ts, *v)).map_err(|x| e(&x))?;
+            }
+            st.len += batch.len() as u64;
+            while st.len > self.capacity {
+                if samples.pop_first().map_err(|x| e(&x))?.is_none() {
+                    break;
+                }
+                st.len -= 1;
+                dropped += 1;
+            }
+            let mut t = tx.open_table(TOTALS).map_err(|x| e(&x))?;
+            for (k, v) in totals {
+                t.insert(k.as_str(), *v).map_err(|x| e(&x))?;
+            }
+        }
+        tx.commit().map_err(|x| e(&x))?;
+        st.dropped += dropped;
+        let mut mem = lock(&self.totals);
+        for (k, v) in totals {
+            mem.insert(k.clone(), *v);
+        }
+        Ok((batch.len() as u64, dropped))
+    }
+
+    /// Up to `max` committed samples, oldest first.
+    pub fn peek(&self, max: usize) -> Result<Vec<Queued>, QueueError> {
+        let e = |x: &dyn std::fmt::Display| db_err(&self.path, x);
+        let rx = self.db.begin_read().map_err(|x| e(&x))?;
+        let samples = rx.open_table(SAMPLES).map_err(|x| e(&x))?;
+        let mut out = Vec::with_capacity(max.min(100_000));
+        for row in samples.iter().map_err(|x| e(&x))?.take(max) {
+            let (k, v) = row.map_err(|x| e(&x))?;
+            let (series, ts, value) = v.value();
+            out.push(Queued {
+                seq: k.value(),
+                series,
+                ts,
+                value,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Descriptor of series `id`.
+    pub fn descriptor_of(&self, id: u64) -> Option<Arc<str>> {
+        lock(&self.state).series_desc.get(&id).cloned()
+    }
+
+    /// Newest acknowledged timestamp of series `id`.
+    pub fn acked(&self, id: u64) -> Option<i64> {
+        lock(&self.state).acked.get(&id).copied()
+    }
+
+    /// Removes every sample up to `seq` (acknowledged or rejected) and
+    /// records the newest acknowledged timestamp per series.
+    pub fn remove_through(&self, seq: u64, acked: &[(u64, i64)]) -> Result<u64, QueueError> {
+        let mut st = lock(&self.state);
+        let e = |x: &dyn std::fmt::Display| db_err(&self.path, x);
+        let tx = self.db.begin_write().map_err(|x| e(&x))?;
+        let mut removed = 0;
+        {
+            let mut samples = tx.open_table(SAMPLES).map_err(|x| e(&x))?;
+            loop {
+                let first = samples.first().map_err(|x| e(&x))?.map(|(k, _)| k.value());
+                match first {
+                    Some(k) if k <= seq => {
+                        samples.remove(k).map_err(|x| e(&x))?;
+                        removed += 1;
+                    }
+                    _ => break,
+                }
+            }
+            let mut t = tx.open_table(ACKED).map_err(|x| e(&x))?;
+            for &(id, ts) in acked {
+                if st.acked.get(&id).is_none_or(|&old| ts > old) {
+                    t.insert(id, ts).map_err(|x| e(&x))?;
+                    st.acked.insert(id, ts);
+                }
+            }
+        }
+        tx.commit().map_err(|x| e(&x))?;
+        st.len = st.len.saturating_sub(removed);
+        Ok(removed)
+    }
+
+    /// Committed samples waiting.
+    pub fn len(&self) -> u64 {
+        lock(&self.state).len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Samples dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        lock(&self.state).dropped
+    }
+
+    /// Timestamp of the oldest committed sample.
+    pub fn oldest_ts(&self) -> Option<i64> {
+        self.peek(1).ok()?.first().map(|q| q.ts)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+#[path = "queue_tests.rs"]
+mod tests;

@@ -1,0 +1,118 @@
+//! The durable queue: what is committed survives a reopen, the oldest go
+//! first when full, foreign and corrupt files are refused.
+
+use super::*;
+
+fn desc(name: &str) -> Arc<str> {
+    descriptor(name, &[("package", "0"), ("domain", "pkg"), ("unit", "")]).into()
+}
+
+#[test]
+fn descriptors_sort_labels_and_drop_empty_values() {
+    let d = desc("ergon_package_energy_joules_total");
+    assert_eq!(&*d, "__name__=ergon_package_energy_joules_total\ndomain=pkg\npackage=0");
+    assert_eq!(
+        pairs(&d),
+        vec![
+            ("__name__".to_string(), "ergon_package_energy_joules_total".to_string()),
+            ("domain".to_string(), "pkg".to_string()),
+            ("package".to_string(), "0".to_string()),
+        ]
+    );
+}
+
+#[test]
+fn committed_samples_and_totals_survive_a_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = desc("a");
+    {
+        let q = Queue::open(dir.path(), 100).expect("open");
+        for i in 0..10 {
+            q.append(&d, 1000 + i, i as f64);
+        }
+        assert_eq!(q.in_memory(), 10);
+        assert_eq!(q.len(), 0, "not committed yet");
+        let (n, dropped) = q.commit(&[("a".into(), 9.0)]).expect("commit");
+        assert_eq!((n, dropped), (10, 0));
+        q.append(&d, 2000, 99.0); // never committed: lost with the process
+    }
+    let q = Queue::open(dir.path(), 100).expect("reopen");
+    assert_eq!(q.len(), 10);
+    assert_eq!(q.totals().get("a"), Some(&9.0));
+    let got = q.peek(100).expect("peek");
+    assert_eq!(got.len(), 10);
+    assert_eq!(got[0].ts, 1000);
+    assert_eq!(q.descriptor_of(got[0].series).as_deref(), Some(&*d));
+    // New samples continue the sequence after the old ones.
+    q.append(&d, 3000, 1.0);
+    q.commit(&[]).expect("commit");
+    let got = q.peek(100).expect("peek");
+    assert_eq!(got.last().map(|s| (s.ts, s.seq > got[9].seq)), Some((3000, true)));
+}
+
+#[test]
+fn a_full_queue_drops_the_oldest_and_counts_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let q = Queue::open(dir.path(), 5).expect("open");
+    let d = desc("a");
+    for i in 0..8 {
+        q.append(&d, i, i as f64);
+    }
+    assert_eq!(q.commit(&[]).expect("commit"), (8, 3));
+    assert_eq!(q.len(), 5);
+    assert_eq!(q.dropped(), 3);
+    assert_eq!(q.oldest_ts(), Some(3));
+}
+
+#[test]
+fn removal_is_a_prefix_and_acknowledged_timestamps_persist() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = desc("a");
+    {
+        let q = Queue::open(dir.path(), 100).expect("open");
+        for i in 0..6 {
+            q.append(&d, 10 + i, 0.0);
+        }
+        q.commit(&[]).expect("commit");
+        let got = q.peek(3).expect("peek");
+        let removed = q.remove_through(got[2].seq, &[(got[2].series, got[2].ts)]).expect("remove");
+        assert_eq!(removed, 3);
+        assert_eq!(q.len(), 3);
+        assert_eq!(q.acked(got[2].series), Some(12));
+    }
+    let q = Queue::open(dir.path(), 100).expect("reopen");
+    let got = q.peek(10).expect("peek");
+    assert_eq!(got.iter().map(|s| s.ts).collect::<Vec<_>>(), vec![13, 14, 15]);
+    assert_eq!(q.acked(got[0].series), Some(12));
+}
+
+#[test]
+fn a_foreign_or_corrupt_file_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join(FILE);
+    std::fs::write(&path, b"definitely not a database, and long enough to look like one to a reader").expect("write");
+    let e = Queue::open(dir.path(), 10).err().expect("corrupt").to_string();
+    assert!(e.contains(&path.display().to_string()) && e.contains("move it aside"), "{e}");
+    assert!(std::fs::read(&path).expect("still there").starts_with(b"definitely"), "never wiped");
+
+    let other = tempfile::tempdir().expect("tempdir");
+    {
+        let db = Database::create(other.path().join(FILE)).expect("create");
+        let tx = db.begin_write().expect("tx");
+        {
+            let t: TableDefinition<&str, u64> = TableDefinition::new("someone_elses");
+            tx.open_table(t).expect("table").insert("k", 1).expect("insert");
+        }
+        tx.commit().expect("commit");
+    }
+    let e = Queue::open(other.path(), 10).err().expect("foreign").to_string();
+    assert!(e.contains("not an Ergon state database") && e.contains("someone_elses"), "{e}");
+}
+
+#[test]
+fn a_second_daemon_on_the_same_state_dir_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _q = Queue::open(dir.path(), 10).expect("open");
+    let e = Queue::open(dir.path(), 10).err().expect("locked").to_string();
+    assert!(e.contains("--state-dir"), "{e}");
+}

@@ -7,7 +7,9 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::Args;
 use serde::Deserialize;
 
+pub mod push;
 pub mod serve;
+pub use push::{PushArgs, PushSettings, RemoteWrite};
 pub use serve::{Auth, ServeArgs, ServeSettings, TlsFiles};
 
 use crate::{
@@ -90,6 +92,9 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub serve: ServeArgs,
+
+    #[command(flatten)]
+    pub push: PushArgs,
 }
 
 /// The `--config` file. Unknown keys are an error (a typo must not be ignored).
@@ -120,6 +125,18 @@ pub struct FileConfig {
     pub basic_auth_password_file: Option<PathBuf>,
     pub bearer_token_file: Option<PathBuf>,
     pub health_no_auth: Option<bool>,
+    pub remote_write_url: Option<String>,
+    pub remote_write_username: Option<String>,
+    pub remote_write_password_file: Option<PathBuf>,
+    pub remote_write_bearer_token_file: Option<PathBuf>,
+    pub remote_write_ca_file: Option<PathBuf>,
+    pub remote_write_max_samples: Option<usize>,
+    pub remote_write_headers: Option<Vec<String>>,
+    pub external_labels: Option<Vec<String>>,
+    pub push_interval: Option<String>,
+    pub push_buffer: Option<u64>,
+    pub state_dir: Option<PathBuf>,
+    pub fsync_interval: Option<String>,
 }
 
 /// Validated settings.
@@ -135,6 +152,7 @@ pub struct Settings {
     pub max_cgroups: usize,
     pub root: SysRoot,
     pub serve: ServeSettings,
+    pub push: PushSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -300,6 +318,7 @@ impl RunArgs {
             ));
         }
         let serve = self.serve.settings(&file, env)?;
+        let push = self.push.settings(&file, env)?;
         let d = SysRoot::default();
         let root = SysRoot {
             sysfs: self
@@ -337,6 +356,7 @@ impl RunArgs {
             max_cgroups,
             root,
             serve,
+            push,
         })
     }
 }

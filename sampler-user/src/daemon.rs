@@ -16,8 +16,16 @@ use crate::{
     bpf::{BpfError, LoadOptions, Sampler},
     cgroups::{self, Registry},
     config::Settings,
+    continuity::{self, Continuity},
     drain::{Books, DrainError, Drainer},
     energy::EnergyBooks,
+    push::{
+        client::{ClientError, Remote},
+        flush_loop,
+        queue::{Queue, QueueError},
+        sender::Sender,
+        stats::PushStats,
+    },
     server::{self, stats::HttpStats},
     snapshot::{self, Snapshot},
     source::{self, SourceError},
@@ -41,6 +49,10 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
     #[error("a task panicked: {message}")]
     Panic { message: String },
 }
@@ -65,6 +77,21 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     let serve = &settings.serve;
     let tls = match &serve.tls {
         Some(files) => Some(server::tls::server_config(files).map_err(server::ServeError::from)?),
+        None => None,
+    };
+    // The state directory next: a locked, corrupt or foreign one fails
+    // before anything is loaded.
+    let push = &settings.push;
+    let queue = match &push.state_dir {
+        Some(dir) => {
+            let q = Queue::open(dir, push.push_buffer)?;
+            info!(path = %q.path().display(), queued = q.len(), totals = q.totals().len(), "durable state opened");
+            Some(Arc::new(q))
+        }
+        None => None,
+    };
+    let remote = match &push.remote_write {
+        Some(rw) => Some(Remote::new(rw)?),
         None => None,
     };
     let mut sampler = Sampler::load(
@@ -119,6 +146,8 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         cgroups: Registry::new(cgroup_root, settings.cgroup_retention, settings.max_cgroups),
         export_epoch: export_epoch.clone(),
         idle_silence: (settings.period * 4).max(std::time::Duration::from_millis(20)),
+        push: queue.clone().filter(|_| remote.is_some()),
+        continuity: Continuity::new(queue.as_ref().map(|q| q.totals()).unwrap_or_default()),
     };
     let shared = snapshot::shared(Snapshot {
         source: plan.source.name(),
@@ -137,18 +166,53 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
             Ok("drain")
         });
     }
+    let push_stats = Arc::new(PushStats::default());
+    if let (Some(remote), Some(q), Some(rw)) = (remote, &queue, &push.remote_write) {
+        info!(url = %rw.url, interval = %humantime::format_duration(rw.interval), "pushing with remote_write");
+        let sender = Sender {
+            queue: q.clone(),
+            remote,
+            stats: push_stats.clone(),
+            interval: rw.interval,
+            max_samples: rw.max_samples,
+            external_labels: rw.external_labels.clone(),
+        };
+        let stop = stop.clone();
+        tasks.spawn(async move {
+            sender.run(stop).await;
+            Ok("push")
+        });
+    }
+    if let Some(q) = &queue {
+        let snap = shared.clone();
+        let totals: Arc<dyn Fn() -> Vec<(String, f64)> + Send + Sync> =
+            Arc::new(move || continuity::totals(&snap.load()));
+        let (q, stop, every) = (q.clone(), stop.clone(), push.fsync_interval);
+        tasks.spawn(async move {
+            flush_loop(q, every, totals, stop).await;
+            Ok("state")
+        });
+    }
     {
         let stop = stop.clone();
         let stats = Arc::new(HttpStats::default());
+        let push_view = queue
+            .clone()
+            .filter(|_| push.remote_write.is_some())
+            .map(|queue| server::PushView {
+                stats: push_stats.clone(),
+                queue,
+            });
         let app = server::App::new(
-            server::collectors(shared.clone(), &stats, &store),
+            server::collectors(shared.clone(), &stats, &store, push_view.as_ref()),
             store.clone(),
             shared.clone(),
             export_epoch,
             stats,
             serve.max_concurrent_scrapes,
             serve.health_stale_after.max(settings.drain_interval * 2),
-        );
+        )
+        .with_push(push_view);
         let router = server::router(app, serve.auth.clone(), serve.health_no_auth);
         tasks.spawn(async move {
             server::serve(listener, router, tls, stop).await?;
@@ -188,6 +252,12 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
             }
         }
         stop.cancel();
+    }
+    if let Some(q) = &queue {
+        // After the drain's last pass: commit what it appended at the end.
+        if let Err(e) = q.commit(&continuity::totals(&shared.load())) {
+            error!(error = %e, "final commit of the durable state failed");
+        }
     }
     match first_error {
         Some(e) => Err(e),

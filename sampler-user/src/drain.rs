@@ -22,9 +22,11 @@ use crate::{
     batch::{self, domains::DomainGrid, encode::render_labels, Family, SeriesKey, SharedStore},
     bpf::{BpfError, Sampler},
     cgroups::{CgroupLabels, Registry},
+    continuity::{self, Continuity},
     decode::decode,
     energy::{EnergyBooks, PackageEnergy},
     perf::boot_ns,
+    push::queue::{descriptor, Queue},
     snapshot::{CgroupEnergy, SharedSnapshot, Snapshot},
     units::Joules,
 };
@@ -70,6 +72,10 @@ pub struct Books {
     pub store: SharedStore,
     /// Batch points of the domains outside the attribution books.
     pub domains: DomainGrid,
+    /// The remote_write queue, when pushing.
+    pub push: Option<Arc<Queue>>,
+    /// Counter totals of the previous run, added to every energy counter.
+    pub continuity: Continuity,
 }
 
 pub struct Drainer {
@@ -97,6 +103,10 @@ pub struct Drainer {
     series_labels: HashMap<u64, Arc<CgroupLabels>>,
     /// Boot time of the newest counter reading.
     last_reading_ns: u64,
+    push: Option<Arc<Queue>>,
+    continuity: Continuity,
+    /// remote_write descriptor of each batch series.
+    descriptors: HashMap<SeriesKey, Arc<str>>,
 }
 
 impl Drainer {
@@ -134,6 +144,9 @@ impl Drainer {
             clock_offset: None,
             series_labels: HashMap::new(),
             last_reading_ns: 0,
+            push: books.push,
+            continuity: books.continuity,
+            descriptors: HashMap::new(),
         })
     }
 
@@ -286,16 +299,42 @@ impl Drainer {
             .chain(domain_points);
         for (package, domain, ms, j) in pkg {
             let key = SeriesKey::Package { package, domain };
+            let j = j + self.continuity.package(package, domain);
             let labels = || render_labels(&[("package", &package.to_string()), ("domain", domain)]);
             store.push(&key, Family::Package, labels, ms, j);
+            if let Some(q) = &self.push {
+                let d = self.descriptors.entry(key).or_insert_with(|| {
+                    let p = package.to_string();
+                    descriptor(continuity::PACKAGE, &[("package", &p), ("domain", domain)]).into()
+                });
+                q.append(d, ms, j);
+            }
         }
         for (&(id, ms, j), (l, changed)) in points.cgroups.iter().zip(labels) {
             let key = SeriesKey::Cgroup(id);
             if changed {
                 // A new label set (e.g. a cgroup resolved late) is a new series.
                 store.retire(&key);
+                self.descriptors.remove(&key);
             }
+            let j = j + self.continuity.cgroup(id, &l).0;
             store.push(&key, Family::Cgroup, || cgroup_labels(&l), ms, j);
+            if let Some(q) = &self.push {
+                let d = self.descriptors.entry(key).or_insert_with(|| {
+                    descriptor(
+                        continuity::CGROUP,
+                        &[
+                            ("cgroup", &l.cgroup),
+                            ("unit", &l.unit),
+                            ("runtime", &l.runtime),
+                            ("container_id", &l.container_id),
+                            ("pod_uid", &l.pod_uid),
+                        ],
+                    )
+                    .into()
+                });
+                q.append(d, ms, j);
+            }
         }
     }
 
@@ -377,7 +416,9 @@ impl Drainer {
         for id in d.fold {
             self.attribution.fold(id);
             store.retire(&SeriesKey::Cgroup(id));
+            self.descriptors.remove(&SeriesKey::Cgroup(id));
             self.series_labels.remove(&id);
+            self.continuity.forget_cgroup(id);
         }
         let now_ms = (wall_ns() / 1_000_000) as i64;
         store.expire(now_ms, now);
@@ -412,15 +453,17 @@ impl Drainer {
         for id in ids {
             let labels = self.cgroups.labels(id, now);
             if let Some(t) = self.attribution.cgroups().get(&id) {
-                cgroups.push(CgroupEnergy {
+                let e = CgroupEnergy {
                     labels,
                     joules: self.attribution.joules(t),
                     cpu_seconds: t.cpu_ns as f64 * 1e-9,
-                });
+                };
+                cgroups.push((id, e));
             }
         }
-        cgroups.sort_by(|a, b| a.labels.cgroup.cmp(&b.labels.cgroup));
-        s.cgroups = cgroups;
+        cgroups.sort_by(|a, b| a.1.labels.cgroup.cmp(&b.1.labels.cgroup));
+        let ids: Vec<u64> = cgroups.iter().map(|c| c.0).collect();
+        s.cgroups = cgroups.into_iter().map(|c| c.1).collect();
         s.cgroup_folds = self.cgroups.folds();
         (s.idle_closures, s.idle_closure_corrections) = self.attribution.closure_stats();
         s.cgroups_dead = self.cgroups.dead() as u64;
@@ -454,6 +497,7 @@ impl Drainer {
         } else {
             0.0
         };
+        self.continuity.apply(&mut s, &ids);
         self.snapshot.store(std::sync::Arc::new(s));
     }
 }

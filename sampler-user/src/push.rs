@@ -4,5 +4,47 @@
 //! `--fsync-interval`; the sender posts committed samples every
 //! `--push-interval` and removes what the receiver acknowledged.
 
+pub mod client;
 pub mod proto;
 pub mod queue;
+pub mod sender;
+pub mod stats;
+
+use std::{sync::Arc, time::Duration};
+
+use tokio_util::sync::CancellationToken;
+use tracing::{error, warn};
+
+use queue::Queue;
+
+/// Commits the queue's inbox (and the counter totals `totals()` gives)
+/// every `every`, and once more on stop.
+pub async fn flush_loop(
+    queue: Arc<Queue>,
+    every: Duration,
+    totals: Arc<dyn Fn() -> Vec<(String, f64)> + Send + Sync>,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let last = tokio::select! {
+            _ = stop.cancelled() => true,
+            _ = tick.tick() => false,
+        };
+        let q = queue.clone();
+        let t = totals.clone();
+        match tokio::task::spawn_blocking(move || q.commit(&t())).await {
+            Ok(Ok((_, dropped))) if dropped > 0 => warn!(
+                dropped,
+                "push queue full (--push-buffer): dropped the oldest samples (counted in ergon_push_samples_dropped_total)"
+            ),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => error!(error = %e, "committing the push queue failed; retrying at the next interval"),
+            Err(e) => error!(error = %e, "committing the push queue panicked"),
+        }
+        if last {
+            break;
+        }
+    }
+}

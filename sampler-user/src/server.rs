@@ -87,6 +87,15 @@ pub struct App {
     pub max_scrapes: usize,
     /// `/health` is unhealthy past this reading age.
     pub health_stale_after: Duration,
+    /// The push path, when remote_write is on (for `/health`).
+    pub push: Option<PushView>,
+}
+
+/// What `/health` and `/metrics` read of the push path.
+#[derive(Clone, Debug)]
+pub struct PushView {
+    pub stats: Arc<crate::push::stats::PushStats>,
+    pub queue: Arc<crate::push::queue::Queue>,
 }
 
 impl App {
@@ -108,7 +117,13 @@ impl App {
             limiter: Arc::new(Semaphore::new(max_scrapes)),
             max_scrapes,
             health_stale_after,
+            push: None,
         }
+    }
+
+    pub fn with_push(mut self, push: Option<PushView>) -> Self {
+        self.push = push;
+        self
     }
 }
 
@@ -118,6 +133,7 @@ pub fn collectors(
     snapshot: SharedSnapshot,
     stats: &Arc<HttpStats>,
     store: &SharedStore,
+    push: Option<&PushView>,
 ) -> Vec<NamedCollector> {
     let energy = Arc::new(crate::metrics::registry(snapshot));
     let mut own = prometheus_client::registry::Registry::default();
@@ -130,6 +146,12 @@ pub fn collectors(
         stats: stats.clone(),
         store: store.clone(),
     }));
+    if let Some(p) = push {
+        own.register_collector(Box::new(crate::push::stats::PushCollector {
+            stats: p.stats.clone(),
+            queue: p.queue.clone(),
+        }));
+    }
     let own = Arc::new(own);
     vec![
         NamedCollector {

@@ -309,7 +309,7 @@ fn auth(
     }
 }
 
-fn secret_file(field: &'static str, path: &PathBuf) -> Result<String, ConfigError> {
+pub(super) fn secret_file(field: &'static str, path: &PathBuf) -> Result<String, ConfigError> {
     let s = std::fs::read_to_string(path).map_err(|e| {
         invalid(
             field,

@@ -66,7 +66,11 @@ pub struct Queued {
 /// Label pairs of a series as stored: `name=value` lines, sorted by name,
 /// `__name__` first, empty values left out (Prometheus drops them anyway).
 pub fn descriptor(name: &str, labels: &[(&str, &str)]) -> String {
-    let mut pairs: Vec<(&str, &str)> = labels.iter().copied().filter(|(_, v)| !v.is_empty()).collect();
+    let mut pairs: Vec<(&str, &str)> = labels
+        .iter()
+        .copied()
+        .filter(|(_, v)| !v.is_empty())
+        .collect();
     pairs.sort();
     let mut s = format!("__name__={name}");
     for (k, v) in pairs {
@@ -130,7 +134,10 @@ impl Queue {
         let tx = db.begin_write().map_err(|x| e(&x))?;
         {
             let mut meta = tx.open_table(META).map_err(|x| e(&x))?;
-            let found = meta.get("format").map_err(|x| e(&x))?.map(|v| v.value().to_owned());
+            let found = meta
+                .get("format")
+                .map_err(|x| e(&x))?
+                .map(|v| v.value().to_owned());
             match found {
                 Some(f) if f == FORMAT => {}
                 Some(f) => {

@@ -10,11 +10,17 @@ fn desc(name: &str) -> Arc<str> {
 #[test]
 fn descriptors_sort_labels_and_drop_empty_values() {
     let d = desc("ergon_package_energy_joules_total");
-    assert_eq!(&*d, "__name__=ergon_package_energy_joules_total\ndomain=pkg\npackage=0");
+    assert_eq!(
+        &*d,
+        "__name__=ergon_package_energy_joules_total\ndomain=pkg\npackage=0"
+    );
     assert_eq!(
         pairs(&d),
         vec![
-            ("__name__".to_string(), "ergon_package_energy_joules_total".to_string()),
+            (
+                "__name__".to_string(),
+                "ergon_package_energy_joules_total".to_string()
+            ),
             ("domain".to_string(), "pkg".to_string()),
             ("package".to_string(), "0".to_string()),
         ]
@@ -47,7 +53,10 @@ fn committed_samples_and_totals_survive_a_reopen() {
     q.append(&d, 3000, 1.0);
     q.commit(&[]).expect("commit");
     let got = q.peek(100).expect("peek");
-    assert_eq!(got.last().map(|s| (s.ts, s.seq > got[9].seq)), Some((3000, true)));
+    assert_eq!(
+        got.last().map(|s| (s.ts, s.seq > got[9].seq)),
+        Some((3000, true))
+    );
 }
 
 #[test]
@@ -75,14 +84,19 @@ fn removal_is_a_prefix_and_acknowledged_timestamps_persist() {
         }
         q.commit(&[]).expect("commit");
         let got = q.peek(3).expect("peek");
-        let removed = q.remove_through(got[2].seq, &[(got[2].series, got[2].ts)]).expect("remove");
+        let removed = q
+            .remove_through(got[2].seq, &[(got[2].series, got[2].ts)])
+            .expect("remove");
         assert_eq!(removed, 3);
         assert_eq!(q.len(), 3);
         assert_eq!(q.acked(got[2].series), Some(12));
     }
     let q = Queue::open(dir.path(), 100).expect("reopen");
     let got = q.peek(10).expect("peek");
-    assert_eq!(got.iter().map(|s| s.ts).collect::<Vec<_>>(), vec![13, 14, 15]);
+    assert_eq!(
+        got.iter().map(|s| s.ts).collect::<Vec<_>>(),
+        vec![13, 14, 15]
+    );
     assert_eq!(q.acked(got[0].series), Some(12));
 }
 
@@ -90,10 +104,24 @@ fn removal_is_a_prefix_and_acknowledged_timestamps_persist() {
 fn a_foreign_or_corrupt_file_is_refused_and_left_alone() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join(FILE);
-    std::fs::write(&path, b"definitely not a database, and long enough to look like one to a reader").expect("write");
-    let e = Queue::open(dir.path(), 10).err().expect("corrupt").to_string();
-    assert!(e.contains(&path.display().to_string()) && e.contains("move it aside"), "{e}");
-    assert!(std::fs::read(&path).expect("still there").starts_with(b"definitely"), "never wiped");
+    std::fs::write(
+        &path,
+        b"definitely not a database, and long enough to look like one to a reader",
+    )
+    .expect("write");
+    let e = Queue::open(dir.path(), 10)
+        .expect_err("corrupt")
+        .to_string();
+    assert!(
+        e.contains(&path.display().to_string()) && e.contains("move it aside"),
+        "{e}"
+    );
+    assert!(
+        std::fs::read(&path)
+            .expect("still there")
+            .starts_with(b"definitely"),
+        "never wiped"
+    );
 
     let other = tempfile::tempdir().expect("tempdir");
     {
@@ -101,18 +129,26 @@ fn a_foreign_or_corrupt_file_is_refused_and_left_alone() {
         let tx = db.begin_write().expect("tx");
         {
             let t: TableDefinition<&str, u64> = TableDefinition::new("someone_elses");
-            tx.open_table(t).expect("table").insert("k", 1).expect("insert");
+            tx.open_table(t)
+                .expect("table")
+                .insert("k", 1)
+                .expect("insert");
         }
         tx.commit().expect("commit");
     }
-    let e = Queue::open(other.path(), 10).err().expect("foreign").to_string();
-    assert!(e.contains("not an Ergon state database") && e.contains("someone_elses"), "{e}");
+    let e = Queue::open(other.path(), 10)
+        .expect_err("foreign")
+        .to_string();
+    assert!(
+        e.contains("not an Ergon state database") && e.contains("someone_elses"),
+        "{e}"
+    );
 }
 
 #[test]
 fn a_second_daemon_on_the_same_state_dir_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let _q = Queue::open(dir.path(), 10).expect("open");
-    let e = Queue::open(dir.path(), 10).err().expect("locked").to_string();
+    let e = Queue::open(dir.path(), 10).expect_err("locked").to_string();
     assert!(e.contains("--state-dir"), "{e}");
 }

@@ -3,7 +3,9 @@
 //! while the sampler produces data; 503 with the same fields, `"status":
 //! "unhealthy"` and an `error` when its newest energy reading is older than
 //! the threshold. "Scrape" in that document is the sampler's read of the
-//! energy source; push does not exist yet, so `lastPushTime` is null.
+//! energy source. With remote_write, `lastPushTime` is the last acknowledged
+//! push and `bufferedSamples` the samples waiting for the receiver; without
+//! it, `lastPushTime` is null and `bufferedSamples` the batch store's size.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -50,13 +52,14 @@ pub fn report(
     now_unix: f64,
     threshold: Duration,
     buffered: usize,
+    last_push_unix: Option<f64>,
 ) -> (StatusCode, Health) {
     let age = now_unix - last_unix;
     let healthy = last_unix > 0.0 && age <= threshold.as_secs_f64();
     let mut v = Health {
         status: if healthy { "healthy" } else { "unhealthy" },
         last_scrape_time: rfc3339(last_unix),
-        last_push_time: None,
+        last_push_time: last_push_unix.and_then(rfc3339),
         buffered_samples: buffered,
         error: None,
     };
@@ -85,8 +88,15 @@ pub async fn handler(State(app): State<App>) -> Response {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
-    let buffered = batch::lock(&app.store).len();
-    let (code, body) = report(last, now, app.health_stale_after, buffered);
+    // Pushing: the samples waiting for the receiver; else the batch store.
+    let (buffered, last_push) = match &app.push {
+        Some(p) => (
+            (p.queue.len() as usize) + p.queue.in_memory(),
+            p.stats.last_push_unix(),
+        ),
+        None => (batch::lock(&app.store).len(), None),
+    };
+    let (code, body) = report(last, now, app.health_stale_after, buffered, last_push);
     app.stats.observe(ENDPOINT, started.elapsed().as_secs_f64());
     let json = serde_json::to_string(&body).unwrap_or_else(|_| "{}".into());
     (

@@ -1,0 +1,300 @@
+//! Settings of remote_write and of the durable state. Secrets come from
+//! files or `ERGON_*` variables only.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::Args;
+
+use super::{invalid, parse_duration, serve::Auth, ConfigError, FileConfig};
+
+pub const DEFAULT_PUSH_INTERVAL: Duration = Duration::from_secs(15);
+pub const DEFAULT_MAX_SAMPLES: usize = 10_000;
+pub const DEFAULT_PUSH_BUFFER: u64 = 5_000_000;
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/ergon";
+pub const DEFAULT_FSYNC_INTERVAL: Duration = Duration::from_secs(1);
+pub const PASSWORD_ENV: &str = "ERGON_REMOTE_WRITE_PASSWORD";
+pub const TOKEN_ENV: &str = "ERGON_REMOTE_WRITE_BEARER_TOKEN";
+
+#[derive(Args, Clone, Debug, Default)]
+pub struct PushArgs {
+    /// Push every batch sample to this Prometheus remote_write endpoint
+    /// (e.g. http://prometheus:9090/api/v1/write).
+    #[arg(long, env = "ERGON_REMOTE_WRITE_URL")]
+    pub remote_write_url: Option<String>,
+
+    /// Basic-auth user for remote_write; the password comes from
+    /// --remote-write-password-file or ERGON_REMOTE_WRITE_PASSWORD.
+    #[arg(long, env = "ERGON_REMOTE_WRITE_USERNAME")]
+    pub remote_write_username: Option<String>,
+
+    /// File holding the remote_write basic-auth password.
+    #[arg(long, env = "ERGON_REMOTE_WRITE_PASSWORD_FILE")]
+    pub remote_write_password_file: Option<PathBuf>,
+
+    /// File holding a bearer token for remote_write (or ERGON_REMOTE_WRITE_BEARER_TOKEN).
+    #[arg(long, env = "ERGON_REMOTE_WRITE_BEARER_TOKEN_FILE")]
+    pub remote_write_bearer_token_file: Option<PathBuf>,
+
+    /// PEM CA certificates to trust for an https remote_write URL
+    /// [default: the system's roots].
+    #[arg(long, env = "ERGON_REMOTE_WRITE_CA_FILE")]
+    pub remote_write_ca_file: Option<PathBuf>,
+
+    /// Most samples per remote_write request [default: 10000].
+    #[arg(long, env = "ERGON_REMOTE_WRITE_MAX_SAMPLES")]
+    pub remote_write_max_samples: Option<usize>,
+
+    /// Extra request header `NAME=VALUE` (repeatable; env: comma-separated).
+    #[arg(
+        long = "remote-write-header",
+        env = "ERGON_REMOTE_WRITE_HEADERS",
+        value_delimiter = ','
+    )]
+    pub remote_write_headers: Vec<String>,
+
+    /// Label `NAME=VALUE` added to every pushed series, e.g. `node=web-1`
+    /// (repeatable; env: comma-separated).
+    #[arg(
+        long = "external-label",
+        env = "ERGON_EXTERNAL_LABELS",
+        value_delimiter = ','
+    )]
+    pub external_labels: Vec<String>,
+
+    /// How often to push [default: 15s].
+    #[arg(long, env = "ERGON_PUSH_INTERVAL")]
+    pub push_interval: Option<String>,
+
+    /// Most samples queued for remote_write; the oldest are dropped beyond
+    /// (counted) [default: 5000000].
+    #[arg(long, env = "ERGON_PUSH_BUFFER")]
+    pub push_buffer: Option<u64>,
+
+    /// Where the push queue and the counter totals live [default: /var/lib/ergon].
+    /// Without --remote-write-url, state is kept only when this is given.
+    #[arg(long, env = "ERGON_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Most time a sample is held only in memory before it is committed
+    /// to disk [default: 1s].
+    #[arg(long, env = "ERGON_FSYNC_INTERVAL")]
+    pub fsync_interval: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct RemoteWrite {
+    pub url: String,
+    pub auth: Option<Auth>,
+    pub ca_file: Option<PathBuf>,
+    pub max_samples: usize,
+    pub headers: Vec<(String, String)>,
+    pub external_labels: Vec<(String, String)>,
+    pub interval: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct PushSettings {
+    pub remote_write: Option<RemoteWrite>,
+    /// Where durable state lives (None: nothing is kept across restarts).
+    pub state_dir: Option<PathBuf>,
+    pub push_buffer: u64,
+    pub fsync_interval: Duration,
+}
+
+fn pairs(
+    field: &'static str,
+    items: &[String],
+    fix: &'static str,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    items
+        .iter()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| match s.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
+            _ => Err(invalid(field, s.clone(), "expected NAME=VALUE", fix)),
+        })
+        .collect()
+}
+
+fn valid_label_name(n: &str) -> bool {
+    let mut b = n.bytes();
+    b.next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
+        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
+        && !n.starts_with("__")
+}
+
+impl PushArgs {
+    pub fn settings(
+        &self,
+        file: &FileConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<PushSettings, ConfigError> {
+        let url = self
+            .remote_write_url
+            .clone()
+            .or(file.remote_write_url.clone());
+        let interval = match self.push_interval.as_ref().or(file.push_interval.as_ref()) {
+            Some(s) => parse_duration(
+                "push_interval",
+                s,
+                Duration::from_millis(100),
+                Duration::from_secs(3600),
+                "pass e.g. --push-interval 15s (100ms..1h)",
+            )?,
+            None => DEFAULT_PUSH_INTERVAL,
+        };
+        let fsync_interval = match self
+            .fsync_interval
+            .as_ref()
+            .or(file.fsync_interval.as_ref())
+        {
+            Some(s) => parse_duration(
+                "fsync_interval",
+                s,
+                Duration::from_millis(10),
+                Duration::from_secs(60),
+                "pass e.g. --fsync-interval 1s (10ms..60s)",
+            )?,
+            None => DEFAULT_FSYNC_INTERVAL,
+        };
+        let push_buffer = self
+            .push_buffer
+            .or(file.push_buffer)
+            .unwrap_or(DEFAULT_PUSH_BUFFER);
+        if !(1000..=1_000_000_000).contains(&push_buffer) {
+            return Err(invalid(
+                "push_buffer",
+                push_buffer.to_string(),
+                "must be between 1000 and 1000000000 samples",
+                "pass e.g. --push-buffer 5000000",
+            ));
+        }
+        let state_dir = self.state_dir.clone().or(file.state_dir.clone());
+        let remote_write = match url {
+            None => None,
+            Some(url) => {
+                let lower = url.to_ascii_lowercase();
+                if !(lower.starts_with("http://") || lower.starts_with("https://"))
+                    || url.parse::<hyper::Uri>().is_err()
+                {
+                    return Err(invalid(
+                        "remote_write_url",
+                        url,
+                        "is not an http:// or https:// URL",
+                        "pass e.g. --remote-write-url http://prometheus:9090/api/v1/write",
+                    ));
+                }
+                let max_samples = self
+                    .remote_write_max_samples
+                    .or(file.remote_write_max_samples)
+                    .unwrap_or(DEFAULT_MAX_SAMPLES);
+                if !(1..=1_000_000).contains(&max_samples) {
+                    return Err(invalid(
+                        "remote_write_max_samples",
+                        max_samples.to_string(),
+                        "must be between 1 and 1000000",
+                        "pass e.g. --remote-write-max-samples 10000",
+                    ));
+                }
+                let mut headers = self.remote_write_headers.clone();
+                headers.extend(file.remote_write_headers.clone().unwrap_or_default());
+                let headers = pairs(
+                    "remote_write_header",
+                    &headers,
+                    "pass --remote-write-header NAME=VALUE, e.g. X-Scope-OrgID=team-a",
+                )?;
+                let mut labels = self.external_labels.clone();
+                labels.extend(file.external_labels.clone().unwrap_or_default());
+                let external_labels = pairs(
+                    "external_label",
+                    &labels,
+                    "pass --external-label NAME=VALUE, e.g. node=web-1",
+                )?;
+                if let Some((k, _)) = external_labels.iter().find(|(k, _)| !valid_label_name(k)) {
+                    return Err(invalid(
+                        "external_label",
+                        k.clone(),
+                        "is not a valid label name",
+                        "use letters, digits and _, not starting with a digit or __",
+                    ));
+                }
+                let username = self
+                    .remote_write_username
+                    .clone()
+                    .or(file.remote_write_username.clone());
+                let password = match self
+                    .remote_write_password_file
+                    .clone()
+                    .or(file.remote_write_password_file.clone())
+                {
+                    Some(p) => Some(super::serve::secret_file("remote_write_password_file", &p)?),
+                    None => env(PASSWORD_ENV),
+                };
+                let token = match self
+                    .remote_write_bearer_token_file
+                    .clone()
+                    .or(file.remote_write_bearer_token_file.clone())
+                {
+                    Some(p) => Some(super::serve::secret_file(
+                        "remote_write_bearer_token_file",
+                        &p,
+                    )?),
+                    None => env(TOKEN_ENV),
+                };
+                let auth = match (username, password, token) {
+                    (Some(_), _, Some(_)) => {
+                        return Err(invalid(
+                            "remote_write_username",
+                            String::new(),
+                            "basic auth and a bearer token are both configured",
+                            "configure one of --remote-write-username or --remote-write-bearer-token-file",
+                        ))
+                    }
+                    (Some(username), Some(password), None) => Some(Auth::Basic { username, password }),
+                    (Some(username), None, None) => {
+                        return Err(invalid(
+                            "remote_write_username",
+                            username,
+                            "has no password",
+                            "pass --remote-write-password-file, or set ERGON_REMOTE_WRITE_PASSWORD",
+                        ))
+                    }
+                    (None, Some(_), None) => {
+                        return Err(invalid(
+                            "remote_write_password_file",
+                            String::new(),
+                            "a password without a user name",
+                            "pass --remote-write-username too",
+                        ))
+                    }
+                    (None, _, Some(token)) => Some(Auth::Bearer { token }),
+                    (None, None, None) => None,
+                };
+                Some(RemoteWrite {
+                    url,
+                    auth,
+                    ca_file: self
+                        .remote_write_ca_file
+                        .clone()
+                        .or(file.remote_write_ca_file.clone()),
+                    max_samples,
+                    headers,
+                    external_labels,
+                    interval,
+                })
+            }
+        };
+        let state_dir = match (&remote_write, state_dir) {
+            (_, Some(d)) => Some(d),
+            (Some(_), None) => Some(PathBuf::from(DEFAULT_STATE_DIR)),
+            (None, None) => None,
+        };
+        Ok(PushSettings {
+            remote_write,
+            state_dir,
+            push_buffer,
+            fsync_interval,
+        })
+    }
+}

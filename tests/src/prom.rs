@@ -41,6 +41,18 @@ pub struct Prometheus {
     child: Child,
     pub addr: String,
     _dir: tempfile_dir::Dir,
+    args: Vec<String>,
+    /// `Authorization` header value for its API, when basic auth is on.
+    auth: Option<String>,
+}
+
+/// Options beyond scrape jobs.
+#[derive(Default)]
+pub struct Options<'a> {
+    /// Accept remote_write on /api/v1/write.
+    pub remote_write_receiver: bool,
+    /// Require basic auth (user, password) on every endpoint.
+    pub basic_auth: Option<(&'a str, &'a str)>,
 }
 
 mod tempfile_dir {
@@ -56,6 +68,10 @@ mod tempfile_dir {
 impl Prometheus {
     /// Starts Prometheus with `jobs` (honor_timestamps: true) and waits until ready.
     pub fn start(jobs: &[Job<'_>]) -> Prometheus {
+        Self::start_with(jobs, &Options::default())
+    }
+
+    pub fn start_with(jobs: &[Job<'_>], opts: &Options<'_>) -> Prometheus {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let dir = std::env::temp_dir().join(format!("ergon-prom-{}-{port}", std::process::id()));
@@ -73,33 +89,76 @@ impl Prometheus {
         }
         let cfg_path = dir.join("prometheus.yml");
         std::fs::write(&cfg_path, cfg).expect("write prometheus.yml");
-        let log = std::fs::File::create(dir.join("prometheus.log")).expect("log file");
-        let child = Command::new(peer_bin("prometheus", "prometheus"))
-            .arg(format!("--config.file={}", cfg_path.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address={addr}"))
+        let mut args = vec![
+            format!("--config.file={}", cfg_path.display()),
+            format!("--storage.tsdb.path={}", dir.join("data").display()),
+            format!("--web.listen-address={addr}"),
+        ];
+        if opts.remote_write_receiver {
+            args.push("--web.enable-remote-write-receiver".into());
+        }
+        let mut auth = None;
+        if let Some((user, password)) = opts.basic_auth {
+            let hash = bcrypt::hash(password, 4).expect("bcrypt");
+            let web = dir.join("web.yml");
+            std::fs::write(&web, format!("basic_auth_users:\n  {user}: {hash}\n"))
+                .expect("web.yml");
+            args.push(format!("--web.config.file={}", web.display()));
+            use base64::Engine;
+            auth = Some(format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+            ));
+        }
+        let mut p = Prometheus {
+            child: Self::spawn(&dir, &args),
+            addr,
+            _dir: tempfile_dir::Dir(dir),
+            args,
+            auth,
+        };
+        p.wait_ready();
+        p
+    }
+
+    fn spawn(dir: &std::path::Path, args: &[String]) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("prometheus.log"))
+            .expect("log file");
+        Command::new(peer_bin("prometheus", "prometheus"))
+            .args(args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("start prometheus");
-        let p = Prometheus {
-            child,
-            addr,
-            _dir: tempfile_dir::Dir(dir),
-        };
+            .expect("start prometheus")
+    }
+
+    fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while http_get_status(&p.addr, "/-/ready", &[]).map(|r| r.0) != Some(200) {
+        let auth = self.auth.clone();
+        let headers: Vec<(&str, &str)> = auth
+            .as_deref()
+            .map(|a| vec![("Authorization", a)])
+            .unwrap_or_default();
+        while http_get_status(&self.addr, "/-/ready", &headers).map(|r| r.0) != Some(200) {
             assert!(
                 Instant::now() < deadline,
                 "prometheus not ready within 30 s:\n{}",
-                p.log()
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        p
+    }
+
+    /// Stops it (SIGTERM, by PID) and leaves it down for `down`, then
+    /// starts it again on the same port and data.
+    pub fn restart_after(&mut self, down: Duration) {
+        self.terminate();
+        std::thread::sleep(down);
+        self.child = Self::spawn(&self._dir.0, &self.args);
+        self.wait_ready();
     }
 
     pub fn log(&self) -> String {
@@ -111,7 +170,13 @@ impl Prometheus {
     pub fn raw(&self, selector: &str, range: &str) -> BTreeMap<String, Vec<(i64, f64)>> {
         let q = format!("{selector}[{range}]");
         let path = format!("/api/v1/query?query={}", urlencode(&q));
-        let (status, body) = http_get_status(&self.addr, &path, &[]).expect("query prometheus");
+        let auth = self.auth.clone();
+        let headers: Vec<(&str, &str)> = auth
+            .as_deref()
+            .map(|a| vec![("Authorization", a)])
+            .unwrap_or_default();
+        let (status, body) =
+            http_get_status(&self.addr, &path, &headers).expect("query prometheus");
         assert_eq!(status, 200, "query {q}: {body}");
         let v: serde_json::Value = serde_json::from_str(&body).expect("prometheus json");
         let mut out = BTreeMap::new();
@@ -139,6 +204,20 @@ impl Prometheus {
             out.insert(labels, points);
         }
         out
+    }
+
+    /// The raw JSON answer of an instant query.
+    pub fn raw_query(&self, q: &str) -> String {
+        let auth = self.auth.clone();
+        let headers: Vec<(&str, &str)> = auth
+            .as_deref()
+            .map(|a| vec![("Authorization", a)])
+            .unwrap_or_default();
+        let path = format!("/api/v1/query?query={}", urlencode(q));
+        let (status, body) =
+            http_get_status(&self.addr, &path, &headers).expect("query prometheus");
+        assert_eq!(status, 200, "query {q}: {body}");
+        body
     }
 
     /// Stops Prometheus by PID (SIGTERM, then wait).

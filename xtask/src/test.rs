@@ -41,6 +41,7 @@ pub fn test(root: &Path) -> Result<()> {
         bail!("the privileged tests load BPF programs: run `cargo xtask test` as root");
     }
     peers::ensure(root, "prometheus", "prometheus")?;
+    peers::ensure(root, "victoria-metrics", "victoria-metrics")?;
     let mut privileged = cargo(&["test", "--release", "-p", "tests", "--", "--test-threads=1"]);
     privileged
         .env("ERGON_BIN", &bin)

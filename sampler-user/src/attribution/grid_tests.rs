@@ -162,3 +162,43 @@ fn run_at_one_watt_from(a: &mut Attributor, t0: u64, t1: u64) {
         a.advance();
     }
 }
+
+#[test]
+fn a_wall_clock_step_never_sends_a_series_back_in_time() {
+    let mut a = engine(&[(0, &[0])], 100);
+    a.set_clock_offset(0);
+    run_at_one_watt(&mut a, 0, 20 * MS, MS / 2);
+    let before = a.take_points().packages;
+    assert_eq!(before.last().map(|p| p.1), Some(20));
+    // The wall clock steps back 2 s: nothing until it passes 20 ms again.
+    a.set_clock_offset(-2_000 * MS as i128);
+    run_at_one_watt_from_ms(&mut a, 20, 2_030);
+    let after = a.take_points().packages;
+    let ms: Vec<i64> = after.iter().map(|p| p.1).collect();
+    assert!(ms.windows(2).all(|w| w[1] > w[0]), "strictly increasing");
+    assert_eq!(
+        ms.first(),
+        Some(&21),
+        "resumes after the last sample sent: {:?}",
+        &ms[..3]
+    );
+    // Then steps forward 5 s: timestamps jump, never repeat.
+    a.set_clock_offset(3_000 * MS as i128);
+    run_at_one_watt_from_ms(&mut a, 2_030, 2_040);
+    let jumped = a.take_points().packages;
+    assert_eq!(jumped.first().map(|p| p.1), Some(5_031));
+}
+
+/// Continues [`run_at_one_watt`]'s CPU 0 pattern from `from` to `to` ms (boot).
+fn run_at_one_watt_from_ms(a: &mut Attributor, from: u64, to: u64) {
+    let mut t = from * MS;
+    while t < to * MS {
+        let next = t + MS / 2;
+        a.on_span(&rec(0, t, next, 0, &[(7, MS / 2)]));
+        if next.is_multiple_of(MS) {
+            a.on_reading(0, next, u128::from(next / MS));
+        }
+        t = next;
+        a.advance();
+    }
+}

@@ -8,17 +8,14 @@ use tokio::{io::unix::AsyncFd, signal::unix::SignalKind, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use std::sync::{atomic::AtomicU64, Arc, Mutex};
+use std::sync::Arc;
 
 use crate::{
-    attribution::{Attributor, GridConfig, PackageSpec},
-    batch::{domains::DomainGrid, SharedStore, Store},
-    bpf::{BpfError, LoadOptions, Sampler},
-    cgroups::{self, Registry},
+    bpf::BpfError,
     config::Settings,
     continuity::{self, Continuity},
-    drain::{Books, DrainError, Drainer},
-    energy::EnergyBooks,
+    drain::DrainError,
+    pipeline::{self, Extras, Pipeline, PipelineError},
     push::{
         client::{ClientError, Remote},
         flush_loop,
@@ -27,7 +24,6 @@ use crate::{
         stats::PushStats,
     },
     server::{self, stats::HttpStats},
-    snapshot::{self, Snapshot},
     source::{self, SourceError},
     topology::{Topology, TopologyError},
 };
@@ -44,6 +40,8 @@ pub enum DaemonError {
     Serve(#[from] server::ServeError),
     #[error(transparent)]
     Drain(#[from] DrainError),
+    #[error(transparent)]
+    Pipeline(#[from] Box<PipelineError>),
     #[error("installing the signal handler failed")]
     Signal {
         #[source]
@@ -94,70 +92,32 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         Some(rw) => Some(Remote::new(rw)?),
         None => None,
     };
-    let mut sampler = Sampler::load(
+    let Pipeline {
+        drainer,
+        snapshot: shared,
+        store,
+        export_epoch,
+        logger,
+        attached_cpus,
+    } = pipeline::build(
+        &settings,
         &plan,
         &topo,
-        &LoadOptions {
-            period_ns: settings.period.as_nanos() as u64,
-            ringbuf_bytes: settings.ringbuf_bytes,
+        Extras {
+            push: queue.clone().filter(|_| remote.is_some()),
+            continuity: Continuity::new(queue.as_ref().map(|q| q.totals()).unwrap_or_default()),
         },
-    )?;
+    )
+    .map_err(Box::new)?;
     info!(
-        cpus = ?sampler.attached_cpus,
+        cpus = ?attached_cpus,
         period = %humantime::format_duration(settings.period),
         listen = %settings.listen,
         "kernel programs attached; serving /metrics"
     );
-    let logger = sampler.take_logger();
-    let ring = sampler.take_ringbuf()?;
-    let cpus: Vec<(u32, u32)> = topo.cpus.iter().map(|c| (c.cpu, c.package)).collect();
-    let cgroup_root = cgroups::v2_root(&settings.root);
-    match &cgroup_root {
-        Some(r) => info!(root = %r.display(), "cgroup v2 hierarchy for cgroup identity"),
-        None => warn!(
-            cgroup_root = %settings.root.cgroup.display(),
-            "no cgroup v2 hierarchy at --cgroup-root or its unified/ child: cgroups are labelled by id only"
-        ),
-    }
-    let export_epoch = Arc::new(AtomicU64::new(0));
-    let store: SharedStore = Arc::new(Mutex::new(Store::new(
-        serve.batch_buffer,
-        serve.consumer_ttl,
-    )));
-    let package_res_ns = serve.batch_resolution.as_nanos() as u64;
-    let books = Books {
-        energy: EnergyBooks::new(&plan, &cpus),
-        attribution: Attributor::new(PackageSpec::from_plan(&plan, &topo)).with_grid(GridConfig {
-            package_res_ns,
-            cgroup_res_ns: serve.cgroup_batch_resolution.as_nanos() as u64,
-        }),
-        store: store.clone(),
-        domains: DomainGrid::new(
-            plan.counters
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| c.domain != 0 && !plan.per_cpu)
-                .filter_map(|(i, c)| {
-                    let name = sampler_common::DOMAIN_NAMES.get(c.domain)?;
-                    Some((i, c.package, *name, c.joules_per_count))
-                }),
-            package_res_ns,
-        ),
-        cgroups: Registry::new(cgroup_root, settings.cgroup_retention, settings.max_cgroups),
-        export_epoch: export_epoch.clone(),
-        idle_silence: (settings.period * 4).max(std::time::Duration::from_millis(20)),
-        push: queue.clone().filter(|_| remote.is_some()),
-        continuity: Continuity::new(queue.as_ref().map(|q| q.totals()).unwrap_or_default()),
-    };
-    let shared = snapshot::shared(Snapshot {
-        source: plan.source.name(),
-        period_seconds: settings.period.as_secs_f64(),
-        ..Snapshot::default()
-    });
 
     let stop = CancellationToken::new();
     let mut tasks: JoinSet<Result<&'static str, DaemonError>> = JoinSet::new();
-    let drainer = Drainer::new(sampler, ring, books, shared.clone())?;
     {
         let stop = stop.clone();
         let every = settings.drain_interval;

@@ -3,7 +3,13 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ergon::{check, config::RunArgs, daemon, source::chain};
+use ergon::{
+    check,
+    config::RunArgs,
+    daemon,
+    measure::{self, MeasureArgs},
+    source::chain,
+};
 use tracing_subscriber::EnvFilter;
 
 /// Measures CPU energy with eBPF at sub-millisecond cadence and serves it to Prometheus.
@@ -20,6 +26,8 @@ enum Cmd {
     Run(RunArgs),
     /// Report what this machine offers and what `--source auto` would pick.
     Check(RunArgs),
+    /// Run a command and report its energy: `ergon measure [OPTIONS] -- CMD [ARGS…]`.
+    Measure(MeasureArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +63,20 @@ fn main() -> ExitCode {
             Ok(s) => check::run(&s),
             Err(e) => fail(&e),
         },
+        Cmd::Measure(args) => {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => return fail(&e),
+            };
+            match rt.block_on(measure::run(args)) {
+                // The command's own exit code (0..=255).
+                Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+                Err(e) => fail(&e),
+            }
+        }
     }
 }
 

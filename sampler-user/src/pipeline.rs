@@ -1,0 +1,126 @@
+//! The sampling pipeline `ergon run` and `ergon measure` share: load and
+//! attach the kernel programs for a plan, and build the drain with its
+//! books, snapshot and batch store.
+
+use std::{
+    sync::{atomic::AtomicU64, Arc, Mutex},
+    time::Duration,
+};
+
+use aya_log::EbpfLogger;
+use tracing::{info, warn};
+
+use crate::{
+    attribution::{Attributor, GridConfig, PackageSpec},
+    batch::{domains::DomainGrid, SharedStore, Store},
+    bpf::{BpfError, LoadOptions, Sampler},
+    cgroups::{self, Registry},
+    config::Settings,
+    continuity::Continuity,
+    drain::{Books, DrainError, Drainer},
+    energy::EnergyBooks,
+    push::queue::Queue,
+    snapshot::{self, SharedSnapshot, Snapshot},
+    source::Plan,
+    topology::Topology,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Bpf(#[from] BpfError),
+    #[error(transparent)]
+    Drain(#[from] DrainError),
+}
+
+/// What the daemon adds beyond sampling.
+#[derive(Default)]
+pub struct Extras {
+    /// remote_write queue the drain appends batch points to.
+    pub push: Option<Arc<Queue>>,
+    /// Counter totals of the previous run.
+    pub continuity: Continuity,
+}
+
+pub struct Pipeline {
+    pub drainer: Drainer,
+    pub snapshot: SharedSnapshot,
+    pub store: SharedStore,
+    /// Incremented by every `/metrics` body written.
+    pub export_epoch: Arc<AtomicU64>,
+    pub logger: Option<EbpfLogger<&'static dyn log::Log>>,
+    pub attached_cpus: Vec<u32>,
+}
+
+pub fn build(
+    settings: &Settings,
+    plan: &Plan,
+    topo: &Topology,
+    extras: Extras,
+) -> Result<Pipeline, PipelineError> {
+    let serve = &settings.serve;
+    let mut sampler = Sampler::load(
+        plan,
+        topo,
+        &LoadOptions {
+            period_ns: settings.period.as_nanos() as u64,
+            ringbuf_bytes: settings.ringbuf_bytes,
+        },
+    )?;
+    let attached_cpus = sampler.attached_cpus.clone();
+    let logger = sampler.take_logger();
+    let ring = sampler.take_ringbuf()?;
+    let cpus: Vec<(u32, u32)> = topo.cpus.iter().map(|c| (c.cpu, c.package)).collect();
+    let cgroup_root = cgroups::v2_root(&settings.root);
+    match &cgroup_root {
+        Some(r) => info!(root = %r.display(), "cgroup v2 hierarchy for cgroup identity"),
+        None => warn!(
+            cgroup_root = %settings.root.cgroup.display(),
+            "no cgroup v2 hierarchy at --cgroup-root or its unified/ child: cgroups are labelled by id only"
+        ),
+    }
+    let export_epoch = Arc::new(AtomicU64::new(0));
+    let store: SharedStore = Arc::new(Mutex::new(Store::new(
+        serve.batch_buffer,
+        serve.consumer_ttl,
+    )));
+    let package_res_ns = serve.batch_resolution.as_nanos() as u64;
+    let books = Books {
+        energy: EnergyBooks::new(plan, &cpus),
+        attribution: Attributor::new(PackageSpec::from_plan(plan, topo)).with_grid(GridConfig {
+            package_res_ns,
+            cgroup_res_ns: serve.cgroup_batch_resolution.as_nanos() as u64,
+        }),
+        store: store.clone(),
+        domains: DomainGrid::new(
+            plan.counters
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.domain != 0 && !plan.per_cpu)
+                .filter_map(|(i, c)| {
+                    let name = sampler_common::DOMAIN_NAMES.get(c.domain)?;
+                    Some((i, c.package, *name, c.joules_per_count))
+                }),
+            package_res_ns,
+        ),
+        cgroups: Registry::new(cgroup_root, settings.cgroup_retention, settings.max_cgroups),
+        export_epoch: export_epoch.clone(),
+        idle_silence: (settings.period * 4).max(Duration::from_millis(20)),
+        push: extras.push,
+        continuity: extras.continuity,
+    };
+    let snapshot = snapshot::shared(Snapshot {
+        source: plan.source.name(),
+        period_seconds: settings.period.as_secs_f64(),
+        ..Snapshot::default()
+    });
+    let drainer = Drainer::new(sampler, ring, books, snapshot.clone())?;
+    Ok(Pipeline {
+        drainer,
+        snapshot,
+        store,
+        export_epoch,
+        logger,
+        attached_cpus,
+    })
+}

@@ -1,0 +1,177 @@
+//! `ergon measure -- CMD`: the command's joules against the declared
+//! synthetic wattage and the command's own CPU time, exit codes, the 1 ms
+//! CSV, the SVG, and Ctrl-C.
+
+use std::{
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use tests::{ergon_bin, require_root, steal_seconds};
+
+const WATTS: f64 = 10.0;
+
+fn measure(extra: &[&str], cmd: &[&str]) -> (Output, serde_json::Value) {
+    let out = Command::new(ergon_bin())
+        .args([
+            "measure",
+            "--source",
+            "synthetic",
+            "--synthetic-watts",
+            "10",
+            "--json",
+        ])
+        .args(extra)
+        .arg("--")
+        .args(cmd)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run ergon measure");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let v = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "not one JSON object ({e}): {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out, v)
+}
+
+fn f(v: &serde_json::Value, k: &str) -> f64 {
+    v[k].as_f64()
+        .unwrap_or_else(|| panic!("{k} missing in {v}"))
+}
+
+#[test]
+fn a_two_second_busy_loop_gets_its_true_joules() {
+    require_root();
+    let steal0 = steal_seconds();
+    let (out, v) = measure(&[], &[env!("CARGO_BIN_EXE_burn"), "2", "1.0"]);
+    let steal = steal_seconds() - steal0;
+    assert!(out.status.success(), "{v}");
+    for k in [
+        "elapsed_seconds",
+        "package_joules",
+        "command_joules",
+        "average_watts",
+        "peak_watts",
+        "exit_code",
+    ] {
+        assert!(v.get(k).is_some(), "{k} missing: {v}");
+    }
+    let joules = f(&v, "command_joules");
+    let cpu = f(&v, "command_cpu_seconds");
+    eprintln!("measure: {joules:.3} J for {cpu:.3} s of CPU (steal {steal:.3} s): {v}");
+    // Ground truth 1: the declared wattage × the command's own cpu.stat.
+    let truth = WATTS * cpu;
+    assert!(
+        joules >= 0.98 * truth && joules <= 1.02 * truth + WATTS * steal,
+        "{joules} J vs {truth} J from cpu.stat"
+    );
+    // Ground truth 2: 2 s at 100% of one CPU × 10 W = 20 J, within 5%.
+    assert!(
+        joules >= 0.95 * 20.0 - WATTS * steal && joules <= 1.05 * 20.0,
+        "{joules} J vs 20 J"
+    );
+    assert!(
+        f(&v, "package_joules") >= joules * 0.98,
+        "the package holds the command: {v}"
+    );
+    let avg = f(&v, "average_watts");
+    assert!((avg - joules / f(&v, "elapsed_seconds")).abs() < 1e-9);
+    assert!(
+        f(&v, "peak_watts") >= avg * 0.9 && f(&v, "peak_watts") <= WATTS * 1.3,
+        "{v}"
+    );
+}
+
+#[test]
+fn the_command_exit_code_becomes_ours() {
+    require_root();
+    let (out, v) = measure(&[], &["sh", "-c", "exit 3"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(v["exit_code"], 3);
+    let (out, _) = measure(&[], &["true"]);
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn csv_has_a_row_per_millisecond_and_the_svg_parses() {
+    require_root();
+    let dir = std::env::temp_dir().join(format!("ergon-measure-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let csv = dir.join("power.csv");
+    let svg = dir.join("power.svg");
+    let (out, v) = measure(
+        &[
+            "--csv",
+            &csv.display().to_string(),
+            "--plot",
+            &svg.display().to_string(),
+        ],
+        &[env!("CARGO_BIN_EXE_burn"), "1", "0.5"],
+    );
+    assert!(out.status.success());
+    let text = std::fs::read_to_string(&csv).expect("csv");
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("time_ms,package_watts,command_watts"));
+    let rows: Vec<Vec<f64>> = lines
+        .map(|l| l.split(',').map(|x| x.parse().expect("number")).collect())
+        .collect();
+    let ms = (f(&v, "elapsed_seconds") * 1000.0).round() as i64;
+    assert!(
+        (rows.len() as i64 - ms).abs() <= 5,
+        "{} rows for {ms} ms",
+        rows.len()
+    );
+    for (i, r) in rows.iter().enumerate() {
+        assert_eq!(r[0] as usize, i, "one row per millisecond");
+    }
+    // The rows add up to the command's joules (1 ms each).
+    let sum: f64 = rows.iter().map(|r| r[2] / 1000.0).sum();
+    assert!(
+        (sum - f(&v, "command_joules")).abs() <= 0.02 * f(&v, "command_joules") + 0.01,
+        "{sum} vs {v}"
+    );
+    let doc = std::fs::read_to_string(&svg).expect("svg");
+    let parsed = roxmltree::Document::parse(&doc).expect("the SVG parses as XML");
+    assert_eq!(parsed.root_element().tag_name().name(), "svg");
+    assert!(doc.contains("command") && doc.contains("package"), "legend");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn ctrl_c_is_forwarded_and_the_partial_result_printed() {
+    require_root();
+    let child = Command::new(ergon_bin())
+        .args([
+            "measure",
+            "--source",
+            "synthetic",
+            "--json",
+            "--",
+            "sleep",
+            "30",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ergon measure");
+    std::thread::sleep(Duration::from_millis(1500));
+    let t = Instant::now();
+    // SAFETY: signalling our own child by pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "stopped soon after Ctrl-C"
+    );
+    let v: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim())
+        .expect("the partial result as JSON");
+    assert_eq!(v["exit_code"], 130, "sleep died of SIGINT: {v}");
+    assert_eq!(out.status.code(), Some(130));
+    assert!(
+        f(&v, "elapsed_seconds") >= 1.0 && f(&v, "elapsed_seconds") < 10.0,
+        "{v}"
+    );
+}

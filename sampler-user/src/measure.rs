@@ -422,7 +422,11 @@ mod tests {
         assert_eq!(&w[5..10], &[0.0; 5]);
         assert_eq!(&w[10..], &[2000.0; 5]);
         assert_eq!(peak(&w, 5), 2000.0);
-        assert_eq!(peak(&w, 10), 1000.0, "the last 10 ms: five flat, five at 2 kW");
+        assert_eq!(
+            peak(&w, 10),
+            1000.0,
+            "the last 10 ms: five flat, five at 2 kW"
+        );
         assert_eq!(peak(&[], 10), 0.0);
         // A series with no point before `from` counts from zero.
         assert_eq!(at(&pts, -1), 0.0);

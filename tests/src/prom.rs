@@ -138,10 +138,7 @@ impl Prometheus {
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         let auth = self.auth.clone();
-        let headers: Vec<(&str, &str)> = auth
-            .as_deref()
-            .map(|a| vec![("Authorization", a)])
-            .unwrap_or_default();
+        let headers = auth_headers(auth.as_deref());
         while http_get_status(&self.addr, "/-/ready", &headers).map(|r| r.0) != Some(200) {
             assert!(
                 Instant::now() < deadline,
@@ -171,10 +168,7 @@ impl Prometheus {
         let q = format!("{selector}[{range}]");
         let path = format!("/api/v1/query?query={}", urlencode(&q));
         let auth = self.auth.clone();
-        let headers: Vec<(&str, &str)> = auth
-            .as_deref()
-            .map(|a| vec![("Authorization", a)])
-            .unwrap_or_default();
+        let headers = auth_headers(auth.as_deref());
         let (status, body) =
             http_get_status(&self.addr, &path, &headers).expect("query prometheus");
         assert_eq!(status, 200, "query {q}: {body}");
@@ -209,10 +203,7 @@ impl Prometheus {
     /// The raw JSON answer of an instant query.
     pub fn raw_query(&self, q: &str) -> String {
         let auth = self.auth.clone();
-        let headers: Vec<(&str, &str)> = auth
-            .as_deref()
-            .map(|a| vec![("Authorization", a)])
-            .unwrap_or_default();
+        let headers = auth_headers(auth.as_deref());
         let path = format!("/api/v1/query?query={}", urlencode(q));
         let (status, body) =
             http_get_status(&self.addr, &path, &headers).expect("query prometheus");
@@ -246,6 +237,11 @@ impl Drop for Prometheus {
             self.terminate();
         }
     }
+}
+
+/// The `Authorization` header, if any, as `http_get_status` takes headers.
+fn auth_headers(auth: Option<&str>) -> Vec<(&'static str, &str)> {
+    auth.map(|a| vec![("Authorization", a)]).unwrap_or_default()
 }
 
 /// Percent-encodes a query value.

@@ -142,28 +142,15 @@ pub fn encode(lease: &Lease, format: Format, deadline: Option<Instant>) -> Encod
         if family != Some(*fam) {
             family = Some(*fam);
             let (name, unit, help) = family_meta(*fam);
-            match format {
-                Format::Text => {
-                    for (kw, text) in [("HELP", help), ("TYPE", "counter")] {
-                        body.extend_from_slice(b"# ");
-                        body.extend_from_slice(kw.as_bytes());
-                        body.extend_from_slice(b" ");
-                        body.extend_from_slice(name.as_bytes());
-                        body.extend_from_slice(b"_total ");
-                        body.extend_from_slice(text.as_bytes());
-                        body.push(b'\n');
-                    }
-                }
-                Format::OpenMetrics => {
-                    for (kw, text) in [("HELP", help), ("TYPE", "counter"), ("UNIT", unit)] {
-                        body.extend_from_slice(b"# ");
-                        body.extend_from_slice(kw.as_bytes());
-                        body.extend_from_slice(b" ");
-                        body.extend_from_slice(name.as_bytes());
-                        body.extend_from_slice(b" ");
-                        body.extend_from_slice(text.as_bytes());
-                        body.push(b'\n');
-                    }
+            // Text 0.0.4 names the `_total` series; OpenMetrics the family,
+            // with its unit.
+            let (suffix, lines): (&str, &[(&str, &str)]) = match format {
+                Format::Text => ("_total", &[("HELP", help), ("TYPE", "counter")]),
+                Format::OpenMetrics => ("", &[("HELP", help), ("TYPE", "counter"), ("UNIT", unit)]),
+            };
+            for (kw, text) in lines {
+                for part in ["# ", kw, " ", name, suffix, " ", text, "\n"] {
+                    body.extend_from_slice(part.as_bytes());
                 }
             }
         }

@@ -5,7 +5,22 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::Args;
 
-use super::{invalid, parse_duration, serve::Auth, ConfigError, FileConfig};
+use super::{
+    invalid, parse_duration,
+    serve::{resolve_auth, Auth, AuthNames},
+    ConfigError, FileConfig,
+};
+
+const PUSH_AUTH: AuthNames = AuthNames {
+    user_field: "remote_write_username",
+    password_field: "remote_write_password_file",
+    token_field: "remote_write_bearer_token_file",
+    password_env: PASSWORD_ENV,
+    token_env: TOKEN_ENV,
+    both_fix: "configure one of --remote-write-username or --remote-write-bearer-token-file",
+    no_password_fix: "pass --remote-write-password-file, or set ERGON_REMOTE_WRITE_PASSWORD",
+    no_user_fix: "pass --remote-write-username too",
+};
 
 pub const DEFAULT_PUSH_INTERVAL: Duration = Duration::from_secs(15);
 pub const DEFAULT_MAX_SAMPLES: usize = 10_000;
@@ -219,58 +234,19 @@ impl PushArgs {
                         "use letters, digits and _, not starting with a digit or __",
                     ));
                 }
-                let username = self
-                    .remote_write_username
-                    .clone()
-                    .or(file.remote_write_username.clone());
-                let password = match self
-                    .remote_write_password_file
-                    .clone()
-                    .or(file.remote_write_password_file.clone())
-                {
-                    Some(p) => Some(super::serve::secret_file("remote_write_password_file", &p)?),
-                    None => env(PASSWORD_ENV),
-                };
-                let token = match self
-                    .remote_write_bearer_token_file
-                    .clone()
-                    .or(file.remote_write_bearer_token_file.clone())
-                {
-                    Some(p) => Some(super::serve::secret_file(
-                        "remote_write_bearer_token_file",
-                        &p,
-                    )?),
-                    None => env(TOKEN_ENV),
-                };
-                let auth = match (username, password, token) {
-                    (Some(_), _, Some(_)) => {
-                        return Err(invalid(
-                            "remote_write_username",
-                            String::new(),
-                            "basic auth and a bearer token are both configured",
-                            "configure one of --remote-write-username or --remote-write-bearer-token-file",
-                        ))
-                    }
-                    (Some(username), Some(password), None) => Some(Auth::Basic { username, password }),
-                    (Some(username), None, None) => {
-                        return Err(invalid(
-                            "remote_write_username",
-                            username,
-                            "has no password",
-                            "pass --remote-write-password-file, or set ERGON_REMOTE_WRITE_PASSWORD",
-                        ))
-                    }
-                    (None, Some(_), None) => {
-                        return Err(invalid(
-                            "remote_write_password_file",
-                            String::new(),
-                            "a password without a user name",
-                            "pass --remote-write-username too",
-                        ))
-                    }
-                    (None, _, Some(token)) => Some(Auth::Bearer { token }),
-                    (None, None, None) => None,
-                };
+                let auth = resolve_auth(
+                    self.remote_write_username
+                        .clone()
+                        .or(file.remote_write_username.clone()),
+                    self.remote_write_password_file
+                        .clone()
+                        .or(file.remote_write_password_file.clone()),
+                    self.remote_write_bearer_token_file
+                        .clone()
+                        .or(file.remote_write_bearer_token_file.clone()),
+                    env,
+                    &PUSH_AUTH,
+                )?;
                 Some(RemoteWrite {
                     url,
                     auth,

@@ -259,50 +259,87 @@ impl ServeArgs {
     }
 }
 
+/// Flag and variable names of one set of credentials, for the messages.
+pub(super) struct AuthNames {
+    pub user_field: &'static str,
+    pub password_field: &'static str,
+    pub token_field: &'static str,
+    pub password_env: &'static str,
+    pub token_env: &'static str,
+    pub both_fix: &'static str,
+    pub no_password_fix: &'static str,
+    pub no_user_fix: &'static str,
+}
+
+const SERVE_AUTH: AuthNames = AuthNames {
+    user_field: "basic_auth_username",
+    password_field: "basic_auth_password_file",
+    token_field: "bearer_token_file",
+    password_env: PASSWORD_ENV,
+    token_env: TOKEN_ENV,
+    both_fix: "configure one of --basic-auth-username or --bearer-token-file (ERGON_BEARER_TOKEN)",
+    no_password_fix: "put the password in a file and pass --basic-auth-password-file, or set ERGON_BASIC_AUTH_PASSWORD",
+    no_user_fix: "pass --basic-auth-username too",
+};
+
 fn auth(
     a: &ServeArgs,
     file: &FileConfig,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<Auth>, ConfigError> {
-    let username = a
-        .basic_auth_username
-        .clone()
-        .or(file.basic_auth_username.clone());
-    let password_file = a
-        .basic_auth_password_file
-        .clone()
-        .or(file.basic_auth_password_file.clone());
-    let token_file = a
-        .bearer_token_file
-        .clone()
-        .or(file.bearer_token_file.clone());
+    resolve_auth(
+        a.basic_auth_username
+            .clone()
+            .or(file.basic_auth_username.clone()),
+        a.basic_auth_password_file
+            .clone()
+            .or(file.basic_auth_password_file.clone()),
+        a.bearer_token_file
+            .clone()
+            .or(file.bearer_token_file.clone()),
+        env,
+        &SERVE_AUTH,
+    )
+}
+
+/// Basic auth (user + password from a file or env), a bearer token (file
+/// or env), or none; both, or half of basic auth, is an error.
+pub(super) fn resolve_auth(
+    username: Option<String>,
+    password_file: Option<PathBuf>,
+    token_file: Option<PathBuf>,
+    env: &dyn Fn(&str) -> Option<String>,
+    n: &AuthNames,
+) -> Result<Option<Auth>, ConfigError> {
     let password = match &password_file {
-        Some(p) => Some(secret_file("basic_auth_password_file", p)?),
-        None => env(PASSWORD_ENV),
+        Some(p) => Some(secret_file(n.password_field, p)?),
+        None => env(n.password_env),
     };
     let token = match &token_file {
-        Some(p) => Some(secret_file("bearer_token_file", p)?),
-        None => env(TOKEN_ENV),
+        Some(p) => Some(secret_file(n.token_field, p)?),
+        None => env(n.token_env),
     };
     match (username, password, token) {
         (Some(_), _, Some(_)) => Err(invalid(
-            "basic_auth_username",
+            n.user_field,
             String::new(),
             "basic auth and a bearer token are both configured",
-            "configure one of --basic-auth-username or --bearer-token-file (ERGON_BEARER_TOKEN)",
+            n.both_fix,
         )),
         (Some(username), Some(password), None) => Ok(Some(Auth::Basic { username, password })),
         (Some(username), None, None) => Err(invalid(
-            "basic_auth_username",
+            n.user_field,
             username,
             "has no password",
-            "put the password in a file and pass --basic-auth-password-file, or set ERGON_BASIC_AUTH_PASSWORD",
+            n.no_password_fix,
         )),
         (None, Some(_), None) => Err(invalid(
-            "basic_auth_password_file",
-            password_file.map(|p| p.display().to_string()).unwrap_or_else(|| PASSWORD_ENV.into()),
+            n.password_field,
+            password_file
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| n.password_env.into()),
             "a password without a user name",
-            "pass --basic-auth-username too",
+            n.no_user_fix,
         )),
         (None, _, Some(token)) => Ok(Some(Auth::Bearer { token })),
         (None, None, None) => Ok(None),

@@ -238,13 +238,48 @@ impl Queue {
     pub fn commit(&self, totals: &[(String, f64)]) -> Result<(u64, u64), QueueError> {
         let batch = std::mem::take(&mut *lock(&self.inbox));
         let mut st = lock(&self.state);
+        let before = (st.next_seq, st.next_series, st.len);
+        let mut new_series = Vec::new();
+        match self.write(&mut st, &batch, totals, &mut new_series) {
+            Ok(dropped) => {
+                st.dropped += dropped;
+                let mut mem = lock(&self.totals);
+                for (k, v) in totals {
+                    mem.insert(k.clone(), *v);
+                }
+                Ok((batch.len() as u64, dropped))
+            }
+            Err(e) => {
+                // Nothing was written: undo the ids handed out and put the
+                // samples back in front of the inbox for the next commit.
+                (st.next_seq, st.next_series, st.len) = before;
+                for (desc, id) in new_series {
+                    st.series_ids.remove(&desc);
+                    st.series_desc.remove(&id);
+                }
+                let mut inbox = lock(&self.inbox);
+                let newer = std::mem::replace(&mut *inbox, batch);
+                inbox.extend(newer);
+                Err(e)
+            }
+        }
+    }
+
+    /// One write transaction of [`Self::commit`]; returns the samples dropped.
+    fn write(
+        &self,
+        st: &mut State,
+        batch: &[(Arc<str>, i64, f64)],
+        totals: &[(String, f64)],
+        new_series: &mut Vec<(Arc<str>, u64)>,
+    ) -> Result<u64, QueueError> {
         let e = |x: &dyn std::fmt::Display| db_err(&self.path, x);
         let tx = self.db.begin_write().map_err(|x| e(&x))?;
         let mut dropped = 0;
         {
             let mut series = tx.open_table(SERIES).map_err(|x| e(&x))?;
             let mut samples = tx.open_table(SAMPLES).map_err(|x| e(&x))?;
-            for (desc, ts, v) in &batch {
+            for (desc, ts, v) in batch {
                 let id = match st.series_ids.get(desc) {
                     Some(&id) => id,
                     None => {
@@ -253,6 +288,7 @@ impl Queue {
                         series.insert(id, &**desc).map_err(|x| e(&x))?;
                         st.series_ids.insert(desc.clone(), id);
                         st.series_desc.insert(id, desc.clone());
+                        new_series.push((desc.clone(), id));
                         id
                     }
                 };
@@ -274,12 +310,7 @@ impl Queue {
             }
         }
         tx.commit().map_err(|x| e(&x))?;
-        st.dropped += dropped;
-        let mut mem = lock(&self.totals);
-        for (k, v) in totals {
-            mem.insert(k.clone(), *v);
-        }
-        Ok((batch.len() as u64, dropped))
+        Ok(dropped)
     }
 
     /// Up to `max` committed samples, oldest first.

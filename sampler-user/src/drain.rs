@@ -4,6 +4,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
+    sync::mpsc::Receiver,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -28,6 +29,7 @@ use crate::{
     perf::boot_ns,
     push::queue::{descriptor, Queue},
     snapshot::{CgroupEnergy, SharedSnapshot, Snapshot},
+    source::poll::Reading,
     units::Joules,
 };
 
@@ -42,6 +44,10 @@ const MAINTAIN_EVERY: Duration = Duration::from_secs(1);
 
 /// A CPU whose timeline lags this far behind is checked for being idle.
 const CLOSE_SILENT_AFTER: Duration = Duration::from_millis(100);
+
+/// The wall-clock offset of the batch timestamps is re-read on every drain
+/// but only changed when it moved by this much (NTP slew, a step).
+const OFFSET_HYSTERESIS_NS: i128 = 1_000_000;
 
 /// Kernel map statistics and program run statistics are refreshed this often.
 const STATS_EVERY: Duration = Duration::from_millis(250);
@@ -76,6 +82,8 @@ pub struct Books {
     pub push: Option<Arc<Queue>>,
     /// Counter totals of the previous run, added to every energy counter.
     pub continuity: Continuity,
+    /// Readings of a userspace source's counters, from its poller.
+    pub user_readings: Option<Receiver<Reading>>,
 }
 
 pub struct Drainer {
@@ -107,6 +115,7 @@ pub struct Drainer {
     continuity: Continuity,
     /// remote_write descriptor of each batch series.
     descriptors: HashMap<SeriesKey, Arc<str>>,
+    user_readings: Option<Receiver<Reading>>,
 }
 
 impl Drainer {
@@ -147,6 +156,7 @@ impl Drainer {
             push: books.push,
             continuity: books.continuity,
             descriptors: HashMap::new(),
+            user_readings: books.user_readings,
         })
     }
 
@@ -216,6 +226,11 @@ impl Drainer {
                 }
             }
         }
+        if let Some(rx) = &self.user_readings {
+            while let Ok((idx, ts, raw)) = rx.try_recv() {
+                self.books.reading(idx, ts, raw);
+            }
+        }
         self.read_idle_counters();
         let offset = self.clock_offset();
         let attribution = &mut self.attribution;
@@ -258,16 +273,25 @@ impl Drainer {
     /// logged. Batch timestamps follow the new clock, and a series never
     /// goes back in time (instants not after its last one are skipped).
     fn clock_offset(&mut self) -> i128 {
-        let offset = wall_ns() - i128::from(boot_ns());
-        if let Some(prev) = self.clock_offset {
-            let step = offset - prev;
-            if step.abs() > 1_000_000_000 {
-                warn!(
-                    step_seconds = step as f64 * 1e-9,
-                    "the wall clock stepped; batch timestamps follow it (a series never goes back: after a step back it resumes once the clock passes its last sample)"
-                );
+        let measured = wall_ns() - i128::from(boot_ns());
+        let offset = match self.clock_offset {
+            // Reading two clocks jitters by microseconds (more when the
+            // thread is preempted between them): a new offset on every
+            // drain would move the grid and skip an instant now and then.
+            // Keep it until the clocks have really moved apart.
+            Some(prev) if (measured - prev).abs() < OFFSET_HYSTERESIS_NS => prev,
+            Some(prev) => {
+                let step = measured - prev;
+                if step.abs() > 1_000_000_000 {
+                    warn!(
+                        step_seconds = step as f64 * 1e-9,
+                        "the wall clock stepped; batch timestamps follow it (a series never goes back: after a step back it resumes once the clock passes its last sample)"
+                    );
+                }
+                measured
             }
-        }
+            None => measured,
+        };
         self.clock_offset = Some(offset);
         self.attribution.set_clock_offset(offset);
         offset

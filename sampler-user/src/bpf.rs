@@ -129,7 +129,9 @@ impl Sampler {
         let mut counters = Vec::with_capacity(plan.counters.len());
         let mut slots = HashMap::new();
         let mut masks: HashMap<u32, u32> = HashMap::new();
-        for cp in &plan.counters {
+        // A userspace source's counters are read by the daemon, not here:
+        // the programs then only keep every CPU's timeline.
+        for cp in plan.counters.iter().filter(|c| c.user.is_none()) {
             let counter = perf::Counter::open(cp.pmu_type, cp.config, cp.open_cpu)
                 .map_err(|source| BpfError::Counter { source })?;
             let idx = counters.len();

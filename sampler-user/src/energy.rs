@@ -18,7 +18,7 @@ use sampler_common::DOMAIN_NAMES;
 use crate::{
     decode::Event,
     source::{CounterPlan, Plan},
-    units::{counter_delta, Joules},
+    units::{bounded_delta, counter_delta, Joules},
 };
 
 /// Where a counter's count comes from: the perf PMU hands out 64-bit counts.
@@ -117,7 +117,11 @@ impl EnergyBooks {
                 b.last = Some((ts_ns, raw));
             }
             Some((t, prev)) if ts_ns > t => {
-                let d = counter_delta(prev, raw, COUNTER_BITS);
+                let d = match &b.plan.user {
+                    // A file counter wraps at its own maximum (powercap).
+                    Some(u) => bounded_delta(prev, raw, u.max),
+                    None => counter_delta(prev, raw, COUNTER_BITS),
+                };
                 if d < MAX_SANE_DELTA {
                     b.counts += u128::from(d);
                 }
@@ -233,6 +237,7 @@ mod tests {
             pmu_type: 0,
             config: 0,
             joules_per_count: jpc,
+            user: None,
         }
     }
 

@@ -21,7 +21,7 @@ use crate::{
     energy::EnergyBooks,
     push::queue::Queue,
     snapshot::{self, SharedSnapshot, Snapshot},
-    source::Plan,
+    source::{poll, Plan},
     topology::Topology,
 };
 
@@ -31,6 +31,8 @@ pub enum PipelineError {
     Bpf(#[from] BpfError),
     #[error(transparent)]
     Drain(#[from] DrainError),
+    #[error("starting the energy counter poller failed: {0}")]
+    Poller(std::io::Error),
 }
 
 /// What the daemon adds beyond sampling.
@@ -79,6 +81,21 @@ pub fn build(
             "no cgroup v2 hierarchy at --cgroup-root or its unified/ child: cgroups are labelled by id only"
         ),
     }
+    // A userspace source: a thread reads its counter files at the timer
+    // cadence (at least 1 ms apart: powercap updates about every ms).
+    let files: Vec<(usize, std::path::PathBuf)> = plan
+        .counters
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| c.user.as_ref().map(|u| (i, u.path.clone())))
+        .collect();
+    let user_readings = if files.is_empty() {
+        None
+    } else {
+        let every = settings.period.max(Duration::from_millis(1));
+        let (rx, _thread) = poll::start(files, every).map_err(PipelineError::Poller)?;
+        Some(rx)
+    };
     let export_epoch = Arc::new(AtomicU64::new(0));
     let store: SharedStore = Arc::new(Mutex::new(Store::new(
         serve.batch_buffer,
@@ -108,6 +125,7 @@ pub fn build(
         idle_silence: (settings.period * 4).max(Duration::from_millis(20)),
         push: extras.push,
         continuity: extras.continuity,
+        user_readings,
     };
     let snapshot = snapshot::shared(Snapshot {
         source: plan.source.name(),

@@ -2,14 +2,18 @@
 //!
 //! A source is a plan: which counters to open, on which CPU, which CPUs'
 //! timer programs read each one, and how many joules a count is worth. The
-//! kernel path is the same for every source in this module.
+//! kernel path is the same for every source in this module, except that a
+//! userspace source's counters are read by the daemon ([`poll`]) instead of
+//! the timer program; its records still carry every CPU's timeline.
 
+pub mod poll;
+pub mod powercap;
 pub mod rapl;
 pub mod synthetic;
 
 use serde::Deserialize;
 
-pub use rapl::CounterPlan;
+pub use rapl::{CounterPlan, UserCounter};
 
 use crate::{sysroot::SysRoot, topology::Topology};
 
@@ -17,10 +21,12 @@ use crate::{sysroot::SysRoot, topology::Topology};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SourceKind {
-    /// The best source this machine has: `rapl`, else `synthetic`.
+    /// The best source this machine has: `rapl`, else `powercap`, else `synthetic`.
     Auto,
     /// RAPL energy counters through the perf `power` PMU, read in BPF.
     Rapl,
+    /// RAPL zones of the kernel's powercap framework (sysfs), read by the daemon.
+    Powercap,
     /// A per-CPU software clock scaled to `--synthetic-watts` per CPU, read in BPF.
     Synthetic,
 }
@@ -29,6 +35,7 @@ pub enum SourceKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Resolved {
     Rapl,
+    Powercap,
     Synthetic,
 }
 
@@ -36,6 +43,7 @@ impl Resolved {
     pub fn name(self) -> &'static str {
         match self {
             Resolved::Rapl => "rapl",
+            Resolved::Powercap => "powercap",
             Resolved::Synthetic => "synthetic",
         }
     }
@@ -61,6 +69,13 @@ pub enum SourceError {
         #[source]
         source: rapl::RaplError,
     },
+    #[error("--source powercap: no RAPL zones under {path} (or none on an online package); use --source auto")]
+    NoPowercap { path: String },
+    #[error("--source powercap: the RAPL zones are unusable")]
+    Powercap {
+        #[source]
+        source: powercap::PowercapError,
+    },
 }
 
 /// Resolves `--source` into a plan for this machine.
@@ -83,6 +98,21 @@ pub fn select(
             Ok(None) => Err(SourceError::NoPowerPmu { path: pmu_path }),
             Err(source) => Err(SourceError::Rapl { source }),
         },
+        SourceKind::Powercap => {
+            let path = root.sys(powercap::DIR).display().to_string();
+            let zones =
+                powercap::discover(root).map_err(|source| SourceError::Powercap { source })?;
+            let counters = powercap::plan(&zones, topo);
+            if !counters.iter().any(|c| c.domain == 0) {
+                return Err(SourceError::NoPowercap { path });
+            }
+            Ok(Plan {
+                source: Resolved::Powercap,
+                reason: "asked for with --source powercap".into(),
+                counters,
+                per_cpu: false,
+            })
+        }
         SourceKind::Auto => match rapl::discover(root) {
             Ok(Some(pmu)) => {
                 let domains: Vec<&str> = pmu
@@ -103,18 +133,56 @@ pub fn select(
                     )),
                 }
             }
-            Ok(None) => Ok(synthetic::plan(
+            Ok(None) => Ok(powercap_or_synthetic(
+                root,
                 topo,
                 synth,
-                format!("no perf power PMU at {pmu_path} (no RAPL here); synthetic {synthetic_watts} W per CPU exercises the same kernel path"),
+                format!("no perf power PMU at {pmu_path}"),
             )),
-            Err(e) => Ok(synthetic::plan(
+            Err(e) => Ok(powercap_or_synthetic(
+                root,
                 topo,
                 synth,
-                format!("the power PMU is unusable ({}); falling back to synthetic {synthetic_watts} W per CPU", chain(&e)),
+                format!("the power PMU is unusable ({})", chain(&e)),
             )),
         },
     }
+}
+
+/// `auto` after rapl: powercap when it has package zones, else synthetic;
+/// the reason says what was tried.
+fn powercap_or_synthetic(
+    root: &SysRoot,
+    topo: &Topology,
+    synth: synthetic::Synthetic,
+    no_rapl: String,
+) -> Plan {
+    let dir = root.sys(powercap::DIR).display().to_string();
+    let why_not = match powercap::discover(root) {
+        Ok(zones) => {
+            let counters = powercap::plan(&zones, topo);
+            if counters.iter().any(|c| c.domain == 0) {
+                let names: Vec<&str> = zones.iter().map(|z| z.name.as_str()).collect();
+                return Plan {
+                    source: Resolved::Powercap,
+                    reason: format!(
+                        "{no_rapl}; powercap RAPL zones at {dir} ({}), read by the daemon",
+                        names.join(", ")
+                    ),
+                    counters,
+                    per_cpu: false,
+                };
+            }
+            format!("no powercap RAPL package zone at {dir}")
+        }
+        Err(e) => format!("powercap unusable ({})", chain(&e)),
+    };
+    let watts = synth.watts;
+    synthetic::plan(
+        topo,
+        synth,
+        format!("{no_rapl}; {why_not}; synthetic {watts} W per CPU exercises the same kernel path"),
+    )
 }
 
 fn rapl_plan(pmu: &rapl::PowerPmu, topo: &Topology, reason: String) -> Result<Plan, SourceError> {

@@ -113,6 +113,18 @@ pub struct CounterPlan {
     pub config: u64,
     /// Joules per count.
     pub joules_per_count: f64,
+    /// Read by the daemon from a file instead of by the kernel programs
+    /// (userspace sources); `pmu_type`/`config`/`readers` are then unused.
+    pub user: Option<UserCounter>,
+}
+
+/// A counter the daemon reads itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserCounter {
+    /// A file holding the cumulative count as a decimal number.
+    pub path: std::path::PathBuf,
+    /// The count runs 0..=max, then wraps to 0.
+    pub max: u64,
 }
 
 /// Looks for the perf `power` PMU under `root`'s sysfs.
@@ -219,6 +231,7 @@ pub fn plan(pmu: &PowerPmu, topo: &Topology) -> Result<Vec<CounterPlan>, RaplErr
                 pmu_type: pmu.pmu_type,
                 config: event.config,
                 joules_per_count: event.joules_per_count,
+                user: None,
             });
         }
     }

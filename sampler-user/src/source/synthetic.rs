@@ -44,6 +44,7 @@ pub fn plan(topo: &Topology, spec: Synthetic, reason: String) -> Plan {
         pmu_type: PERF_TYPE_SOFTWARE,
         config: u64::from(PERF_COUNT_SW_CPU_CLOCK),
         joules_per_count: watts * 1e-9,
+        user: None,
     };
     let counters = match spec.layout {
         Layout::PerCpu => topo

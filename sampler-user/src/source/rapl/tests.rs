@@ -182,6 +182,7 @@ fn plan_amd_one_package() {
             pmu_type: 11,
             config: 0x02,
             joules_per_count: TWO_POW_M32,
+            user: None,
         }]
     );
 }

@@ -1,0 +1,196 @@
+//! The powercap source on fixture trees: Intel with subzones on two
+//! packages, AMD with a package zone only, bad files, and a counter that
+//! wraps while it is being polled.
+
+use std::{
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use super::*;
+use crate::{
+    energy::EnergyBooks,
+    source::{poll, select, synthetic, Plan, Resolved, SourceKind},
+    testdata::{fixture, scratch},
+};
+
+fn synth() -> synthetic::Synthetic {
+    synthetic::Synthetic {
+        watts: 10.0,
+        layout: synthetic::Layout::PerCpu,
+    }
+}
+
+#[test]
+fn intel_zones_and_subzones_map_to_domains_and_packages() {
+    let root = SysRoot::under(&fixture("powercap-intel-2pkg"));
+    let zones = discover(&root).expect("discover");
+    let got: Vec<(&str, usize, u32)> = zones
+        .iter()
+        .map(|z| (z.name.as_str(), z.domain, z.package))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("package-0", 0, 0),
+            ("package-1", 0, 1),
+            ("psys", 3, 0),
+            ("core", 1, 0),
+            ("uncore", 4, 0),
+            ("dram", 2, 0),
+            ("core", 1, 1),
+            ("dram", 2, 1),
+        ],
+        "intel-rapl-mmio is skipped, subzones inherit their package"
+    );
+    assert_eq!(zones[5].max_uj, 65_712_999_613);
+    let topo = Topology::read(&root).expect("topology");
+    let plans = plan(&zones, &topo);
+    assert_eq!(plans.len(), 8);
+    let pkg1 = &plans[1];
+    assert_eq!((pkg1.domain, pkg1.package), (0, 1));
+    assert!(
+        pkg1.readers.is_empty(),
+        "no kernel reader: the daemon polls it"
+    );
+    assert_eq!(
+        pkg1.user
+            .as_ref()
+            .map(|u| (u.path.ends_with("intel-rapl:1/energy_uj"), u.max)),
+        Some((true, 262_143_328_850))
+    );
+    assert_eq!(pkg1.joules_per_count, 1e-6);
+}
+
+#[test]
+fn amd_has_a_package_zone_only() {
+    let root = SysRoot::under(&fixture("powercap-amd"));
+    let zones = discover(&root).expect("discover");
+    assert_eq!(zones.len(), 1);
+    assert_eq!(
+        (zones[0].domain, zones[0].package, zones[0].max_uj),
+        (0, 0, 65_532_610_987)
+    );
+}
+
+#[test]
+fn auto_prefers_rapl_then_powercap_and_says_why() {
+    let root = SysRoot::under(&fixture("powercap-amd"));
+    let topo = Topology::read(&root).expect("topology");
+    let p: Plan = select(SourceKind::Auto, &root, &topo, synth()).expect("plan");
+    assert_eq!(p.source, Resolved::Powercap);
+    assert!(
+        p.reason.contains("no perf power PMU")
+            && p.reason.contains("powercap RAPL zones")
+            && p.reason.contains("package-0"),
+        "{}",
+        p.reason
+    );
+    // No zones at all: synthetic, and the reason names both absences.
+    let root = SysRoot::under(&fixture("no-pmu"));
+    let topo = Topology::read(&root).expect("topology");
+    let p = select(SourceKind::Auto, &root, &topo, synth()).expect("plan");
+    assert_eq!(p.source, Resolved::Synthetic);
+    assert!(
+        p.reason.contains("no powercap RAPL package zone"),
+        "{}",
+        p.reason
+    );
+    let e = select(SourceKind::Powercap, &root, &topo, synth())
+        .expect_err("none")
+        .to_string();
+    assert!(
+        e.contains("--source powercap") && e.contains("class/powercap"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_files_are_clear_errors() {
+    let (_dir, root) = scratch("powercap-amd");
+    let zone = root.sys("class/powercap/intel-rapl:0");
+    std::fs::write(zone.join("max_energy_range_uj"), "lots\n").expect("write");
+    let e = discover(&root).expect_err("garbage").to_string();
+    assert!(
+        e.contains("max_energy_range_uj") && e.contains("\"lots\""),
+        "{e}"
+    );
+    std::fs::remove_file(zone.join("max_energy_range_uj")).expect("rm");
+    let e = discover(&root).expect_err("missing").to_string();
+    assert!(e.contains("max_energy_range_uj"), "{e}");
+    // What a non-root user gets since Linux 5.10 (root is never refused, so
+    // the error is built as the kernel returns it).
+    let e = PowercapError::Permission {
+        path: zone.join("energy_uj"),
+    }
+    .to_string();
+    assert!(
+        e.contains("root only") && e.contains("run ergon as root"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_counter_wrapping_during_a_run_loses_no_energy() {
+    let (_dir, root) = scratch("powercap-amd");
+    let topo = Topology::read(&root).expect("topology");
+    let zones = discover(&root).expect("discover");
+    let max = 1_000_000u64; // a small range so the run wraps several times
+    let mut counters = plan(&zones, &topo);
+    let path = counters[0]
+        .user
+        .as_ref()
+        .expect("user counter")
+        .path
+        .clone();
+    if let Some(u) = counters[0].user.as_mut() {
+        u.max = max;
+    }
+    std::fs::write(&path, "990000\n").expect("start near the top");
+    let plan = Plan {
+        source: Resolved::Powercap,
+        reason: String::new(),
+        counters,
+        per_cpu: false,
+    };
+    let cpus: Vec<(u32, u32)> = topo.cpus.iter().map(|c| (c.cpu, c.package)).collect();
+    let mut books = EnergyBooks::new(&plan, &cpus);
+    // A writer process: 300 steps of 12,345 µJ, wrapping at `max`, 1 ms apart.
+    // In place, as the kernel updates the attribute (same inode).
+    let script = format!(
+        "v=990000; i=0; while [ $i -lt 300 ]; do v=$(( (v + 12345) % {} )); echo $v > {}; i=$((i+1)); sleep 0.001; done",
+        max + 1,
+        path.display()
+    );
+    // The poller takes its first reading (the baseline) before the writer starts.
+    let (rx, _thread) =
+        poll::start(vec![(0, path.clone())], Duration::from_micros(500)).expect("poller");
+    let (idx, ts, raw) = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("a first reading");
+    assert_eq!(raw, 990_000);
+    books.reading(idx, ts, raw);
+    let mut writer = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("writer");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        while let Ok((idx, ts, raw)) = rx.try_recv() {
+            books.reading(idx, ts, raw);
+        }
+        if let Ok(Some(_)) = writer.try_wait() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "writer did not finish");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    while let Ok((idx, ts, raw)) = rx.try_recv() {
+        books.reading(idx, ts, raw);
+    }
+    let joules = books.packages()[0].joules.0;
+    // Exactly 300 × 12,345 µJ, across ≥ 3 wraps.
+    assert!((joules - 300.0 * 12_345e-6).abs() < 1e-9, "{joules} J");
+}

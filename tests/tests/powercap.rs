@@ -1,0 +1,90 @@
+//! `ergon run --source powercap` with the real kernel programs, on a sysfs
+//! tree that has this machine's CPU topology and a powercap RAPL zone whose
+//! `energy_uj` a writer advances — across `max_energy_range_uj` — while the
+//! daemon polls it. Ground truth is what the writer wrote.
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use tests::{online_cpus, require_root, sum_of, Daemon};
+
+const PKG: &str = "ergon_package_energy_joules_total";
+/// A small range, so the run wraps a few times.
+const MAX_UJ: u64 = 2_000_000;
+
+/// This machine's CPU topology plus one package zone, under a temp dir.
+fn tree() -> (PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("ergon-powercap-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cpu = dir.join("sys/devices/system/cpu");
+    std::fs::create_dir_all(&cpu).expect("mkdir");
+    let online = std::fs::read_to_string("/sys/devices/system/cpu/online").expect("online");
+    std::fs::write(cpu.join("online"), &online).expect("write online");
+    let mut package = None;
+    for c in online_cpus() {
+        let src = format!("/sys/devices/system/cpu/cpu{c}/topology/physical_package_id");
+        let id = std::fs::read_to_string(&src).expect("package id");
+        package.get_or_insert_with(|| id.trim().to_string());
+        let t = cpu.join(format!("cpu{c}/topology"));
+        std::fs::create_dir_all(&t).expect("mkdir");
+        std::fs::write(t.join("physical_package_id"), id).expect("write id");
+    }
+    let zone = dir.join("sys/class/powercap/intel-rapl:0");
+    std::fs::create_dir_all(&zone).expect("mkdir zone");
+    let package = package.expect("a cpu");
+    std::fs::write(zone.join("name"), format!("package-{package}\n")).expect("name");
+    std::fs::write(zone.join("max_energy_range_uj"), format!("{MAX_UJ}\n")).expect("max");
+    std::fs::write(zone.join("energy_uj"), "1900000\n").expect("energy");
+    (dir, zone.join("energy_uj"))
+}
+
+/// Advances `path` by `step` µJ every ms for `ms` ms, wrapping; returns µJ written.
+fn write_steps(path: &Path, start: u64, step: u64, ms: u64) -> u64 {
+    let mut v = start;
+    let t0 = Instant::now();
+    for i in 0..ms {
+        v = (v + step) % (MAX_UJ + 1);
+        std::fs::write(path, format!("{v}\n")).expect("write energy_uj");
+        let due = t0 + Duration::from_millis(i + 1);
+        if let Some(d) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(d);
+        }
+    }
+    step * ms
+}
+
+#[test]
+fn powercap_zone_is_read_across_wraps_to_the_microjoule() {
+    require_root();
+    let (dir, energy) = tree();
+    let d = Daemon::start(&[
+        "--source",
+        "powercap",
+        "--sysfs-root",
+        &dir.join("sys").display().to_string(),
+    ]);
+    let m = d.metrics();
+    assert_eq!(
+        m.get("ergon_source_info{source=\"powercap\"}"),
+        Some(&1.0),
+        "{m:?}"
+    );
+    let before = sum_of(&m, PKG);
+    assert!(before.abs() < 1e-9, "nothing written yet: {before} J");
+    // 3 s at 5 W (5,000 µJ per ms): 15 J, wrapping at 2 J about 7 times.
+    let written = write_steps(&energy, 1_900_000, 5_000, 3_000);
+    // Let the daemon read the last value and book past it.
+    std::thread::sleep(Duration::from_millis(500));
+    let after = sum_of(&d.metrics(), PKG);
+    let truth = written as f64 * 1e-6;
+    assert!(
+        (after - truth).abs() < 1e-6,
+        "{after} J booked, {truth} J written"
+    );
+    let (status, log) = d.stop();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("powercap"), "the log says which source: {log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

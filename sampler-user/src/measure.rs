@@ -26,6 +26,12 @@ use crate::{
     topology::{Topology, TopologyError},
 };
 
+/// SIGINT and SIGTERM, registered before anything is loaded.
+struct Signals {
+    int: Option<tokio::signal::unix::Signal>,
+    term: Option<tokio::signal::unix::Signal>,
+}
+
 /// Power is reported over windows of this many ms for the peak.
 pub const PEAK_WINDOW_MS: i64 = 10;
 
@@ -154,6 +160,13 @@ pub fn peak(power: &[f64], window: usize) -> f64 {
 }
 
 pub async fn run(args: MeasureArgs) -> Result<i32, MeasureError> {
+    // Catch Ctrl-C and SIGTERM from the start: one that arrives while the
+    // sampler loads is kept and forwarded as soon as the command runs, so
+    // the cgroup is still cleaned up and a result printed.
+    let signals = Signals {
+        int: tokio::signal::unix::signal(SignalKind::interrupt()).ok(),
+        term: tokio::signal::unix::signal(SignalKind::terminate()).ok(),
+    };
     let mut settings = args.run.settings()?;
     // One sample per ms for both series: the CSV and plot need them.
     settings.serve.batch_resolution = Duration::from_millis(1);
@@ -168,7 +181,7 @@ pub async fn run(args: MeasureArgs) -> Result<i32, MeasureError> {
         path: dir.clone(),
         source,
     })?;
-    let result = measure(&args, &settings, &plan, &topo, &dir, &name).await;
+    let result = measure(&args, &settings, &plan, &topo, &dir, &name, signals).await;
     if let Err(e) = std::fs::remove_dir(&dir) {
         warn!(path = %dir.display(), error = %e, "could not remove the command's cgroup (processes left in it?)");
     }
@@ -182,7 +195,9 @@ async fn measure(
     topo: &Topology,
     dir: &Path,
     name: &str,
+    signals: Signals,
 ) -> Result<i32, MeasureError> {
+    let Signals { mut int, mut term } = signals;
     let p = pipeline::build(settings, plan, topo, Extras::default()).map_err(Box::new)?;
     let (snapshot, store) = (p.snapshot.clone(), p.store.clone());
     let stop = CancellationToken::new();
@@ -244,8 +259,6 @@ async fn measure(
         }
     };
     let pid = child.id().map_or(0, |p| p as i32);
-    let mut int = tokio::signal::unix::signal(SignalKind::interrupt()).ok();
-    let mut term = tokio::signal::unix::signal(SignalKind::terminate()).ok();
     let status = loop {
         tokio::select! {
             s = child.wait() => break s,

@@ -32,23 +32,74 @@ pub fn encode(registry: &Registry) -> Result<String, std::fmt::Error> {
     Ok(out)
 }
 
-fn counter<I>(enc: &mut DescriptorEncoder, name: &str, help: &str, items: I) -> std::fmt::Result
+/// Labelled series of one family, from (labels, value) pairs.
+fn labelled<I>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    ty: MetricType,
+    items: I,
+) -> std::fmt::Result
 where
     I: IntoIterator<Item = (Vec<(&'static str, String)>, f64)>,
 {
-    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    let mut m = enc.encode_descriptor(name, help, None, ty)?;
     for (labels, v) in items {
-        ConstCounter::new(v).encode(m.encode_family(&labels)?)?;
+        match ty {
+            MetricType::Counter => ConstCounter::new(v).encode(m.encode_family(&labels)?)?,
+            _ => ConstGauge::new(v).encode(m.encode_family(&labels)?)?,
+        }
     }
     Ok(())
 }
 
-fn counter1(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
+/// A counter family, one series per (labels, value).
+pub(crate) fn counter<I>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    items: I,
+) -> std::fmt::Result
+where
+    I: IntoIterator<Item = (Vec<(&'static str, String)>, f64)>,
+{
+    labelled(enc, name, help, MetricType::Counter, items)
+}
+
+/// A gauge family, one series per (labels, value).
+pub(crate) fn gauge<I>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    items: I,
+) -> std::fmt::Result
+where
+    I: IntoIterator<Item = (Vec<(&'static str, String)>, f64)>,
+{
+    labelled(enc, name, help, MetricType::Gauge, items)
+}
+
+/// A counter without labels.
+pub(crate) fn counter1<V>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    v: V,
+) -> std::fmt::Result
+where
+    ConstCounter<V>: EncodeMetric,
+{
     let m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
     ConstCounter::new(v).encode(m)
 }
 
-fn gauge1<V>(enc: &mut DescriptorEncoder, name: &str, help: &str, v: V) -> std::fmt::Result
+/// A gauge without labels.
+pub(crate) fn gauge1<V>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    v: V,
+) -> std::fmt::Result
 where
     ConstGauge<V>: EncodeMetric,
 {

@@ -9,13 +9,10 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use prometheus_client::{
-    collector::Collector,
-    encoding::{DescriptorEncoder, EncodeMetric},
-    metrics::{counter::ConstCounter, gauge::ConstGauge, MetricType},
-};
+use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 
 use super::queue::Queue;
+use crate::metrics::{counter, counter1, gauge1};
 
 #[derive(Debug, Default)]
 pub struct PushStats {
@@ -65,83 +62,59 @@ impl std::fmt::Debug for Queue {
     }
 }
 
-fn one(
-    enc: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    ty: MetricType,
-    v: f64,
-) -> std::fmt::Result {
-    let m = enc.encode_descriptor(name, help, None, ty)?;
-    match ty {
-        MetricType::Counter => ConstCounter::new(v).encode(m),
-        _ => ConstGauge::new(v).encode(m),
-    }
-}
-
 impl Collector for PushCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
         let s = &self.stats;
         let c = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
-        one(
+        counter1(
             &mut enc,
             "ergon_push_requests",
             "remote_write requests sent (attempts, including retries).",
-            MetricType::Counter,
             c(&s.attempts),
         )?;
-        {
-            let mut m = enc.encode_descriptor(
-                "ergon_push_failures",
-                "Failed remote_write requests by cause: network, timeout, server (5xx), throttled (429), auth (401/403), refused (other 4xx).",
-                None,
-                MetricType::Counter,
-            )?;
-            for (cause, n) in s.failures() {
-                ConstCounter::new(n as f64).encode(m.encode_family(&[("cause", cause)])?)?;
-            }
-        }
-        one(
+        counter(
+            &mut enc,
+            "ergon_push_failures",
+            "Failed remote_write requests by cause: network, timeout, server (5xx), throttled (429), auth (401/403), refused (other 4xx).",
+            s.failures()
+                .into_iter()
+                .map(|(cause, n)| (vec![("cause", cause.to_string())], n as f64)),
+        )?;
+        counter1(
             &mut enc,
             "ergon_push_samples_sent",
             "Samples the remote_write receiver acknowledged.",
-            MetricType::Counter,
             c(&s.sent),
         )?;
-        one(&mut enc, "ergon_push_samples_rejected", "Samples the receiver rejected one by one (out of order, out of bounds, duplicate); the rest of their requests were stored.", MetricType::Counter, c(&s.rejected))?;
-        one(
+        counter1(&mut enc, "ergon_push_samples_rejected", "Samples the receiver rejected one by one (out of order, out of bounds, duplicate); the rest of their requests were stored.", c(&s.rejected))?;
+        counter1(
             &mut enc,
             "ergon_push_samples_dropped",
             "Samples dropped from the full push queue (--push-buffer), oldest first.",
-            MetricType::Counter,
             self.queue.dropped() as f64,
         )?;
-        one(
+        counter1(
             &mut enc,
             "ergon_push_skipped",
             "Push intervals with nothing new to send (no request made).",
-            MetricType::Counter,
             c(&s.skipped_empty),
         )?;
-        one(
+        gauge1(
             &mut enc,
             "ergon_push_consecutive_failures",
             "Failed remote_write requests since the last stored one.",
-            MetricType::Gauge,
             c(&s.consecutive_failures),
         )?;
-        one(
+        gauge1(
             &mut enc,
             "ergon_push_queue_samples",
             "Samples committed to the push queue and not yet acknowledged.",
-            MetricType::Gauge,
             self.queue.len() as f64,
         )?;
-        one(
+        gauge1(
             &mut enc,
             "ergon_push_queue_memory_samples",
             "Samples not yet committed to disk (at most --fsync-interval of them).",
-            MetricType::Gauge,
             self.queue.in_memory() as f64,
         )?;
         let now_ms = SystemTime::now()
@@ -151,18 +124,16 @@ impl Collector for PushCollector {
             .queue
             .oldest_ts()
             .map_or(0.0, |t| (now_ms - t).max(0) as f64 / 1000.0);
-        one(
+        gauge1(
             &mut enc,
             "ergon_push_oldest_sample_age_seconds",
             "Age of the oldest queued sample (0 when the queue is empty).",
-            MetricType::Gauge,
             age,
         )?;
-        one(
+        gauge1(
             &mut enc,
             "ergon_push_last_success_timestamp_seconds",
             "Wall-clock time of the last acknowledged remote_write request (0: never).",
-            MetricType::Gauge,
             s.last_push_unix().unwrap_or(0.0),
         )?;
         Ok(())

@@ -8,17 +8,17 @@ use std::sync::{
 
 use prometheus_client::{
     collector::Collector,
-    encoding::{DescriptorEncoder, EncodeMetric},
+    encoding::DescriptorEncoder,
     metrics::{
-        counter::ConstCounter,
         family::Family,
-        gauge::ConstGauge,
         histogram::{exponential_buckets, Histogram},
-        MetricType,
     },
 };
 
-use crate::batch::{self, SharedStore};
+use crate::{
+    batch::{self, SharedStore},
+    metrics::{counter, counter1, gauge, gauge1},
+};
 
 /// Endpoints with their own duration histogram.
 pub const ENDPOINTS: [&str; 3] = ["/metrics", "/metrics/batch", "/health"];
@@ -105,33 +105,6 @@ pub struct StatsCollector {
     pub store: SharedStore,
 }
 
-fn family<I>(
-    enc: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    ty: MetricType,
-    items: I,
-) -> std::fmt::Result
-where
-    I: IntoIterator<Item = (Vec<(&'static str, String)>, f64)>,
-{
-    let mut m = enc.encode_descriptor(name, help, None, ty)?;
-    for (labels, v) in items {
-        if labels.is_empty() {
-            // A single series without labels: no `{}`.
-            return match ty {
-                MetricType::Counter => ConstCounter::new(v).encode(m),
-                _ => ConstGauge::new(v).encode(m),
-            };
-        }
-        match ty {
-            MetricType::Counter => ConstCounter::new(v).encode(m.encode_family(&labels)?)?,
-            _ => ConstGauge::new(v).encode(m.encode_family(&labels)?)?,
-        }
-    }
-    Ok(())
-}
-
 impl Collector for StatsCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
         let (consumers, held, capacity, dropped) = {
@@ -144,60 +117,52 @@ impl Collector for StatsCollector {
                 .map(move |c| (vec![("consumer", c.name.clone())], f(c) as f64))
                 .collect::<Vec<_>>()
         };
-        family(
+        counter(
             &mut enc,
             "ergon_batch_samples_served",
             "Samples sent to a /metrics/batch consumer in fully written responses.",
-            MetricType::Counter,
             per(|c| c.served),
         )?;
-        family(
+        counter(
             &mut enc,
             "ergon_batch_samples_dropped",
             "Samples a /metrics/batch consumer never got: dropped from the full buffer, or older than 55 minutes, before it scraped them.",
-            MetricType::Counter,
             per(|c| c.dropped),
         )?;
-        family(
+        gauge(
             &mut enc,
             "ergon_batch_consumer_lag_samples",
             "Samples held that a /metrics/batch consumer has not been sent yet.",
-            MetricType::Gauge,
             per(|c| c.pending),
         )?;
-        family(
+        gauge1(
             &mut enc,
             "ergon_batch_buffer_samples",
             "Samples held for /metrics/batch consumers.",
-            MetricType::Gauge,
-            [(vec![], held as f64)],
+            held as f64,
         )?;
-        family(
+        gauge1(
             &mut enc,
             "ergon_batch_buffer_capacity_samples",
             "Most samples held for /metrics/batch consumers (--batch-buffer).",
-            MetricType::Gauge,
-            [(vec![], capacity as f64)],
+            capacity as f64,
         )?;
-        family(
+        counter1(
             &mut enc,
             "ergon_batch_buffer_evicted",
             "Samples evicted from the batch buffer (full, or older than 55 minutes).",
-            MetricType::Counter,
-            [(vec![], dropped as f64)],
+            dropped as f64,
         )?;
-        family(
+        counter1(
             &mut enc,
             "ergon_batch_responses_cut",
             "/metrics/batch responses cut short by the scrape deadline (the rest is sent next time).",
-            MetricType::Counter,
-            [(vec![], self.stats.batch_cut.load(Ordering::Relaxed) as f64)],
+            self.stats.batch_cut.load(Ordering::Relaxed) as f64,
         )?;
-        family(
+        counter(
             &mut enc,
             "ergon_scrapes_rejected",
             "Scrapes answered 503 because --max-concurrent-scrapes were already running.",
-            MetricType::Counter,
             ENDPOINTS.iter().zip(&self.stats.rejected).map(|(e, n)| {
                 (
                     vec![("endpoint", e.to_string())],
@@ -206,20 +171,18 @@ impl Collector for StatsCollector {
             }),
         )?;
         let counts = self.stats.collector_counts();
-        family(
+        counter(
             &mut enc,
             "ergon_collector_timeouts",
             "Collectors cut off by a scrape deadline (the scrape returned without them).",
-            MetricType::Counter,
             counts
                 .iter()
                 .map(|c| (vec![("collector", c.0.to_string())], c.1 as f64)),
         )?;
-        family(
+        counter(
             &mut enc,
             "ergon_collector_panics",
             "Collectors that panicked (that scrape failed with 500; the server went on).",
-            MetricType::Counter,
             counts
                 .iter()
                 .map(|c| (vec![("collector", c.0.to_string())], c.2 as f64)),

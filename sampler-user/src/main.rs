@@ -44,13 +44,7 @@ fn main() -> ExitCode {
                 Ok(s) => s,
                 Err(e) => return fail(&e),
             };
-            // One thread: the drain is short synchronous work every 10 ms and
-            // a scrape only encodes a snapshot; a second worker only adds
-            // cross-thread wake-ups (measured: more daemon CPU, not less).
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            let rt = match runtime() {
                 Ok(rt) => rt,
                 Err(e) => return fail(&e),
             };
@@ -64,10 +58,7 @@ fn main() -> ExitCode {
             Err(e) => fail(&e),
         },
         Cmd::Measure(args) => {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            let rt = match runtime() {
                 Ok(rt) => rt,
                 Err(e) => return fail(&e),
             };
@@ -78,6 +69,15 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// One thread: the drain is short synchronous work every 10 ms and a scrape
+/// only encodes a snapshot; a second worker only adds cross-thread wake-ups
+/// (measured: more daemon CPU, not less). Encoding runs on the blocking pool.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
 }
 
 fn fail(e: &dyn std::error::Error) -> ExitCode {

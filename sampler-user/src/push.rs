@@ -18,7 +18,8 @@ use tracing::{error, warn};
 use queue::Queue;
 
 /// Commits the queue's inbox (and the counter totals `totals()` gives)
-/// every `every`, and once more on stop.
+/// every `every`, until `stop`. The last commit, after the drain's last
+/// pass, is the daemon's (see `daemon::run`).
 pub async fn flush_loop(
     queue: Arc<Queue>,
     every: Duration,
@@ -28,10 +29,10 @@ pub async fn flush_loop(
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let last = tokio::select! {
-            _ = stop.cancelled() => true,
-            _ = tick.tick() => false,
-        };
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
         let q = queue.clone();
         let t = totals.clone();
         match tokio::task::spawn_blocking(move || q.commit(&t())).await {
@@ -42,9 +43,6 @@ pub async fn flush_loop(
             Ok(Ok(_)) => {}
             Ok(Err(e)) => error!(error = %e, "committing the push queue failed; retrying at the next interval"),
             Err(e) => error!(error = %e, "committing the push queue panicked"),
-        }
-        if last {
-            break;
         }
     }
 }

@@ -35,7 +35,11 @@ use tokio_rustls::{rustls::ServerConfig, TlsAcceptor};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::{batch::SharedStore, config::Auth, snapshot::SharedSnapshot};
+use crate::{
+    batch::{encode::Format, SharedStore},
+    config::Auth,
+    snapshot::SharedSnapshot,
+};
 
 pub mod auth;
 pub mod batch;
@@ -194,7 +198,7 @@ pub(crate) fn bad_request(reason: String) -> Response {
 }
 
 /// A scrape slot, or None when `--max-concurrent-scrapes` are running.
-pub(crate) fn permit(app: &App, endpoint: &str) -> Option<OwnedSemaphorePermit> {
+fn permit(app: &App, endpoint: &str) -> Option<OwnedSemaphorePermit> {
     let p = app.limiter.clone().try_acquire_owned().ok();
     if p.is_none() {
         app.stats.rejected(endpoint);
@@ -202,7 +206,7 @@ pub(crate) fn permit(app: &App, endpoint: &str) -> Option<OwnedSemaphorePermit> 
     p
 }
 
-pub(crate) fn busy(app: &App) -> Response {
+fn busy(app: &App) -> Response {
     (
         StatusCode::SERVICE_UNAVAILABLE,
         [(header::RETRY_AFTER, "1")],
@@ -216,7 +220,7 @@ pub(crate) fn busy(app: &App) -> Response {
 
 /// The scrape deadline: the scraper's `X-Prometheus-Scrape-Timeout-Seconds`
 /// minus a margin (a quarter of it, at most 250 ms), else [`DEFAULT_DEADLINE`].
-pub(crate) fn deadline(headers: &HeaderMap, start: Instant) -> Result<Instant, String> {
+fn deadline(headers: &HeaderMap, start: Instant) -> Result<Instant, String> {
     let Some(v) = headers.get("x-prometheus-scrape-timeout-seconds") else {
         return Ok(start + DEFAULT_DEADLINE);
     };
@@ -230,20 +234,43 @@ pub(crate) fn deadline(headers: &HeaderMap, start: Instant) -> Result<Instant, S
     Ok(start + t - (t / 4).min(MAX_MARGIN))
 }
 
+/// What every scrape starts with.
+pub(crate) struct Scrape {
+    /// The format the scraper asked for in `Accept`.
+    pub format: Format,
+    pub deadline: Instant,
+    /// A `--max-concurrent-scrapes` slot, held while the body is produced.
+    pub permit: OwnedSemaphorePermit,
+}
+
+/// Reads `Accept` and `X-Prometheus-Scrape-Timeout-Seconds` (400 with the
+/// reason when malformed) and takes a scrape slot (503 when none is free).
+pub(crate) fn begin_scrape(
+    app: &App,
+    headers: &HeaderMap,
+    started: Instant,
+    endpoint: &str,
+) -> Result<Scrape, Box<Response>> {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = Format::negotiate(accept).map_err(|e| Box::new(bad_request(e.to_string())))?;
+    let deadline = deadline(headers, started).map_err(|e| Box::new(bad_request(e)))?;
+    let permit = permit(app, endpoint).ok_or_else(|| Box::new(busy(app)))?;
+    Ok(Scrape {
+        format,
+        deadline,
+        permit,
+    })
+}
+
 async fn metrics_handler(State(app): State<App>, headers: HeaderMap) -> Response {
     let started = Instant::now();
-    let format = match crate::batch::encode::Format::negotiate(
-        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()),
-    ) {
-        Ok(f) => f,
-        Err(e) => return bad_request(e.to_string()),
-    };
-    let deadline = match deadline(&headers, started) {
-        Ok(d) => d,
-        Err(e) => return bad_request(e),
-    };
-    let Some(_permit) = permit(&app, "/metrics") else {
-        return busy(&app);
+    let Scrape {
+        format,
+        deadline,
+        permit: _permit,
+    } = match begin_scrape(&app, &headers, started, "/metrics") {
+        Ok(s) => s,
+        Err(r) => return *r,
     };
     let resp = match scrape::gather(&app.collectors, deadline, &app.stats).await {
         Gathered::Text { body, timed_out } => {
@@ -251,8 +278,8 @@ async fn metrics_handler(State(app): State<App>, headers: HeaderMap) -> Response
                 app.export_epoch.fetch_add(1, Ordering::Relaxed);
             }
             let body = match format {
-                crate::batch::encode::Format::Text => scrape::to_text(&body),
-                crate::batch::encode::Format::OpenMetrics => body + "# EOF\n",
+                Format::Text => scrape::to_text(&body),
+                Format::OpenMetrics => body + "# EOF\n",
             };
             let mut r = ([(header::CONTENT_TYPE, format.content_type())], body).into_response();
             if !timed_out.is_empty() {

@@ -22,10 +22,10 @@ use axum::{
 use bytes::Bytes;
 use http_body::Frame;
 
-use super::{bad_request, deadline, permit, App};
+use super::{bad_request, begin_scrape, App, Scrape};
 use crate::batch::{
     self,
-    encode::{encode, Encoded, Format},
+    encode::{encode, Encoded},
 };
 
 /// Body frames are this large: a client that stops reading stops the
@@ -79,17 +79,13 @@ pub async fn handler(
             "missing consumer: scrape /metrics/batch?consumer=NAME, one name per scraper (Prometheus: params: {consumer: [NAME]})".into(),
         );
     };
-    let format = match Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()))
-    {
-        Ok(f) => f,
-        Err(e) => return bad_request(e.to_string()),
-    };
-    let deadline = match deadline(&headers, started) {
-        Ok(d) => d,
-        Err(e) => return bad_request(e),
-    };
-    let Some(permit) = permit(&app, ENDPOINT) else {
-        return super::busy(&app);
+    let Scrape {
+        format,
+        deadline,
+        permit,
+    } = match begin_scrape(&app, &headers, started, ENDPOINT) {
+        Ok(s) => s,
+        Err(r) => return *r,
     };
     let store = app.store.clone();
     let name = consumer.clone();

@@ -277,34 +277,24 @@ impl RunArgs {
                 "pass e.g. --ringbuf-size 4194304",
             ));
         }
-        let drain_interval = match self
-            .drain_interval
-            .as_ref()
-            .or(file.drain_interval.as_ref())
-        {
-            Some(s) => parse_duration(
-                "drain_interval",
-                s,
-                Duration::from_millis(1),
-                Duration::from_secs(1),
-                "pass e.g. --drain-interval 10ms (1ms..1s)",
-            )?,
-            None => DEFAULT_DRAIN_INTERVAL,
-        };
-        let cgroup_retention = match self
-            .cgroup_retention
-            .as_ref()
-            .or(file.cgroup_retention.as_ref())
-        {
-            Some(s) => parse_duration(
-                "cgroup_retention",
-                s,
-                Duration::ZERO,
-                Duration::from_secs(7 * 24 * 3600),
-                "pass e.g. --cgroup-retention 10m (0s..7d)",
-            )?,
-            None => DEFAULT_CGROUP_RETENTION,
-        };
+        let drain_interval = duration_or(
+            "drain_interval",
+            &self.drain_interval,
+            &file.drain_interval,
+            Duration::from_millis(1),
+            Duration::from_secs(1),
+            DEFAULT_DRAIN_INTERVAL,
+            "pass e.g. --drain-interval 10ms (1ms..1s)",
+        )?;
+        let cgroup_retention = duration_or(
+            "cgroup_retention",
+            &self.cgroup_retention,
+            &file.cgroup_retention,
+            Duration::ZERO,
+            Duration::from_secs(7 * 24 * 3600),
+            DEFAULT_CGROUP_RETENTION,
+            "pass e.g. --cgroup-retention 10m (0s..7d)",
+        )?;
         let max_cgroups = self
             .max_cgroups
             .or(file.max_cgroups)
@@ -374,6 +364,23 @@ pub(crate) fn invalid(
         value,
         problem: problem.to_string(),
         fix,
+    }
+}
+
+/// A duration from the flag (or its `ERGON_*` variable), else the file,
+/// else `default`, checked against `min..=max`.
+pub(crate) fn duration_or(
+    field: &'static str,
+    flag: &Option<String>,
+    file: &Option<String>,
+    min: Duration,
+    max: Duration,
+    default: Duration,
+    fix: &'static str,
+) -> Result<Duration, ConfigError> {
+    match flag.as_ref().or(file.as_ref()) {
+        Some(s) => parse_duration(field, s, min, max, fix),
+        None => Ok(default),
     }
 }
 

@@ -6,7 +6,7 @@ use std::{path::PathBuf, time::Duration};
 use clap::Args;
 
 use super::{
-    invalid, parse_duration,
+    duration_or, invalid,
     serve::{resolve_auth, Auth, AuthNames},
     ConfigError, FileConfig,
 };
@@ -149,30 +149,24 @@ impl PushArgs {
             .remote_write_url
             .clone()
             .or(file.remote_write_url.clone());
-        let interval = match self.push_interval.as_ref().or(file.push_interval.as_ref()) {
-            Some(s) => parse_duration(
-                "push_interval",
-                s,
-                Duration::from_millis(100),
-                Duration::from_secs(3600),
-                "pass e.g. --push-interval 15s (100ms..1h)",
-            )?,
-            None => DEFAULT_PUSH_INTERVAL,
-        };
-        let fsync_interval = match self
-            .fsync_interval
-            .as_ref()
-            .or(file.fsync_interval.as_ref())
-        {
-            Some(s) => parse_duration(
-                "fsync_interval",
-                s,
-                Duration::from_millis(10),
-                Duration::from_secs(60),
-                "pass e.g. --fsync-interval 1s (10ms..60s)",
-            )?,
-            None => DEFAULT_FSYNC_INTERVAL,
-        };
+        let interval = duration_or(
+            "push_interval",
+            &self.push_interval,
+            &file.push_interval,
+            Duration::from_millis(100),
+            Duration::from_secs(3600),
+            DEFAULT_PUSH_INTERVAL,
+            "pass e.g. --push-interval 15s (100ms..1h)",
+        )?;
+        let fsync_interval = duration_or(
+            "fsync_interval",
+            &self.fsync_interval,
+            &file.fsync_interval,
+            Duration::from_millis(10),
+            Duration::from_secs(60),
+            DEFAULT_FSYNC_INTERVAL,
+            "pass e.g. --fsync-interval 1s (10ms..60s)",
+        )?;
         let push_buffer = self
             .push_buffer
             .or(file.push_buffer)

@@ -7,7 +7,7 @@ use std::{fmt, path::PathBuf, time::Duration};
 
 use clap::Args;
 
-use super::{invalid, parse_duration, ConfigError, FileConfig};
+use super::{duration_or, invalid, parse_duration, ConfigError, FileConfig};
 
 pub const DEFAULT_BATCH_RESOLUTION: Duration = Duration::from_millis(1);
 pub const DEFAULT_CGROUP_BATCH_RESOLUTION: Duration = Duration::from_millis(100);
@@ -194,16 +194,15 @@ impl ServeArgs {
                 "pass e.g. --batch-buffer 1000000 (about 20 MB)",
             ));
         }
-        let consumer_ttl = match self.consumer_ttl.as_ref().or(file.consumer_ttl.as_ref()) {
-            Some(s) => parse_duration(
-                "consumer_ttl",
-                s,
-                Duration::from_secs(1),
-                Duration::from_secs(7 * 24 * 3600),
-                "pass e.g. --consumer-ttl 10m (1s..7d)",
-            )?,
-            None => d.consumer_ttl,
-        };
+        let consumer_ttl = duration_or(
+            "consumer_ttl",
+            &self.consumer_ttl,
+            &file.consumer_ttl,
+            Duration::from_secs(1),
+            Duration::from_secs(7 * 24 * 3600),
+            d.consumer_ttl,
+            "pass e.g. --consumer-ttl 10m (1s..7d)",
+        )?;
         let max_concurrent_scrapes = self
             .max_concurrent_scrapes
             .or(file.max_concurrent_scrapes)
@@ -216,20 +215,15 @@ impl ServeArgs {
                 "pass e.g. --max-concurrent-scrapes 8",
             ));
         }
-        let health_stale_after = match self
-            .health_stale_after
-            .as_ref()
-            .or(file.health_stale_after.as_ref())
-        {
-            Some(s) => parse_duration(
-                "health_stale_after",
-                s,
-                Duration::from_millis(1),
-                Duration::from_secs(3600),
-                "pass e.g. --health-stale-after 1s (1ms..1h)",
-            )?,
-            None => d.health_stale_after,
-        };
+        let health_stale_after = duration_or(
+            "health_stale_after",
+            &self.health_stale_after,
+            &file.health_stale_after,
+            Duration::from_millis(1),
+            Duration::from_secs(3600),
+            d.health_stale_after,
+            "pass e.g. --health-stale-after 1s (1ms..1h)",
+        )?;
         let cert = self.tls_cert_file.clone().or(file.tls_cert_file.clone());
         let key = self.tls_key_file.clone().or(file.tls_key_file.clone());
         let tls = match (cert, key) {

@@ -7,7 +7,7 @@ use std::{fmt::Write as _, process::ExitCode};
 use crate::{
     bpf, cgroupfs,
     config::Settings,
-    source::{self, chain, rapl, synthetic::Synthetic, SourceKind},
+    source::{self, chain, msr, rapl, Declared, SourceKind},
     sysroot::SysRoot,
     topology::Topology,
 };
@@ -93,7 +93,7 @@ pub fn parse_cap_eff(status: &str) -> Option<u64> {
 }
 
 /// Everything that does not need privileges or the kernel programs.
-pub fn inspect(root: &SysRoot, synthetic: Synthetic) -> Report {
+pub fn inspect(root: &SysRoot, declared: &Declared) -> Report {
     let mut r = Report::default();
     let osrelease = root.proc("sys/kernel/osrelease");
     match std::fs::read_to_string(&osrelease).ok().as_deref().and_then(parse_kernel_release) {
@@ -199,15 +199,9 @@ pub fn inspect(root: &SysRoot, synthetic: Synthetic) -> Report {
         ),
     }
     r.push("powercap", Status::Info, powercap_zones(root));
-    let msr = root.dev("cpu/0/msr");
-    if msr.exists() {
-        r.push("msr", Status::Info, format!("{} present", msr.display()));
-    } else {
-        r.push(
-            "msr",
-            Status::Info,
-            format!("{} missing (load it with `modprobe msr`)", msr.display()),
-        );
+    match msr::open(root, 0) {
+        Ok((path, _)) => r.push("msr", Status::Info, format!("{} present", path.display())),
+        Err(e) => r.push("msr", Status::Info, chain(&e)),
     }
     match cgroupfs::detect(root) {
         Ok(cgroupfs::Layout::V2 { mount }) => r.push(
@@ -237,7 +231,7 @@ pub fn inspect(root: &SysRoot, synthetic: Synthetic) -> Report {
         Err(e) => r.push("cgroup", Status::Info, chain(&e)),
     }
     match Topology::read(root) {
-        Ok(topo) => match source::select(SourceKind::Auto, root, &topo, synthetic) {
+        Ok(topo) => match source::select(SourceKind::Auto, root, &topo, declared) {
             Ok(plan) => r.push(
                 "auto source",
                 Status::Ok,
@@ -270,7 +264,7 @@ fn powercap_zones(root: &SysRoot) -> String {
 
 /// The full check, including loading the kernel programs through the verifier.
 pub fn report(settings: &Settings) -> Report {
-    let mut r = inspect(&settings.root, settings.synthetic);
+    let mut r = inspect(&settings.root, &settings.declared());
     let ready = ["kernel", "btf", "privileges"]
         .iter()
         .all(|i| r.find(i).is_some_and(|f| f.status == Status::Ok));
@@ -292,7 +286,7 @@ pub fn report(settings: &Settings) -> Report {
     }
     if settings.source != SourceKind::Auto {
         if let Ok(topo) = Topology::read(&settings.root) {
-            match source::select(settings.source, &settings.root, &topo, settings.synthetic) {
+            match source::select(settings.source, &settings.root, &topo, &settings.declared()) {
                 Ok(plan) => r.push(
                     "--source",
                     Status::Ok,
@@ -318,13 +312,21 @@ pub fn run(settings: &Settings) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::synthetic::Layout;
+    use crate::source::{
+        model::Model,
+        synthetic::{Layout, Synthetic},
+    };
     use std::path::Path;
 
-    const SYNTH: Synthetic = Synthetic {
-        watts: 10.0,
-        layout: Layout::PerCpu,
-    };
+    fn declared() -> Declared {
+        Declared {
+            synthetic: Synthetic {
+                watts: 10.0,
+                layout: Layout::PerCpu,
+            },
+            model: Model::default(),
+        }
+    }
 
     #[test]
     fn kernel_release() {
@@ -366,16 +368,21 @@ mod tests {
     }
 
     #[test]
-    fn a_capable_machine_without_rapl_picks_synthetic() {
+    fn a_capable_machine_without_counters_picks_the_model_and_says_why() {
         let dir = tree("6.1.0\n", "000001ffffffffff", true);
-        let r = inspect(&SysRoot::under(dir.path()), SYNTH);
+        let r = inspect(&SysRoot::under(dir.path()), &declared());
         assert!(r.can_run(), "{}", r.render());
         let auto = r.find("auto source").expect("auto line");
-        assert!(
-            auto.detail.starts_with("synthetic: no perf power PMU"),
-            "{}",
-            auto.detail
-        );
+        for part in [
+            "model: no perf power PMU",
+            "no powercap RAPL package zone",
+            "msr module is not loaded",
+            "ESTIMATES",
+        ] {
+            assert!(auto.detail.contains(part), "{part}: {}", auto.detail);
+        }
+        let msr = r.find("msr").expect("msr line");
+        assert!(msr.detail.contains("modprobe msr"), "{}", msr.detail);
         let cg = r.find("cgroup").expect("cgroup line");
         assert!(
             cg.detail.contains("hybrid") && cg.detail.contains("/sys/fs/cgroup/unified"),
@@ -388,7 +395,7 @@ mod tests {
     #[test]
     fn old_kernel_no_btf_no_caps_fail_with_reasons() {
         let dir = tree("4.19.0\n", "0000000000000000", false);
-        let r = inspect(&SysRoot::under(dir.path()), SYNTH);
+        let r = inspect(&SysRoot::under(dir.path()), &declared());
         assert!(!r.can_run());
         for item in ["kernel", "btf", "privileges"] {
             let f = r.find(item).expect("line");
@@ -409,7 +416,7 @@ mod tests {
     #[test]
     fn rapl_fixture_is_reported_and_chosen() {
         let fixture = crate::testdata::fixture("rapl-intel-2pkg");
-        let r = inspect(&SysRoot::under(&fixture), SYNTH);
+        let r = inspect(&SysRoot::under(&fixture), &declared());
         let pmu = r.find("power PMU").expect("pmu line");
         assert_eq!(pmu.status, Status::Ok, "{}", pmu.detail);
         assert!(

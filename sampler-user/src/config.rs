@@ -7,15 +7,18 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::Args;
 use serde::Deserialize;
 
+pub mod model;
 pub mod push;
 pub mod serve;
+pub use model::ModelArgs;
 pub use push::{PushArgs, PushSettings, RemoteWrite};
 pub use serve::{Auth, ServeArgs, ServeSettings, TlsFiles};
 
 use crate::{
     source::{
+        model::Model,
         synthetic::{Layout, Synthetic},
-        SourceKind,
+        Declared, SourceKind,
     },
     sysroot::SysRoot,
 };
@@ -90,6 +93,13 @@ pub struct RunArgs {
     #[arg(long, env = "ERGON_CGROUP_ROOT")]
     pub cgroup_root: Option<PathBuf>,
 
+    /// Where device nodes are (the msr source reads `cpu/N/msr` below it) [default: /dev].
+    #[arg(long, env = "ERGON_DEV_ROOT")]
+    pub dev_root: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub model: ModelArgs,
+
     #[command(flatten)]
     pub serve: ServeArgs,
 
@@ -113,6 +123,9 @@ pub struct FileConfig {
     pub sysfs_root: Option<PathBuf>,
     pub procfs_root: Option<PathBuf>,
     pub cgroup_root: Option<PathBuf>,
+    pub dev_root: Option<PathBuf>,
+    /// The `[model]` table.
+    pub model: Option<model::FileModel>,
     pub batch_resolution: Option<String>,
     pub cgroup_batch_resolution: Option<String>,
     pub batch_buffer: Option<usize>,
@@ -145,6 +158,7 @@ pub struct Settings {
     pub source: SourceKind,
     pub period: Duration,
     pub synthetic: Synthetic,
+    pub model: Model,
     pub listen: SocketAddr,
     pub ringbuf_bytes: u32,
     pub drain_interval: Duration,
@@ -326,8 +340,9 @@ impl RunArgs {
                 .clone()
                 .or(file.cgroup_root)
                 .unwrap_or(d.cgroup),
-            dev: d.dev,
+            dev: self.dev_root.clone().or(file.dev_root).unwrap_or(d.dev),
         };
+        let model = self.model.settings(file.model.as_ref())?;
         let layout = self
             .synthetic_layout
             .or(file.synthetic_layout)
@@ -339,6 +354,7 @@ impl RunArgs {
                 watts: synthetic_watts,
                 layout,
             },
+            model,
             listen,
             ringbuf_bytes: ringbuf as u32,
             drain_interval,
@@ -348,6 +364,16 @@ impl RunArgs {
             serve,
             push,
         })
+    }
+}
+
+impl Settings {
+    /// What the sources that need declarations were given.
+    pub fn declared(&self) -> Declared {
+        Declared {
+            synthetic: self.synthetic,
+            model: self.model.clone(),
+        }
     }
 }
 

@@ -62,7 +62,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     let mut int = tokio::signal::unix::signal(SignalKind::interrupt())
         .map_err(|source| DaemonError::Signal { source })?;
     let topo = Topology::read(&settings.root)?;
-    let plan = source::select(settings.source, &settings.root, &topo, settings.synthetic)?;
+    let plan = source::select(settings.source, &settings.root, &topo, &settings.declared())?;
     info!(
         source = plan.source.name(),
         reason = %plan.reason,

@@ -81,19 +81,19 @@ pub fn build(
             "no cgroup v2 hierarchy at --cgroup-root or its unified/ child: cgroups are labelled by id only"
         ),
     }
-    // A userspace source: a thread reads its counter files at the timer
-    // cadence (at least 1 ms apart: powercap updates about every ms).
-    let files: Vec<(usize, std::path::PathBuf)> = plan
+    // A userspace source: a thread reads its counters at the timer cadence,
+    // but not faster than the source moves (RAPL ≈ 1 ms, /proc/stat 10 ms).
+    let user: Vec<(usize, crate::source::UserRead)> = plan
         .counters
         .iter()
         .enumerate()
-        .filter_map(|(i, c)| c.user.as_ref().map(|u| (i, u.path.clone())))
+        .filter_map(|(i, c)| c.user.as_ref().map(|u| (i, u.read.clone())))
         .collect();
-    let user_readings = if files.is_empty() {
+    let user_readings = if user.is_empty() {
         None
     } else {
-        let every = settings.period.max(Duration::from_millis(1));
-        let (rx, _thread) = poll::start(files, every).map_err(PipelineError::Poller)?;
+        let every = settings.period.max(plan.source.poll_floor());
+        let (rx, _thread) = poll::start(user, every).map_err(PipelineError::Poller)?;
         Some(rx)
     };
     let export_epoch = Arc::new(AtomicU64::new(0));

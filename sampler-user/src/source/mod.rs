@@ -6,6 +6,8 @@
 //! userspace source's counters are read by the daemon ([`poll`]) instead of
 //! the timer program; its records still carry every CPU's timeline.
 
+pub mod model;
+pub mod msr;
 pub mod poll;
 pub mod powercap;
 pub mod rapl;
@@ -13,7 +15,7 @@ pub mod synthetic;
 
 use serde::Deserialize;
 
-pub use rapl::{CounterPlan, UserCounter};
+pub use rapl::{CounterPlan, UserCounter, UserRead};
 
 use crate::{sysroot::SysRoot, topology::Topology};
 
@@ -21,12 +23,16 @@ use crate::{sysroot::SysRoot, topology::Topology};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SourceKind {
-    /// The best source this machine has: `rapl`, else `powercap`, else `synthetic`.
+    /// The best source this machine has: `rapl`, else `powercap`, else `msr`, else `model`.
     Auto,
     /// RAPL energy counters through the perf `power` PMU, read in BPF.
     Rapl,
     /// RAPL zones of the kernel's powercap framework (sysfs), read by the daemon.
     Powercap,
+    /// RAPL model-specific registers through /dev/cpu/N/msr, read by the daemon.
+    Msr,
+    /// An estimate: per-CPU busy time × a declared linear power model.
+    Model,
     /// A per-CPU software clock scaled to `--synthetic-watts` per CPU, read in BPF.
     Synthetic,
 }
@@ -36,6 +42,8 @@ pub enum SourceKind {
 pub enum Resolved {
     Rapl,
     Powercap,
+    Msr,
+    Model,
     Synthetic,
 }
 
@@ -44,9 +52,27 @@ impl Resolved {
         match self {
             Resolved::Rapl => "rapl",
             Resolved::Powercap => "powercap",
+            Resolved::Msr => "msr",
+            Resolved::Model => "model",
             Resolved::Synthetic => "synthetic",
         }
     }
+
+    /// How often the daemon polls this source's userspace counters at most:
+    /// RAPL updates about every ms; `/proc/stat` moves in 10 ms ticks.
+    pub fn poll_floor(self) -> std::time::Duration {
+        match self {
+            Resolved::Model => std::time::Duration::from_nanos(poll::ns_per_tick()),
+            _ => std::time::Duration::from_millis(1),
+        }
+    }
+}
+
+/// What the user declared for the sources that need it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Declared {
+    pub synthetic: synthetic::Synthetic,
+    pub model: model::Model,
 }
 
 /// What the daemon will open, and why this source.
@@ -62,7 +88,7 @@ pub struct Plan {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("--source rapl: no perf `power` PMU at {path}; this machine has no RAPL counters exposed to perf (VMs usually do not). Use --source auto or --source synthetic")]
+    #[error("--source rapl: no perf `power` PMU at {path}; this machine has no RAPL counters exposed to perf (VMs usually do not). Use --source auto")]
     NoPowerPmu { path: String },
     #[error("--source rapl: the perf `power` PMU is unusable")]
     Rapl {
@@ -76,6 +102,29 @@ pub enum SourceError {
         #[source]
         source: powercap::PowercapError,
     },
+    #[error("--source msr: no package energy register reads on this CPU; use --source auto")]
+    NoMsr,
+    #[error("--source msr: the RAPL MSRs are unusable")]
+    Msr {
+        #[source]
+        source: msr::MsrError,
+    },
+}
+
+impl SourceError {
+    /// Why `auto` passed this source over, as one clause of its reason.
+    fn why_not(&self) -> String {
+        match self {
+            SourceError::NoPowerPmu { path } => format!("no perf power PMU at {path}"),
+            SourceError::Rapl { source } => {
+                format!("the perf power PMU is unusable ({})", chain(source))
+            }
+            SourceError::NoPowercap { path } => format!("no powercap RAPL package zone at {path}"),
+            SourceError::Powercap { source } => format!("powercap unusable ({})", chain(source)),
+            SourceError::NoMsr => "no RAPL package MSR reads on this CPU".into(),
+            SourceError::Msr { source } => format!("msr: {}", chain(source)),
+        }
+    }
 }
 
 /// Resolves `--source` into a plan for this machine.
@@ -83,116 +132,140 @@ pub fn select(
     kind: SourceKind,
     root: &SysRoot,
     topo: &Topology,
-    synth: synthetic::Synthetic,
+    declared: &Declared,
 ) -> Result<Plan, SourceError> {
-    let synthetic_watts = synth.watts;
-    let pmu_path = root.sys(rapl::POWER_PMU_DIR).display().to_string();
+    let asked = |s: &str| format!("asked for with --source {s}");
     match kind {
         SourceKind::Synthetic => Ok(synthetic::plan(
             topo,
-            synth,
-            "asked for with --source synthetic".into(),
+            declared.synthetic,
+            asked("synthetic"),
         )),
-        SourceKind::Rapl => match rapl::discover(root) {
-            Ok(Some(pmu)) => rapl_plan(&pmu, topo, "asked for with --source rapl".into()),
-            Ok(None) => Err(SourceError::NoPowerPmu { path: pmu_path }),
-            Err(source) => Err(SourceError::Rapl { source }),
-        },
-        SourceKind::Powercap => {
-            let path = root.sys(powercap::DIR).display().to_string();
-            let zones =
-                powercap::discover(root).map_err(|source| SourceError::Powercap { source })?;
-            let counters = powercap::plan(&zones, topo);
-            if !counters.iter().any(|c| c.domain == 0) {
-                return Err(SourceError::NoPowercap { path });
-            }
-            Ok(Plan {
-                source: Resolved::Powercap,
-                reason: "asked for with --source powercap".into(),
-                counters,
-                per_cpu: false,
-            })
-        }
-        SourceKind::Auto => match rapl::discover(root) {
-            Ok(Some(pmu)) => {
-                let domains: Vec<&str> = pmu
-                    .events
-                    .iter()
-                    .filter_map(|e| sampler_common::DOMAIN_NAMES.get(e.domain).copied())
-                    .collect();
-                let reason = format!(
-                    "perf power PMU found at {pmu_path} with energy-{{{}}}",
-                    domains.join(",")
-                );
-                match rapl_plan(&pmu, topo, reason) {
-                    Ok(plan) => Ok(plan),
-                    Err(e) => Ok(synthetic::plan(
-                        topo,
-                        synth,
-                        format!("the power PMU cannot be planned ({}); falling back to synthetic {synthetic_watts} W per CPU", chain(&e)),
-                    )),
-                }
-            }
-            Ok(None) => Ok(powercap_or_synthetic(
-                root,
-                topo,
-                synth,
-                format!("no perf power PMU at {pmu_path}"),
-            )),
-            Err(e) => Ok(powercap_or_synthetic(
-                root,
-                topo,
-                synth,
-                format!("the power PMU is unusable ({})", chain(&e)),
-            )),
-        },
+        SourceKind::Model => Ok(model::plan(
+            root,
+            topo,
+            &declared.model,
+            format!("{}; {}", asked("model"), declared.model.describe()),
+        )),
+        SourceKind::Rapl => try_rapl(root, topo).map(|(counters, _)| Plan {
+            source: Resolved::Rapl,
+            reason: asked("rapl"),
+            counters,
+            per_cpu: false,
+        }),
+        SourceKind::Powercap => try_powercap(root, topo).map(|(counters, _)| Plan {
+            source: Resolved::Powercap,
+            reason: asked("powercap"),
+            counters,
+            per_cpu: false,
+        }),
+        SourceKind::Msr => try_msr(root, topo).map(|counters| Plan {
+            source: Resolved::Msr,
+            reason: asked("msr"),
+            counters,
+            per_cpu: false,
+        }),
+        SourceKind::Auto => Ok(auto(root, topo, declared)),
     }
 }
 
-/// `auto` after rapl: powercap when it has package zones, else synthetic;
-/// the reason says what was tried.
-fn powercap_or_synthetic(
-    root: &SysRoot,
-    topo: &Topology,
-    synth: synthetic::Synthetic,
-    no_rapl: String,
-) -> Plan {
-    let dir = root.sys(powercap::DIR).display().to_string();
-    let why_not = match powercap::discover(root) {
-        Ok(zones) => {
-            let counters = powercap::plan(&zones, topo);
-            if counters.iter().any(|c| c.domain == 0) {
-                let names: Vec<&str> = zones.iter().map(|z| z.name.as_str()).collect();
-                return Plan {
-                    source: Resolved::Powercap,
-                    reason: format!(
-                        "{no_rapl}; powercap RAPL zones at {dir} ({}), read by the daemon",
-                        names.join(", ")
-                    ),
-                    counters,
-                    per_cpu: false,
-                };
+/// `auto`: rapl → powercap → msr → model; the reason says what each step
+/// found. `synthetic` is never chosen here: it only runs when asked for.
+fn auto(root: &SysRoot, topo: &Topology, declared: &Declared) -> Plan {
+    let mut tried: Vec<String> = Vec::new();
+    match try_rapl(root, topo) {
+        Ok((counters, found)) => {
+            return Plan {
+                source: Resolved::Rapl,
+                reason: found,
+                counters,
+                per_cpu: false,
             }
-            format!("no powercap RAPL package zone at {dir}")
         }
-        Err(e) => format!("powercap unusable ({})", chain(&e)),
-    };
-    let watts = synth.watts;
-    synthetic::plan(
-        topo,
-        synth,
-        format!("{no_rapl}; {why_not}; synthetic {watts} W per CPU exercises the same kernel path"),
-    )
+        Err(e) => tried.push(e.why_not()),
+    }
+    match try_powercap(root, topo) {
+        Ok((counters, found)) => {
+            tried.push(found);
+            return Plan {
+                source: Resolved::Powercap,
+                reason: tried.join("; "),
+                counters,
+                per_cpu: false,
+            };
+        }
+        Err(e) => tried.push(e.why_not()),
+    }
+    match try_msr(root, topo) {
+        Ok(counters) => {
+            tried.push(format!(
+                "RAPL MSRs through {} (read by the daemon)",
+                root.dev("cpu/N/msr").display()
+            ));
+            return Plan {
+                source: Resolved::Msr,
+                reason: tried.join("; "),
+                counters,
+                per_cpu: false,
+            };
+        }
+        Err(e) => tried.push(e.why_not()),
+    }
+    tried.push(format!(
+        "no energy counter here, so the model ESTIMATES power: {}",
+        declared.model.describe()
+    ));
+    model::plan(root, topo, &declared.model, tried.join("; "))
 }
 
-fn rapl_plan(pmu: &rapl::PowerPmu, topo: &Topology, reason: String) -> Result<Plan, SourceError> {
-    let counters = rapl::plan(pmu, topo).map_err(|source| SourceError::Rapl { source })?;
-    Ok(Plan {
-        source: Resolved::Rapl,
-        reason,
+fn try_rapl(root: &SysRoot, topo: &Topology) -> Result<(Vec<CounterPlan>, String), SourceError> {
+    let pmu_path = root.sys(rapl::POWER_PMU_DIR).display().to_string();
+    let pmu = match rapl::discover(root) {
+        Ok(Some(pmu)) => pmu,
+        Ok(None) => return Err(SourceError::NoPowerPmu { path: pmu_path }),
+        Err(source) => return Err(SourceError::Rapl { source }),
+    };
+    let domains: Vec<&str> = pmu
+        .events
+        .iter()
+        .filter_map(|e| sampler_common::DOMAIN_NAMES.get(e.domain).copied())
+        .collect();
+    let counters = rapl::plan(&pmu, topo).map_err(|source| SourceError::Rapl { source })?;
+    Ok((
         counters,
-        per_cpu: false,
-    })
+        format!(
+            "perf power PMU found at {pmu_path} with energy-{{{}}}",
+            domains.join(",")
+        ),
+    ))
+}
+
+fn try_powercap(
+    root: &SysRoot,
+    topo: &Topology,
+) -> Result<(Vec<CounterPlan>, String), SourceError> {
+    let dir = root.sys(powercap::DIR).display().to_string();
+    let zones = powercap::discover(root).map_err(|source| SourceError::Powercap { source })?;
+    let counters = powercap::plan(&zones, topo);
+    if !counters.iter().any(|c| c.domain == 0) {
+        return Err(SourceError::NoPowercap { path: dir });
+    }
+    let names: Vec<&str> = zones.iter().map(|z| z.name.as_str()).collect();
+    Ok((
+        counters,
+        format!(
+            "powercap RAPL zones at {dir} ({}), read by the daemon",
+            names.join(", ")
+        ),
+    ))
+}
+
+fn try_msr(root: &SysRoot, topo: &Topology) -> Result<Vec<CounterPlan>, SourceError> {
+    let counters = msr::plan(root, topo).map_err(|source| SourceError::Msr { source })?;
+    if !counters.iter().any(|c| c.domain == 0) {
+        return Err(SourceError::NoMsr);
+    }
+    Ok(counters)
 }
 
 /// An error and its sources on one line.

@@ -1,7 +1,8 @@
-//! The poller of the userspace sources: a thread that reads every file
-//! counter of the plan once per interval and hands the readings, stamped
-//! with boot time, to the drain — which applies them to the same books as
-//! the kernel's readings. It stops when the drain goes away.
+//! The poller of the userspace sources: a thread that reads every
+//! userspace counter of the plan once per interval — powercap files, MSRs,
+//! the model's `/proc/stat` — and hands the readings, stamped with boot
+//! time, to the drain, which applies them to the same books as the
+//! kernel's readings. It stops when the drain goes away.
 
 use std::{
     fs::File,
@@ -14,6 +15,7 @@ use std::{
 
 use tracing::warn;
 
+use super::{model::Integrator, UserRead};
 use crate::perf::boot_ns;
 
 /// (counter index, boot-time ns, raw count).
@@ -28,10 +30,40 @@ fn parse(buf: &[u8]) -> Option<u64> {
     std::str::from_utf8(buf).ok()?.trim().parse().ok()
 }
 
-/// Starts polling `counters` (index, file) every `every`. The receiver goes
-/// to the drain; dropping it stops the thread.
+/// Nanoseconds per `/proc/stat` tick (`USER_HZ`, 100 on Linux).
+pub fn ns_per_tick() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz > 0 {
+        1_000_000_000 / hz as u64
+    } else {
+        10_000_000
+    }
+}
+
+/// One counter being polled.
+enum Slot {
+    /// A decimal file or a register, through an fd kept open between reads.
+    Fd {
+        idx: usize,
+        path: PathBuf,
+        /// `None`: a decimal file at offset 0; `Some(r)`: 8 bytes at `r`, low 32 bits.
+        register: Option<u64>,
+        file: Option<File>,
+        warned: bool,
+    },
+    Model {
+        idx: usize,
+        cpu: u32,
+        integ: Integrator,
+        warned: bool,
+    },
+}
+
+/// Starts polling `counters` (index, source) every `every`. The receiver
+/// goes to the drain; dropping it stops the thread.
 pub fn start(
-    counters: Vec<(usize, PathBuf)>,
+    counters: Vec<(usize, UserRead)>,
     every: Duration,
 ) -> std::io::Result<(Receiver<Reading>, JoinHandle<()>)> {
     let (tx, rx) = sync_channel(QUEUE);
@@ -41,39 +73,127 @@ pub fn start(
     Ok((rx, handle))
 }
 
-fn run(counters: Vec<(usize, PathBuf)>, every: Duration, tx: SyncSender<Reading>) {
-    let mut files: Vec<(usize, PathBuf, Option<File>, bool)> = counters
+fn send(tx: &SyncSender<Reading>, r: Reading) -> bool {
+    !matches!(tx.try_send(r), Err(TrySendError::Disconnected(_)))
+}
+
+fn run(counters: Vec<(usize, UserRead)>, every: Duration, tx: SyncSender<Reading>) {
+    let mut stat: Option<PathBuf> = None;
+    let mut slots: Vec<Slot> = counters
         .into_iter()
-        .map(|(i, p)| (i, p, None, false))
+        .map(|(idx, read)| match read {
+            UserRead::File(path) => Slot::Fd {
+                idx,
+                path,
+                register: None,
+                file: None,
+                warned: false,
+            },
+            UserRead::Msr { path, register } => Slot::Fd {
+                idx,
+                path,
+                register: Some(register),
+                file: None,
+                warned: false,
+            },
+            UserRead::Model {
+                stat: s,
+                cpu,
+                idle_uw,
+                busy_uw,
+            } => {
+                stat = Some(s);
+                Slot::Model {
+                    idx,
+                    cpu,
+                    integ: Integrator::new(idle_uw, busy_uw),
+                    warned: false,
+                }
+            }
+        })
         .collect();
+    let tick_ns = ns_per_tick();
+    let mut stat_warned = false;
     let mut next = Instant::now();
     let mut buf = [0u8; 32];
     loop {
-        for (idx, path, file, warned) in files.iter_mut() {
-            if file.is_none() {
-                *file = File::open(&*path).ok();
+        // The model's CPUs all come from one read of /proc/stat.
+        let busy = stat.as_ref().map(|p| match std::fs::read_to_string(p) {
+            Ok(text) => {
+                stat_warned = false;
+                super::model::busy_ticks(&text)
             }
-            // sysfs regenerates the value on every read at offset 0.
-            let value = file
-                .as_ref()
-                .and_then(|f| f.read_at(&mut buf, 0).ok())
-                .and_then(|n| parse(&buf[..n]));
-            let ts = boot_ns();
-            match value {
-                Some(v) => {
-                    *warned = false;
-                    match tx.try_send((*idx, ts, v)) {
-                        Ok(()) | Err(TrySendError::Full(_)) => {}
-                        Err(TrySendError::Disconnected(_)) => return,
+            Err(e) => {
+                if !stat_warned {
+                    warn!(path = %p.display(), error = %e, "reading CPU times for the model failed; retrying every period");
+                    stat_warned = true;
+                }
+                Default::default()
+            }
+        });
+        let stat_ts = boot_ns();
+        for slot in slots.iter_mut() {
+            match slot {
+                Slot::Fd {
+                    idx,
+                    path,
+                    register,
+                    file,
+                    warned,
+                } => {
+                    if file.is_none() {
+                        *file = File::open(&*path).ok();
+                    }
+                    let value = file.as_ref().and_then(|f| match register {
+                        // sysfs regenerates the value on every read at offset 0.
+                        None => f.read_at(&mut buf, 0).ok().and_then(|n| parse(&buf[..n])),
+                        Some(r) => {
+                            let mut b = [0u8; 8];
+                            match f.read_at(&mut b, *r) {
+                                Ok(8) => Some(u64::from_le_bytes(b) & super::msr::MAX),
+                                _ => None,
+                            }
+                        }
+                    });
+                    let ts = boot_ns();
+                    match value {
+                        Some(v) => {
+                            *warned = false;
+                            if !send(&tx, (*idx, ts, v)) {
+                                return;
+                            }
+                        }
+                        None => {
+                            if !*warned {
+                                warn!(path = %path.display(), "reading an energy counter failed; retrying every period");
+                                *warned = true;
+                            }
+                            *file = None;
+                        }
                     }
                 }
-                None => {
-                    if !*warned {
-                        warn!(path = %path.display(), "reading an energy counter file failed; retrying every period");
+                Slot::Model {
+                    idx,
+                    cpu,
+                    integ,
+                    warned,
+                } => match busy.as_ref().and_then(|b| b.get(cpu)) {
+                    Some(&ticks) => {
+                        *warned = false;
+                        if !send(&tx, (*idx, stat_ts, integ.at(stat_ts, ticks, tick_ns))) {
+                            return;
+                        }
+                    }
+                    None => {
+                        if !*warned && !stat_warned {
+                            warn!(
+                                cpu = *cpu,
+                                "no line for this CPU in /proc/stat; its model power is paused"
+                            );
+                        }
                         *warned = true;
                     }
-                    *file = None;
-                }
+                },
             }
         }
         next += every;

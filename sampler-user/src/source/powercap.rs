@@ -15,7 +15,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::rapl::{CounterPlan, UserCounter};
+use super::rapl::{CounterPlan, UserCounter, UserRead};
 use crate::{sysroot::SysRoot, topology::Topology};
 
 pub const DIR: &str = "class/powercap";
@@ -143,7 +143,7 @@ pub fn plan(zones: &[Zone], topo: &Topology) -> Vec<CounterPlan> {
                 config: 0,
                 joules_per_count: 1e-6,
                 user: Some(UserCounter {
-                    path: z.dir.join("energy_uj"),
+                    read: UserRead::File(z.dir.join("energy_uj")),
                     max: z.max_uj,
                 }),
             })

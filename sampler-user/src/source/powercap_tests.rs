@@ -10,14 +10,17 @@ use std::{
 use super::*;
 use crate::{
     energy::EnergyBooks,
-    source::{poll, select, synthetic, Plan, Resolved, SourceKind},
+    source::{poll, select, synthetic, Declared, Plan, Resolved, SourceKind},
     testdata::{fixture, scratch},
 };
 
-fn synth() -> synthetic::Synthetic {
-    synthetic::Synthetic {
-        watts: 10.0,
-        layout: synthetic::Layout::PerCpu,
+fn synth() -> Declared {
+    Declared {
+        synthetic: synthetic::Synthetic {
+            watts: 10.0,
+            layout: synthetic::Layout::PerCpu,
+        },
+        model: crate::source::model::Model::default(),
     }
 }
 
@@ -54,10 +57,11 @@ fn intel_zones_and_subzones_map_to_domains_and_packages() {
         "no kernel reader: the daemon polls it"
     );
     assert_eq!(
-        pkg1.user
-            .as_ref()
-            .map(|u| (u.path.ends_with("intel-rapl:1/energy_uj"), u.max)),
-        Some((true, 262_143_328_850))
+        pkg1.user.as_ref().map(|u| (u.read.clone(), u.max)),
+        Some((
+            UserRead::File(zones[1].dir.join("energy_uj")),
+            262_143_328_850
+        ))
     );
     assert_eq!(pkg1.joules_per_count, 1e-6);
 }
@@ -77,7 +81,7 @@ fn amd_has_a_package_zone_only() {
 fn auto_prefers_rapl_then_powercap_and_says_why() {
     let root = SysRoot::under(&fixture("powercap-amd"));
     let topo = Topology::read(&root).expect("topology");
-    let p: Plan = select(SourceKind::Auto, &root, &topo, synth()).expect("plan");
+    let p: Plan = select(SourceKind::Auto, &root, &topo, &synth()).expect("plan");
     assert_eq!(p.source, Resolved::Powercap);
     assert!(
         p.reason.contains("no perf power PMU")
@@ -86,17 +90,17 @@ fn auto_prefers_rapl_then_powercap_and_says_why() {
         "{}",
         p.reason
     );
-    // No zones at all: synthetic, and the reason names both absences.
+    // No zones at all: on to msr, then the model, and the reason names every absence.
     let root = SysRoot::under(&fixture("no-pmu"));
     let topo = Topology::read(&root).expect("topology");
-    let p = select(SourceKind::Auto, &root, &topo, synth()).expect("plan");
-    assert_eq!(p.source, Resolved::Synthetic);
+    let p = select(SourceKind::Auto, &root, &topo, &synth()).expect("plan");
+    assert_eq!(p.source, Resolved::Model);
     assert!(
         p.reason.contains("no powercap RAPL package zone"),
         "{}",
         p.reason
     );
-    let e = select(SourceKind::Powercap, &root, &topo, synth())
+    let e = select(SourceKind::Powercap, &root, &topo, &synth())
         .expect_err("none")
         .to_string();
     assert!(
@@ -137,12 +141,13 @@ fn a_counter_wrapping_during_a_run_loses_no_energy() {
     let zones = discover(&root).expect("discover");
     let max = 1_000_000u64; // a small range so the run wraps several times
     let mut counters = plan(&zones, &topo);
-    let path = counters[0]
-        .user
-        .as_ref()
-        .expect("user counter")
-        .path
-        .clone();
+    let Some(UserCounter {
+        read: UserRead::File(path),
+        ..
+    }) = counters[0].user.clone()
+    else {
+        panic!("a file counter")
+    };
     if let Some(u) = counters[0].user.as_mut() {
         u.max = max;
     }
@@ -163,8 +168,11 @@ fn a_counter_wrapping_during_a_run_loses_no_energy() {
         path.display()
     );
     // The poller takes its first reading (the baseline) before the writer starts.
-    let (rx, _thread) =
-        poll::start(vec![(0, path.clone())], Duration::from_micros(500)).expect("poller");
+    let (rx, _thread) = poll::start(
+        vec![(0, UserRead::File(path.clone()))],
+        Duration::from_micros(500),
+    )
+    .expect("poller");
     let (idx, ts, raw) = rx
         .recv_timeout(Duration::from_secs(5))
         .expect("a first reading");

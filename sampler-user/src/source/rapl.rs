@@ -118,13 +118,33 @@ pub struct CounterPlan {
     pub user: Option<UserCounter>,
 }
 
-/// A counter the daemon reads itself.
+/// A counter the daemon reads itself ([`super::poll`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct UserCounter {
-    /// A file holding the cumulative count as a decimal number.
-    pub path: std::path::PathBuf,
+    pub read: UserRead,
     /// The count runs 0..=max, then wraps to 0.
     pub max: u64,
+}
+
+/// Where a userspace counter comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UserRead {
+    /// A file holding the cumulative count as a decimal number (powercap's `energy_uj`).
+    File(std::path::PathBuf),
+    /// The low 32 bits of a model-specific register (`/dev/cpu/N/msr`).
+    Msr {
+        path: std::path::PathBuf,
+        register: u64,
+    },
+    /// A CPU's busy time in `/proc/stat` through a linear power model, in nJ.
+    Model {
+        stat: std::path::PathBuf,
+        cpu: u32,
+        /// Idle power, µW.
+        idle_uw: u64,
+        /// Power added at full load (max − idle), µW.
+        busy_uw: u64,
+    },
 }
 
 /// Looks for the perf `power` PMU under `root`'s sysfs.

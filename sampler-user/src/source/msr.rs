@@ -1,0 +1,183 @@
+//! `msr`: the RAPL model-specific registers through the `msr` driver's
+//! `/dev/cpu/N/msr` (one `pread` of 8 bytes at the register's address),
+//! read by the daemon at the timer cadence ([`super::poll`]) — for machines
+//! with neither the perf `power` PMU nor powercap (older kernels, or
+//! kernels built without them).
+//!
+//! Intel: `MSR_RAPL_POWER_UNIT` (0x606) gives the energy unit, 1/2^ESU J
+//! (bits 12:8); the energy status registers are package 0x611, PP0 (cores)
+//! 0x639, DRAM 0x619, PP1 (gpu) 0x641 and platform (psys) 0x64D. On the
+//! server parts listed in [`intel_dram_fixed_unit`] DRAM counts in 2^-16 J
+//! (15.3 µJ) whatever the unit register says, as the kernel's RAPL driver
+//! knows too. AMD (family 17h and later, and Hygon): unit 0xC0010299,
+//! package 0xC001029B; the per-core register (0xC001029A) is not read.
+//!
+//! The energy fields are 32 bits and wrap within minutes at high power;
+//! the books take deltas modulo 2^32 ([`crate::units::bounded_delta`] with
+//! `max = 2^32 − 1`), which is exact as long as a counter is read at least
+//! once per wrap. Registers are read on one CPU per package (they are
+//! package-scoped). A register that cannot be read, or reads 0, is taken
+//! to be absent.
+
+use std::{fs::File, io, os::unix::fs::FileExt, path::PathBuf};
+
+use super::{CounterPlan, UserCounter, UserRead};
+use crate::{sysroot::SysRoot, topology::Topology};
+
+pub const INTEL_POWER_UNIT: u64 = 0x606;
+pub const AMD_POWER_UNIT: u64 = 0xC001_0299;
+/// (register, domain index in `DOMAIN_NAMES`), package first.
+pub const INTEL_ENERGY: [(u64, usize); 5] =
+    [(0x611, 0), (0x639, 1), (0x619, 2), (0x64D, 3), (0x641, 4)];
+pub const AMD_ENERGY: [(u64, usize); 1] = [(0xC001_029B, 0)];
+/// The energy status fields are 32 bits wide.
+pub const MAX: u64 = u32::MAX as u64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MsrError {
+    #[error("{path} does not exist: the msr module is not loaded; load it with `modprobe msr` (and list it in /etc/modules-load.d/ to keep it), or use another --source")]
+    NotLoaded { path: PathBuf },
+    #[error("{path}: permission denied; reading MSRs needs root (CAP_SYS_RAWIO)")]
+    Permission { path: PathBuf },
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path} has no vendor_id line; the procfs tree is not a kernel's (--procfs-root)")]
+    Cpuinfo { path: PathBuf },
+    #[error("{vendor} CPUs have no RAPL MSRs Ergon knows; use another --source")]
+    Vendor { vendor: String },
+    #[error("the CPU does not implement MSR_RAPL_POWER_UNIT ({register:#x}) at {path} (a VM usually does not); use another --source")]
+    NoRapl { path: PathBuf, register: u64 },
+}
+
+/// What `/proc/cpuinfo` says about the first CPU.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cpu {
+    pub vendor: String,
+    pub family: u32,
+    pub model: u32,
+}
+
+pub fn cpuinfo(root: &SysRoot) -> Result<Cpu, MsrError> {
+    let path = root.proc("cpuinfo");
+    let text = std::fs::read_to_string(&path).map_err(|source| MsrError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let field = |name: &str| {
+        text.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k.trim() == name).then(|| v.trim().to_owned())
+        })
+    };
+    let vendor = field("vendor_id").ok_or(MsrError::Cpuinfo { path })?;
+    let num = |name: &str| field(name).and_then(|v| v.parse().ok()).unwrap_or(0);
+    Ok(Cpu {
+        vendor,
+        family: num("cpu family"),
+        model: num("model"),
+    })
+}
+
+/// Intel server models whose DRAM domain counts in 2^-16 J regardless of
+/// the unit register (Haswell-X and later Xeons, Xeon Phi).
+pub fn intel_dram_fixed_unit(cpu: &Cpu) -> bool {
+    cpu.family == 6
+        && matches!(
+            cpu.model,
+            0x3F | 0x4F | 0x56 | 0x55 | 0x57 | 0x85 | 0x6A | 0x6C | 0x8F | 0xCF | 0xAD | 0xAE
+        )
+}
+
+/// Reads the 64-bit register `reg` through `file`; `None` when the CPU
+/// does not implement it (EIO from the driver, or short on a fixture).
+fn read_reg(file: &File, reg: u64) -> Option<u64> {
+    let mut buf = [0u8; 8];
+    match file.read_at(&mut buf, reg) {
+        Ok(8) => Some(u64::from_le_bytes(buf)),
+        _ => None,
+    }
+}
+
+/// Opens the msr device of `cpu`, with the errors a user can act on.
+pub fn open(root: &SysRoot, cpu: u32) -> Result<(PathBuf, File), MsrError> {
+    let path = root.dev(&format!("cpu/{cpu}/msr"));
+    match File::open(&path) {
+        Ok(f) => Ok((path, f)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(MsrError::NotLoaded { path }),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Err(MsrError::Permission { path }),
+        Err(source) => Err(MsrError::Io { path, source }),
+    }
+}
+
+/// Joules per count of the unit register's energy field (bits 12:8).
+pub fn joules_per_count(unit: u64) -> f64 {
+    let esu = (unit >> 8) & 0x1F;
+    1.0 / (1u64 << esu) as f64
+}
+
+/// The counters of every package: the registers that read non-zero on the
+/// package's first CPU. An empty plan means no package register.
+pub fn plan(root: &SysRoot, topo: &Topology) -> Result<Vec<CounterPlan>, MsrError> {
+    // The driver first: "not loaded" is the common case and the useful message.
+    if let Some(c) = topo.cpus.first() {
+        open(root, c.cpu)?;
+    }
+    let cpu = cpuinfo(root)?;
+    let (unit_reg, regs): (u64, &[(u64, usize)]) = match cpu.vendor.as_str() {
+        "GenuineIntel" => (INTEL_POWER_UNIT, &INTEL_ENERGY),
+        "AuthenticAMD" | "HygonGenuine" => (AMD_POWER_UNIT, &AMD_ENERGY),
+        _ => return Err(MsrError::Vendor { vendor: cpu.vendor }),
+    };
+    let mut counters = Vec::new();
+    let packages = topo.packages();
+    for &package in &packages {
+        let Some(&first) = topo.cpus_of(package).first() else {
+            continue;
+        };
+        let (path, file) = open(root, first)?;
+        let unit = read_reg(&file, unit_reg).ok_or_else(|| MsrError::NoRapl {
+            path: path.clone(),
+            register: unit_reg,
+        })?;
+        let jpc = joules_per_count(unit);
+        for &(reg, domain) in regs {
+            // psys is platform-wide: once, on the first package.
+            if domain == 3 && Some(&package) != packages.first() {
+                continue;
+            }
+            if read_reg(&file, reg).is_none_or(|v| v & MAX == 0) {
+                continue;
+            }
+            let jpc = if domain == 2 && intel_dram_fixed_unit(&cpu) {
+                1.0 / 65536.0
+            } else {
+                jpc
+            };
+            counters.push(CounterPlan {
+                domain,
+                package,
+                open_cpu: first,
+                readers: Vec::new(),
+                pmu_type: 0,
+                config: 0,
+                joules_per_count: jpc,
+                user: Some(UserCounter {
+                    read: UserRead::Msr {
+                        path: path.clone(),
+                        register: reg,
+                    },
+                    max: MAX,
+                }),
+            });
+        }
+    }
+    Ok(counters)
+}
+
+#[cfg(test)]
+#[path = "msr_tests.rs"]
+mod tests;

@@ -1,0 +1,241 @@
+//! The msr source on fixture trees: `/dev/cpu/N/msr` is a plain (sparse)
+//! file here, with each register's 8 bytes at its address, as the driver
+//! serves them. Intel on two packages, AMD, a missing driver, a CPU
+//! without RAPL, and a 32-bit counter wrapping while it is polled.
+
+use std::{
+    os::unix::fs::FileExt,
+    path::Path,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use super::*;
+use crate::{
+    energy::EnergyBooks,
+    source::{model::Model, poll, select, synthetic, Declared, Plan, Resolved, SourceKind},
+    testdata::scratch,
+};
+
+/// Writes register `reg` of `cpu`'s msr file under `root`.
+fn set(root: &SysRoot, cpu: u32, reg: u64, value: u64) {
+    let path = root.dev(&format!("cpu/{cpu}/msr"));
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .expect("open msr file");
+    f.write_all_at(&value.to_le_bytes(), reg)
+        .expect("write register");
+}
+
+/// Intel's usual unit register: power 1/8 W, energy 2^-14 J, time 2^-10 s.
+const INTEL_UNIT: u64 = 0x000A_0E03;
+/// AMD's: energy 2^-16 J.
+const AMD_UNIT: u64 = 0x000A_1003;
+
+fn intel(root: &SysRoot) {
+    for cpu in [0, 2] {
+        set(root, cpu, INTEL_POWER_UNIT, INTEL_UNIT);
+        set(root, cpu, 0x611, 0x1234_5678);
+        set(root, cpu, 0x639, 0x0100_0000);
+        set(root, cpu, 0x619, 0x0200_0000);
+        set(root, cpu, 0x64D, 0x0300_0000);
+        // PP1 (gpu) reads 0: a server part has none.
+        set(root, cpu, 0x641, 0);
+    }
+}
+
+fn declared() -> Declared {
+    Declared {
+        synthetic: synthetic::Synthetic {
+            watts: 10.0,
+            layout: synthetic::Layout::PerCpu,
+        },
+        model: Model::default(),
+    }
+}
+
+#[test]
+fn intel_registers_per_package_with_the_server_dram_unit() {
+    let (_dir, root) = scratch("msr-intel-2pkg");
+    intel(&root);
+    let topo = Topology::read(&root).expect("topology");
+    let counters = plan(&root, &topo).expect("plan");
+    let got: Vec<(usize, u32, u32, f64)> = counters
+        .iter()
+        .map(|c| (c.domain, c.package, c.open_cpu, c.joules_per_count))
+        .collect();
+    let e14 = 1.0 / 16384.0;
+    let e16 = 1.0 / 65536.0;
+    assert_eq!(
+        got,
+        vec![
+            (0, 0, 0, e14),
+            (1, 0, 0, e14),
+            (2, 0, 0, e16),
+            (3, 0, 0, e14),
+            (0, 1, 2, e14),
+            (1, 1, 2, e14),
+            (2, 1, 2, e16),
+        ],
+        "psys once, on the first package; a zero PP1 is absent; DRAM in 2^-16 J on a Skylake-X"
+    );
+    assert_eq!(
+        counters[4].user,
+        Some(UserCounter {
+            read: UserRead::Msr {
+                path: root.dev("cpu/2/msr"),
+                register: 0x611
+            },
+            max: u32::MAX as u64,
+        })
+    );
+    assert!(counters.iter().all(|c| c.readers.is_empty()));
+}
+
+#[test]
+fn amd_package_register_and_unit() {
+    let (_dir, root) = scratch("msr-amd");
+    set(&root, 0, AMD_POWER_UNIT, AMD_UNIT);
+    set(&root, 0, 0xC001_029B, 42);
+    let topo = Topology::read(&root).expect("topology");
+    let counters = plan(&root, &topo).expect("plan");
+    assert_eq!(counters.len(), 1);
+    assert_eq!(
+        (counters[0].domain, counters[0].joules_per_count),
+        (0, 1.0 / 65536.0)
+    );
+    let p = select(SourceKind::Msr, &root, &topo, &declared()).expect("msr");
+    assert_eq!(p.source, Resolved::Msr);
+}
+
+#[test]
+fn a_missing_driver_a_vm_and_an_unknown_vendor_are_explained() {
+    let (_dir, root) = scratch("msr-intel-2pkg");
+    let topo = Topology::read(&root).expect("topology");
+    let e = select(SourceKind::Msr, &root, &topo, &declared())
+        .expect_err("no driver")
+        .to_string();
+    assert!(e.contains("--source msr"), "{e}");
+    let e = plan(&root, &topo).expect_err("no driver").to_string();
+    assert!(
+        e.contains("cpu/0/msr")
+            && e.contains("msr module is not loaded")
+            && e.contains("modprobe msr"),
+        "{e}"
+    );
+    // The driver is there but the CPU has no RAPL (what a VM's vCPU does).
+    std::fs::create_dir_all(root.dev("cpu/0")).expect("mkdir");
+    std::fs::write(root.dev("cpu/0/msr"), b"").expect("empty msr");
+    let e = plan(&root, &topo).expect_err("no rapl").to_string();
+    assert!(e.contains("MSR_RAPL_POWER_UNIT (0x606)"), "{e}");
+    // auto explains every step and ends with the model.
+    let p = select(SourceKind::Auto, &root, &topo, &declared()).expect("auto");
+    assert_eq!(p.source, Resolved::Model);
+    assert!(
+        p.reason.contains("no perf power PMU")
+            && p.reason.contains("no powercap RAPL package zone")
+            && p.reason.contains("msr: the CPU does not implement")
+            && p.reason.contains("ESTIMATES"),
+        "{}",
+        p.reason
+    );
+    let text = std::fs::read_to_string(root.proc("cpuinfo")).expect("cpuinfo");
+    std::fs::write(
+        root.proc("cpuinfo"),
+        text.replace("GenuineIntel", "CentaurHauls"),
+    )
+    .expect("write");
+    let e = plan(&root, &topo).expect_err("vendor").to_string();
+    assert!(e.contains("CentaurHauls"), "{e}");
+}
+
+#[test]
+fn auto_takes_msr_after_rapl_and_powercap() {
+    let (_dir, root) = scratch("msr-intel-2pkg");
+    intel(&root);
+    let topo = Topology::read(&root).expect("topology");
+    let p = select(SourceKind::Auto, &root, &topo, &declared()).expect("auto");
+    assert_eq!(p.source, Resolved::Msr);
+    assert!(
+        p.reason.contains("no perf power PMU")
+            && p.reason.contains("no powercap RAPL package zone")
+            && p.reason.contains("RAPL MSRs through"),
+        "{}",
+        p.reason
+    );
+}
+
+/// A register advancing by `step` every `every`, wrapping at 2^32, from a
+/// thread standing in for the CPU.
+fn advance(path: &Path, reg: u64, start: u64, step: u64, n: u32, stop: Arc<AtomicBool>) {
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open");
+    let mut v = start;
+    for _ in 0..n {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        v = (v + step) & MAX;
+        f.write_all_at(&v.to_le_bytes(), reg).expect("write");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn the_32_bit_counter_wrapping_during_a_run_loses_no_energy() {
+    let (_dir, root) = scratch("msr-amd");
+    set(&root, 0, AMD_POWER_UNIT, AMD_UNIT);
+    let start = u32::MAX as u64 - 5_000_000;
+    set(&root, 0, 0xC001_029B, start);
+    let topo = Topology::read(&root).expect("topology");
+    let counters = plan(&root, &topo).expect("plan");
+    let plan = Plan {
+        source: Resolved::Msr,
+        reason: String::new(),
+        counters,
+        per_cpu: false,
+    };
+    let cpus: Vec<(u32, u32)> = topo.cpus.iter().map(|c| (c.cpu, c.package)).collect();
+    let mut books = EnergyBooks::new(&plan, &cpus);
+    let read = plan.counters[0].user.clone().expect("user counter").read;
+    let (rx, _thread) = poll::start(vec![(0, read)], Duration::from_micros(500)).expect("poller");
+    let (idx, ts, raw) = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("first reading");
+    assert_eq!(raw, start);
+    books.reading(idx, ts, raw);
+    // 300 steps of 100,000 counts (≈ 1.5 J at 2^-16 J): wraps after 50.
+    let stop = Arc::new(AtomicBool::new(false));
+    let path = root.dev("cpu/0/msr");
+    let writer = std::thread::spawn({
+        let stop = stop.clone();
+        move || advance(&path, 0xC001_029B, start, 100_000, 300, stop)
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !writer.is_finished() {
+        while let Ok((idx, ts, raw)) = rx.try_recv() {
+            books.reading(idx, ts, raw);
+        }
+        if Instant::now() > deadline {
+            stop.store(true, Ordering::Relaxed);
+            panic!("writer did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    while let Ok((idx, ts, raw)) = rx.try_recv() {
+        books.reading(idx, ts, raw);
+    }
+    let joules = books.packages()[0].joules.0;
+    let want = 300.0 * 100_000.0 / 65536.0;
+    assert!((joules - want).abs() < 1e-9, "{joules} J, want {want} J");
+}

@@ -18,6 +18,7 @@ use std::{
 };
 
 /// Fails the test (with the reason) unless we are root.
+pub mod cgroup;
 pub mod prom;
 
 pub fn require_root() {

@@ -2,73 +2,11 @@
 //! `cpu.stat` `usage_usec` and the synthetic source's declared wattage
 //! (every CPU draws W, so a cgroup's joules = W × its CPU seconds).
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-    time::Duration,
-};
+use std::{process::Command, time::Duration};
 
-use tests::{require_root, steal_seconds, sum_of, Daemon};
+use tests::{cgroup::Cgroup, require_root, steal_seconds, sum_of, Daemon};
 
 const W: f64 = 10.0;
-
-/// A cgroup under the cgroup2 hierarchy, removed on drop.
-struct Cgroup {
-    path: PathBuf,
-    rel: String,
-}
-
-impl Cgroup {
-    fn new(name: &str) -> Cgroup {
-        let root = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
-            .iter()
-            .map(Path::new)
-            .find(|p| p.join("cgroup.procs").exists() && p.join("cgroup.stat").exists())
-            .expect("a cgroup2 hierarchy at /sys/fs/cgroup or /sys/fs/cgroup/unified");
-        let rel = format!("/ergon-test-{}-{name}", std::process::id());
-        let path = root.join(&rel[1..]);
-        std::fs::create_dir(&path).expect("create test cgroup");
-        Cgroup { path, rel }
-    }
-
-    fn usage_seconds(&self) -> f64 {
-        let stat = std::fs::read_to_string(self.path.join("cpu.stat")).expect("cpu.stat");
-        stat.lines()
-            .find_map(|l| l.strip_prefix("usage_usec "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .expect("usage_usec in cpu.stat")
-            * 1e-6
-    }
-
-    fn burn(&self, seconds: f64, duty: f64) -> std::process::Child {
-        Command::new(env!("CARGO_BIN_EXE_burn"))
-            .args([seconds.to_string(), duty.to_string()])
-            .arg(&self.path)
-            .spawn()
-            .expect("start burn")
-    }
-
-    fn joules(&self, d: &Daemon) -> f64 {
-        let m = d.metrics();
-        let prefix = format!("ergon_cgroup_energy_joules_total{{cgroup=\"{}\",", self.rel);
-        m.iter()
-            .filter(|(k, _)| k.starts_with(&prefix))
-            .map(|(_, v)| v)
-            .sum()
-    }
-}
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        // A task that just exited can keep its cgroup busy for a moment.
-        for _ in 0..50 {
-            if std::fs::remove_dir(&self.path).is_ok() || !self.path.exists() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
 
 /// Waits until the attribution frontier has passed everything that ran.
 fn settle() {
@@ -82,8 +20,8 @@ fn steady_and_duty_cycled_cgroups_match_cpu_stat_within_2_percent() {
     let full = Cgroup::new("full");
     let duty = Cgroup::new("duty40");
     let steal0 = steal_seconds();
-    let mut a = full.burn(3.0, 1.0);
-    let mut b = duty.burn(3.0, 0.4);
+    let mut a = full.burn(env!("CARGO_BIN_EXE_burn"), 3.0, 1.0);
+    let mut b = duty.burn(env!("CARGO_BIN_EXE_burn"), 3.0, 0.4);
     assert!(a.wait().expect("wait").success());
     assert!(b.wait().expect("wait").success());
     settle();
@@ -147,7 +85,7 @@ fn every_scrape_balances_cgroups_plus_idle_against_the_package() {
     require_root();
     let d = Daemon::start(&["--source", "synthetic", "--synthetic-watts", "10"]);
     let cg = Cgroup::new("balance");
-    let mut p = cg.burn(2.0, 0.7);
+    let mut p = cg.burn(env!("CARGO_BIN_EXE_burn"), 2.0, 0.7);
     let mut last_pkg = 0.0;
     for _ in 0..10 {
         let m = d.metrics();
@@ -194,8 +132,8 @@ fn beyond_max_cgroups_the_smallest_fold_into_other_and_books_still_balance() {
     let d = Daemon::start(&["--source", "synthetic", "--max-cgroups", "2"]);
     let big = Cgroup::new("big");
     let small = Cgroup::new("small");
-    let mut a = big.burn(1.5, 1.0);
-    let mut b = small.burn(1.5, 0.1);
+    let mut a = big.burn(env!("CARGO_BIN_EXE_burn"), 1.5, 1.0);
+    let mut b = small.burn(env!("CARGO_BIN_EXE_burn"), 1.5, 0.1);
     assert!(a.wait().expect("wait").success());
     assert!(b.wait().expect("wait").success());
     // Folding is checked once a second.
@@ -231,7 +169,7 @@ fn a_dead_cgroup_stays_until_exported_and_retained_then_moves_to_other() {
     require_root();
     let d = Daemon::start(&["--source", "synthetic", "--cgroup-retention", "1s"]);
     let gone = Cgroup::new("gone");
-    let mut p = gone.burn(0.5, 1.0);
+    let mut p = gone.burn(env!("CARGO_BIN_EXE_burn"), 0.5, 1.0);
     assert!(p.wait().expect("wait").success());
     settle();
     let joules = gone.joules(&d);

@@ -7,8 +7,9 @@ use ergon::{
     decode::{decode, Kind},
     source::{
         self,
+        model::Model,
         synthetic::{Layout, Synthetic},
-        SourceKind,
+        Declared, SourceKind,
     },
     sysroot::SysRoot,
     topology::Topology,
@@ -23,9 +24,12 @@ fn load(period: Duration) -> (Sampler, Topology) {
         SourceKind::Synthetic,
         &root,
         &topo,
-        Synthetic {
-            watts: 10.0,
-            layout: Layout::PerCpu,
+        &Declared {
+            synthetic: Synthetic {
+                watts: 10.0,
+                layout: Layout::PerCpu,
+            },
+            model: Model::default(),
         },
     )
     .expect("synthetic plan");

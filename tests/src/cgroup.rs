@@ -1,0 +1,70 @@
+//! Test cgroups under the cgroup2 hierarchy, with their `cpu.stat` as
+//! ground truth.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use crate::Daemon;
+
+/// A cgroup under the cgroup2 hierarchy, removed on drop.
+pub struct Cgroup {
+    pub path: PathBuf,
+    /// The path as Ergon labels it (`/ergon-test-<pid>-<name>`).
+    pub rel: String,
+}
+
+impl Cgroup {
+    pub fn new(name: &str) -> Cgroup {
+        let root = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+            .iter()
+            .map(Path::new)
+            .find(|p| p.join("cgroup.procs").exists() && p.join("cgroup.stat").exists())
+            .expect("a cgroup2 hierarchy at /sys/fs/cgroup or /sys/fs/cgroup/unified");
+        let rel = format!("/ergon-test-{}-{name}", std::process::id());
+        let path = root.join(&rel[1..]);
+        std::fs::create_dir(&path).expect("create test cgroup");
+        Cgroup { path, rel }
+    }
+
+    pub fn usage_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(self.path.join("cpu.stat")).expect("cpu.stat");
+        stat.lines()
+            .find_map(|l| l.strip_prefix("usage_usec "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .expect("usage_usec in cpu.stat")
+            * 1e-6
+    }
+
+    /// Starts the `burn` test workload (its path: `env!("CARGO_BIN_EXE_burn")`) in this cgroup.
+    pub fn burn(&self, bin: &str, seconds: f64, duty: f64) -> std::process::Child {
+        Command::new(bin)
+            .args([seconds.to_string(), duty.to_string()])
+            .arg(&self.path)
+            .spawn()
+            .expect("start burn")
+    }
+
+    pub fn joules(&self, d: &Daemon) -> f64 {
+        let m = d.metrics();
+        let prefix = format!("ergon_cgroup_energy_joules_total{{cgroup=\"{}\",", self.rel);
+        m.iter()
+            .filter(|(k, _)| k.starts_with(&prefix))
+            .map(|(_, v)| v)
+            .sum()
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        // A task that just exited can keep its cgroup busy for a moment.
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.path).is_ok() || !self.path.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

@@ -17,6 +17,7 @@ pub mod decode;
 pub mod drain;
 pub mod energy;
 pub mod identity;
+pub mod jobs;
 pub mod measure;
 pub mod measure_plot;
 pub mod metrics;

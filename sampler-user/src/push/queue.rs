@@ -218,6 +218,12 @@ impl Queue {
         &self.path
     }
 
+    /// The database, for the other tables that live in the state (job
+    /// totals, [`crate::jobs::fold`]).
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
     /// A sample for the next commit (memory only until then).
     pub fn append(&self, desc: &Arc<str>, ts: i64, value: f64) {
         lock(&self.inbox).push((desc.clone(), ts, value));

@@ -1,0 +1,161 @@
+//! The daemon's side of job records: every second it folds the spool files
+//! into the redb store, exactly once.
+//!
+//! One write transaction adds each new file's record to its job's totals
+//! and notes the file's name as folded; only after the commit are the files
+//! deleted, and then their names forgotten. A crash between the commit and
+//! the deletion leaves files whose names are noted: the next pass deletes
+//! them without counting them again. A file that is not a record is
+//! renamed to `*.rejected`, logged and counted, never deleted.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    sync::atomic::Ordering,
+};
+
+use redb::{Database, ReadableTable, TableDefinition};
+use tracing::warn;
+
+use super::{JobRecord, JobTotals, Jobs, SPOOL, SUFFIX};
+
+/// job name → its totals (JSON of [`JobTotals`]).
+const JOBS: TableDefinition<&str, &str> = TableDefinition::new("jobs");
+/// spool file name → Unix ms it was folded at (until the file is gone).
+pub(super) const FOLDED: TableDefinition<&str, i64> = TableDefinition::new("jobs_folded");
+
+#[derive(Debug, thiserror::Error)]
+pub enum FoldError {
+    #[error("job records in {path}: {message}")]
+    Db { path: PathBuf, message: String },
+    #[error("cannot list the job spool {path}: {source}")]
+    Spool {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn db_err(path: &Path, e: impl std::fmt::Display) -> FoldError {
+    FoldError::Db {
+        path: path.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+/// The totals committed so far (empty for a store that never had jobs).
+pub fn load(db: &Database, db_path: &Path) -> Result<BTreeMap<String, JobTotals>, FoldError> {
+    let e = |x: &dyn std::fmt::Display| db_err(db_path, x);
+    let rx = db.begin_read().map_err(|x| e(&x))?;
+    let table = match rx.open_table(JOBS) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(BTreeMap::new()),
+        Err(x) => return Err(e(&x)),
+    };
+    let mut out = BTreeMap::new();
+    for row in table.iter().map_err(|x| e(&x))? {
+        let (k, v) = row.map_err(|x| e(&x))?;
+        let totals: JobTotals = serde_json::from_str(v.value()).map_err(|x| e(&x))?;
+        out.insert(k.value().to_owned(), totals);
+    }
+    Ok(out)
+}
+
+/// One pass over `state_dir/jobs`. Returns the jobs whose totals changed,
+/// with their new totals (also in `jobs`).
+pub fn fold(
+    db: &Database,
+    db_path: &Path,
+    state_dir: &Path,
+    jobs: &Jobs,
+    now_ms: i64,
+) -> Result<Vec<(String, JobTotals)>, FoldError> {
+    let spool = state_dir.join(SPOOL);
+    let mut names: Vec<String> = match std::fs::read_dir(&spool) {
+        Ok(it) => it
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(SUFFIX) && !n.starts_with('.'))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(FoldError::Spool {
+                path: spool,
+                source,
+            })
+        }
+    };
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    names.sort();
+    let mut records: Vec<(String, JobRecord)> = Vec::new();
+    for name in names {
+        let path = spool.join(&name);
+        let parsed = std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice::<JobRecord>(&b).map_err(|e| e.to_string()))
+            .and_then(|r| {
+                super::check_name(&r.job)
+                    .map(|()| r)
+                    .map_err(|e| e.to_string())
+            });
+        match parsed {
+            Ok(r) => records.push((name, r)),
+            Err(why) => {
+                let aside = spool.join(format!("{name}.rejected"));
+                warn!(path = %path.display(), error = %why, moved_to = %aside.display(), "not a job record; set aside");
+                let _ = std::fs::rename(&path, &aside);
+                jobs.rejected.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    let e = |x: &dyn std::fmt::Display| db_err(db_path, x);
+    let mut totals = jobs.snapshot();
+    let mut changed: BTreeMap<String, JobTotals> = BTreeMap::new();
+    let mut new_records = 0u64;
+    let tx = db.begin_write().map_err(|x| e(&x))?;
+    {
+        let mut folded = tx.open_table(FOLDED).map_err(|x| e(&x))?;
+        let mut table = tx.open_table(JOBS).map_err(|x| e(&x))?;
+        for (name, r) in &records {
+            if folded.get(name.as_str()).map_err(|x| e(&x))?.is_some() {
+                continue; // counted before a crash; only the deletion is left
+            }
+            let t = totals.entry(r.job.clone()).or_default();
+            t.add(r);
+            changed.insert(r.job.clone(), *t);
+            new_records += 1;
+            folded.insert(name.as_str(), now_ms).map_err(|x| e(&x))?;
+        }
+        for (job, t) in &changed {
+            let json = serde_json::to_string(t).map_err(|x| e(&x))?;
+            table
+                .insert(job.as_str(), json.as_str())
+                .map_err(|x| e(&x))?;
+        }
+    }
+    tx.commit().map_err(|x| e(&x))?;
+    *jobs
+        .totals
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = totals;
+    jobs.folded.fetch_add(new_records, Ordering::Relaxed);
+    // Now the files can go, then their names.
+    let gone: Vec<&str> = records
+        .iter()
+        .filter(|(name, _)| std::fs::remove_file(spool.join(name)).is_ok())
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if !gone.is_empty() {
+        let tx = db.begin_write().map_err(|x| e(&x))?;
+        {
+            let mut folded = tx.open_table(FOLDED).map_err(|x| e(&x))?;
+            for name in gone {
+                folded.remove(name).map_err(|x| e(&x))?;
+            }
+        }
+        tx.commit().map_err(|x| e(&x))?;
+    }
+    Ok(changed.into_iter().collect())
+}

@@ -1,0 +1,198 @@
+//! Job records: the spool, the exactly-once fold, concurrent recorders,
+//! a crash between commit and deletion, bad files, restarts, and the
+//! metrics served.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::push::queue::Queue;
+
+fn rec(job: &str, joules: f64, exit_code: i32, end: i64) -> JobRecord {
+    JobRecord {
+        job: job.into(),
+        joules,
+        cpu_seconds: joules / 10.0,
+        elapsed_seconds: 1.5,
+        exit_code,
+        end_unix_ms: end,
+        source: "synthetic".into(),
+    }
+}
+
+fn pass(q: &Queue, dir: &Path, jobs: &Jobs) -> Vec<(String, JobTotals)> {
+    fold::fold(q.database(), q.path(), dir, jobs, 1).expect("fold")
+}
+
+fn spool_files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir.join(SPOOL))
+        .map(|it| {
+            it.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn names_are_checked() {
+    assert!(check_name("nightly-backup").is_ok());
+    assert!(check_name("Sicherung über Nacht").is_ok());
+    for bad in ["", "a\nb", &"x".repeat(MAX_NAME + 1)] {
+        let e = check_name(bad).expect_err(bad).to_string();
+        assert!(
+            e.contains("--job") && e.contains("e.g. --job nightly-backup"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn a_directory_without_the_daemons_store_is_refused_with_the_fix() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let e = check_store(dir.path()).expect_err("no store").to_string();
+    assert!(e.contains("ergon.redb") && e.contains("--state-dir"), "{e}");
+    Queue::open(dir.path(), 10).expect("store");
+    assert!(check_store(dir.path()).is_ok());
+}
+
+#[test]
+fn records_are_folded_once_and_their_files_removed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let q = Queue::open(dir.path(), 10).expect("store");
+    let jobs = Jobs::default();
+    assert!(pass(&q, dir.path(), &jobs).is_empty(), "no spool yet");
+    record(dir.path(), &rec("nightly", 20.0, 0, 1000)).expect("record");
+    record(dir.path(), &rec("nightly", 22.5, 3, 2000)).expect("record");
+    record(dir.path(), &rec("hourly", 1.25, 0, 1500)).expect("record");
+    let changed = pass(&q, dir.path(), &jobs);
+    assert_eq!(changed.len(), 2);
+    let t = jobs.snapshot();
+    let n = t["nightly"];
+    assert_eq!((n.joules, n.runs, n.failures), (42.5, 2, 1));
+    assert_eq!((n.last_exit_code, n.last_end_unix_ms), (3, 2000));
+    assert_eq!((t["hourly"].joules, t["hourly"].runs), (1.25, 1));
+    assert!(
+        spool_files(dir.path()).is_empty(),
+        "{:?}",
+        spool_files(dir.path())
+    );
+    assert!(pass(&q, dir.path(), &jobs).is_empty(), "nothing twice");
+    assert_eq!(jobs.snapshot()["nightly"].runs, 2);
+    // The totals survive a restart of the daemon.
+    drop(q);
+    let q = Queue::open(dir.path(), 10).expect("reopen");
+    let loaded = fold::load(q.database(), q.path()).expect("load");
+    assert_eq!(loaded, t);
+}
+
+#[test]
+fn a_crash_between_commit_and_deletion_does_not_count_twice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let q = Queue::open(dir.path(), 10).expect("store");
+    let jobs = Jobs::default();
+    record(dir.path(), &rec("nightly", 5.0, 0, 1)).expect("record");
+    pass(&q, dir.path(), &jobs);
+    // The same file again, its name still noted as folded: what a crash
+    // after the commit and before the deletion leaves behind.
+    let file = record(dir.path(), &rec("nightly", 5.0, 0, 2)).expect("record");
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .expect("name");
+    let tx = q.database().begin_write().expect("tx");
+    tx.open_table(fold::FOLDED)
+        .expect("table")
+        .insert(name.as_str(), 0)
+        .expect("insert");
+    tx.commit().expect("commit");
+    assert!(pass(&q, dir.path(), &jobs).is_empty());
+    assert_eq!(jobs.snapshot()["nightly"].runs, 1);
+    assert!(!file.exists(), "the leftover file is removed");
+    // And its name forgotten: a new file of that name would count again.
+    let rx = q.database().begin_read().expect("rx");
+    let folded = rx.open_table(fold::FOLDED).expect("table");
+    assert!(folded.get(name.as_str()).expect("get").is_none());
+}
+
+#[test]
+fn concurrent_recorders_while_the_daemon_folds_are_all_counted_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let q = Arc::new(Queue::open(dir.path(), 10).expect("store"));
+    let jobs = Jobs::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let folder = {
+        let (q, jobs, stop, dir) = (q.clone(), jobs.clone(), stop.clone(), dir.path().to_owned());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                fold::fold(q.database(), q.path(), &dir, &jobs, 1).expect("fold");
+            }
+        })
+    };
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let dir = dir.path().to_owned();
+            std::thread::spawn(move || {
+                for i in 0..25 {
+                    record(&dir, &rec("batch", 0.5, i % 2, w * 100 + i64::from(i)))
+                        .expect("record");
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().expect("writer");
+    }
+    stop.store(true, Ordering::Relaxed);
+    folder.join().expect("folder");
+    pass(&q, dir.path(), &jobs);
+    let t = jobs.snapshot()["batch"];
+    assert_eq!((t.runs, t.joules, t.failures), (200, 100.0, 96));
+    assert!(spool_files(dir.path()).is_empty());
+}
+
+#[test]
+fn a_file_that_is_not_a_record_is_set_aside_and_counted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let q = Queue::open(dir.path(), 10).expect("store");
+    let jobs = Jobs::default();
+    record(dir.path(), &rec("ok", 1.0, 0, 1)).expect("record");
+    std::fs::write(dir.path().join(SPOOL).join("0-bad.job"), "{not json").expect("write");
+    // A recorder still writing: ignored until renamed.
+    std::fs::write(dir.path().join(SPOOL).join(".1-2-3-4.tmp"), "{").expect("write");
+    pass(&q, dir.path(), &jobs);
+    assert_eq!(jobs.snapshot()["ok"].runs, 1);
+    assert_eq!(jobs.rejected.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        spool_files(dir.path()),
+        vec![".1-2-3-4.tmp", "0-bad.job.rejected"]
+    );
+}
+
+#[test]
+fn the_totals_are_served_as_job_counters() {
+    let jobs = Jobs::default();
+    jobs.totals
+        .lock()
+        .expect("lock")
+        .insert("nightly \"db\"".into(), {
+            let mut t = JobTotals::default();
+            t.add(&rec("x", 12.5, 1, 1_700_000_000_123));
+            t
+        });
+    let mut reg = prometheus_client::registry::Registry::default();
+    reg.register_collector(Box::new(JobCollector { jobs }));
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &reg).expect("encode");
+    for want in [
+        "ergon_job_energy_joules_total{job=\"nightly \\\"db\\\"\"} 12.5",
+        "ergon_job_runs_total{job=\"nightly \\\"db\\\"\"} 1",
+        "ergon_job_failures_total{job=\"nightly \\\"db\\\"\"} 1",
+        "ergon_job_last_exit_code{job=\"nightly \\\"db\\\"\"} 1",
+        "ergon_job_last_run_timestamp_seconds{job=\"nightly \\\"db\\\"\"} 1700000000.123",
+        "ergon_job_records_rejected_total 0",
+    ] {
+        assert!(text.contains(want), "missing {want} in\n{text}");
+    }
+}

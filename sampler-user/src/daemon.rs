@@ -15,6 +15,10 @@ use crate::{
     config::Settings,
     continuity::{self, Continuity},
     drain::DrainError,
+    jobs::{
+        fold::{self, FoldError},
+        Jobs,
+    },
     pipeline::{self, Extras, Pipeline, PipelineError},
     push::{
         client::{ClientError, Remote},
@@ -51,6 +55,8 @@ pub enum DaemonError {
     Queue(#[from] QueueError),
     #[error(transparent)]
     Client(#[from] ClientError),
+    #[error(transparent)]
+    Jobs(#[from] FoldError),
     #[error("a task panicked: {message}")]
     Panic { message: String },
 }
@@ -85,6 +91,19 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
             let q = Queue::open(dir, push.push_buffer)?;
             info!(path = %q.path().display(), queued = q.len(), totals = q.totals().len(), "durable state opened");
             Some(Arc::new(q))
+        }
+        None => None,
+    };
+    // Job records (`ergon measure --record-to`) live in the same state.
+    let jobs = match &queue {
+        Some(q) => {
+            let jobs = Jobs::default();
+            *jobs
+                .totals
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                fold::load(q.database(), q.path())?;
+            Some(jobs)
         }
         None => None,
     };
@@ -153,6 +172,15 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
             Ok("state")
         });
     }
+    if let (Some(q), Some(jobs), Some(dir)) = (&queue, &jobs, &push.state_dir) {
+        let (q, jobs, dir, stop) = (q.clone(), jobs.clone(), dir.clone(), stop.clone());
+        let pushing = push.remote_write.is_some();
+        info!(spool = %dir.join(crate::jobs::SPOOL).display(), "folding job records from `ergon measure --record-to`");
+        tasks.spawn(async move {
+            fold_jobs(q, jobs, dir, pushing, stop).await;
+            Ok("jobs")
+        });
+    }
     {
         let stop = stop.clone();
         let stats = Arc::new(HttpStats::default());
@@ -164,7 +192,13 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
                 queue,
             });
         let app = server::App::new(
-            server::collectors(shared.clone(), &stats, &store, push_view.as_ref()),
+            server::collectors(
+                shared.clone(),
+                &stats,
+                &store,
+                push_view.as_ref(),
+                jobs.as_ref(),
+            ),
             store.clone(),
             shared.clone(),
             export_epoch,
@@ -224,6 +258,46 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         None => {
             info!("stopped cleanly");
             Ok(())
+        }
+    }
+}
+
+/// Folds the job spool every second until stopped; new totals also go to
+/// remote_write when pushing.
+async fn fold_jobs(
+    q: Arc<Queue>,
+    jobs: Jobs,
+    dir: std::path::PathBuf,
+    pushing: bool,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut warned = false;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let (q2, jobs2, dir2) = (q.clone(), jobs.clone(), dir.clone());
+        let now = crate::units::now_unix_ms();
+        let done = tokio::task::spawn_blocking(move || {
+            fold::fold(q2.database(), q2.path(), &dir2, &jobs2, now)
+        })
+        .await;
+        match done {
+            Ok(Ok(changed)) => {
+                warned = false;
+                if pushing {
+                    fold::to_push(&q, &changed, now);
+                }
+            }
+            Ok(Err(e)) if !warned => {
+                warn!(error = %source::chain(&e), "folding job records failed; they stay in the spool and are retried every second");
+                warned = true;
+            }
+            Ok(Err(_)) => {}
+            Err(e) => warn!(error = %e, "the job folder panicked"),
         }
     }
 }

@@ -8,7 +8,7 @@ use std::{
     os::unix::{ffi::OsStrExt, process::CommandExt},
     path::{Path, PathBuf},
     process::ExitStatus,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use clap::Args;
@@ -48,6 +48,16 @@ pub struct MeasureArgs {
     /// Draw both power series over time into this SVG file.
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
+
+    /// Also record this run into the state directory of a running `ergon
+    /// run` (its --state-dir); the daemon serves every recorded job as
+    /// `ergon_job_energy_joules_total{job=NAME}` and `ergon_job_runs_total{job=NAME}`.
+    #[arg(long, value_name = "STATE_DIR", requires = "job")]
+    pub record_to: Option<PathBuf>,
+
+    /// The job's name for --record-to (the `job` label).
+    #[arg(long, value_name = "NAME", requires = "record_to")]
+    pub job: Option<String>,
 
     #[command(flatten)]
     pub run: RunArgs,
@@ -89,6 +99,8 @@ pub enum MeasureError {
     },
     #[error("drawing {path}: {message}")]
     Plot { path: PathBuf, message: String },
+    #[error(transparent)]
+    Job(#[from] crate::jobs::JobError),
     #[error("the sampler produced no data within {0:?}; see `ergon check`")]
     NoData(Duration),
 }
@@ -114,11 +126,7 @@ pub struct Report {
     pub cgroup: String,
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+use crate::units::now_unix_ms as now_ms;
 
 fn exit_code(status: ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
@@ -168,6 +176,11 @@ pub async fn run(args: MeasureArgs) -> Result<i32, MeasureError> {
         term: tokio::signal::unix::signal(SignalKind::terminate()).ok(),
     };
     let mut settings = args.run.settings()?;
+    // A wrong --record-to or --job fails before the command runs.
+    if let (Some(dir), Some(job)) = (&args.record_to, &args.job) {
+        crate::jobs::check_name(job)?;
+        crate::jobs::check_store(dir)?;
+    }
     // One sample per ms for both series: the CSV and plot need them.
     settings.serve.batch_resolution = Duration::from_millis(1);
     settings.serve.cgroup_batch_resolution = Duration::from_millis(1);
@@ -373,6 +386,30 @@ async fn measure(
         );
     } else {
         eprint!("{}", human(&report));
+    }
+    let mut code = code;
+    if let (Some(dir), Some(job)) = (&args.record_to, &args.job) {
+        let rec = crate::jobs::JobRecord {
+            job: job.clone(),
+            joules: report.command_joules,
+            cpu_seconds: report.command_cpu_seconds,
+            elapsed_seconds: report.elapsed_seconds,
+            exit_code: report.exit_code,
+            end_unix_ms: end_ms,
+            source: report.source.to_owned(),
+        };
+        match crate::jobs::record(dir, &rec) {
+            Ok(path) => {
+                info!(path = %path.display(), job = %job, "job recorded; the daemon folds it in within a second")
+            }
+            Err(e) => {
+                // The command's own failure wins; a success becomes 1.
+                eprintln!("ergon: error: {}", crate::source::chain(&e));
+                if code == 0 {
+                    code = 1;
+                }
+            }
+        }
     }
     Ok(code)
 }

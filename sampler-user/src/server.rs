@@ -138,6 +138,7 @@ pub fn collectors(
     stats: &Arc<HttpStats>,
     store: &SharedStore,
     push: Option<&PushView>,
+    jobs: Option<&crate::jobs::Jobs>,
 ) -> Vec<NamedCollector> {
     let energy = Arc::new(crate::metrics::registry(snapshot));
     let mut own = prometheus_client::registry::Registry::default();
@@ -155,6 +156,9 @@ pub fn collectors(
             stats: p.stats.clone(),
             queue: p.queue.clone(),
         }));
+    }
+    if let Some(jobs) = jobs {
+        own.register_collector(Box::new(crate::jobs::JobCollector { jobs: jobs.clone() }));
     }
     let own = Arc::new(own);
     vec![

@@ -2,6 +2,13 @@
 
 use std::fmt;
 
+/// Wall-clock time now, in Unix milliseconds (0 before 1970).
+pub fn now_unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// Energy in joules.
 #[derive(Clone, Copy, Debug, Default, PartialEq, PartialOrd)]
 pub struct Joules(pub f64);

@@ -191,3 +191,113 @@ fn ctrl_c_is_forwarded_and_the_partial_result_printed() {
         "{v}"
     );
 }
+
+/// `ergon measure … --json` as a child process (for running several at once).
+fn spawn_measure(extra: &[&str], cmd: &[&str]) -> std::process::Child {
+    Command::new(ergon_bin())
+        .args([
+            "measure",
+            "--source",
+            "synthetic",
+            "--synthetic-watts",
+            "10",
+            "--json",
+        ])
+        .args(extra)
+        .arg("--")
+        .args(cmd)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ergon measure")
+}
+
+fn command_joules(child: std::process::Child) -> f64 {
+    let out = child.wait_with_output().expect("ergon measure");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("one JSON object on stdout");
+    f(&v, "command_joules")
+}
+
+/// Waits until the daemon serves `runs` runs of `job`; returns its joules.
+fn job_joules(d: &tests::Daemon, job: &str, runs: f64) -> f64 {
+    let runs_key = format!("ergon_job_runs_total{{job=\"{job}\"}}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = d.metrics();
+        if m.get(&runs_key) == Some(&runs) {
+            return m[&format!("ergon_job_energy_joules_total{{job=\"{job}\"}}")];
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{runs_key} never reached {runs}: {:?}",
+            m.get(&runs_key)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn concurrent_recorded_jobs_are_all_counted_and_survive_a_restart() {
+    require_root();
+    let state = tempfile::tempdir().expect("tempdir");
+    let dir = state.path().display().to_string();
+    let d = tests::Daemon::start(&["--source", "synthetic", "--state-dir", &dir]);
+    let burn = env!("CARGO_BIN_EXE_burn");
+    let rec = ["--record-to", dir.as_str(), "--job", "nightly"];
+    // Two recorders at once, and a third job name.
+    let a = spawn_measure(&rec, &[burn, "1", "1.0"]);
+    let b = spawn_measure(&rec, &[burn, "1", "0.5"]);
+    let c = spawn_measure(
+        &["--record-to", &dir, "--job", "hourly"],
+        &[burn, "0.3", "1.0"],
+    );
+    let (ja, jb, jc) = (command_joules(a), command_joules(b), command_joules(c));
+    println!("nightly runs: {ja:.3} J + {jb:.3} J; hourly: {jc:.3} J");
+    let got = job_joules(&d, "nightly", 2.0);
+    assert!(
+        (got - (ja + jb)).abs() < 1e-9,
+        "served {got} J, the two runs reported {ja} + {jb} J"
+    );
+    assert!((job_joules(&d, "hourly", 1.0) - jc).abs() < 1e-9);
+    let (status, log) = d.stop();
+    assert!(status.success(), "{log}");
+    // The totals are durable: a new daemon on the same state serves them.
+    let d = tests::Daemon::start(&["--source", "synthetic", "--state-dir", &dir]);
+    assert!((job_joules(&d, "nightly", 2.0) - (ja + jb)).abs() < 1e-9);
+    let (status, log) = d.stop();
+    assert!(status.success(), "{log}");
+}
+
+#[test]
+fn recording_to_a_directory_without_a_daemon_store_fails_before_the_command_runs() {
+    require_root();
+    let empty = tempfile::tempdir().expect("tempdir");
+    let marker = empty.path().join("ran");
+    let out = Command::new(ergon_bin())
+        .args(["measure", "--source", "synthetic", "--record-to"])
+        .arg(empty.path())
+        .args(["--job", "nightly", "--", "touch"])
+        .arg(&marker)
+        .output()
+        .expect("run ergon measure");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("ergon.redb") && err.contains("--state-dir"),
+        "{err}"
+    );
+    assert!(!marker.exists(), "the command must not have run");
+    // --job without --record-to is a usage error.
+    let out = Command::new(ergon_bin())
+        .args(["measure", "--job", "x", "--", "true"])
+        .output()
+        .expect("run ergon measure");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--record-to"));
+}

@@ -11,13 +11,14 @@
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
-    sync::atomic::Ordering,
+    sync::{atomic::Ordering, Arc},
 };
 
 use redb::{Database, ReadableTable, TableDefinition};
 use tracing::warn;
 
 use super::{JobRecord, JobTotals, Jobs, SPOOL, SUFFIX};
+use crate::push::queue::{descriptor, Queue};
 
 /// job name → its totals (JSON of [`JobTotals`]).
 const JOBS: TableDefinition<&str, &str> = TableDefinition::new("jobs");
@@ -158,4 +159,19 @@ pub fn fold(
         tx.commit().map_err(|x| e(&x))?;
     }
     Ok(changed.into_iter().collect())
+}
+
+/// Queues the new totals of `changed` jobs for remote_write (energy and
+/// runs, stamped `now_ms`), so a push-only setup gets job metrics too.
+pub fn to_push(q: &Queue, changed: &[(String, JobTotals)], now_ms: i64) {
+    for (job, t) in changed {
+        let labels = [("job", job.as_str())];
+        for (name, v) in [
+            ("ergon_job_energy_joules_total", t.joules),
+            ("ergon_job_runs_total", t.runs as f64),
+        ] {
+            let desc: Arc<str> = descriptor(name, &labels).into();
+            q.append(&desc, now_ms, v);
+        }
+    }
 }

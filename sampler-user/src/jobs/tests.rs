@@ -196,3 +196,38 @@ fn the_totals_are_served_as_job_counters() {
         assert!(text.contains(want), "missing {want} in\n{text}");
     }
 }
+
+#[test]
+fn new_totals_are_queued_for_remote_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let q = Queue::open(dir.path(), 10).expect("store");
+    let jobs = Jobs::default();
+    record(dir.path(), &rec("nightly", 7.5, 0, 1)).expect("record");
+    let changed = pass(&q, dir.path(), &jobs);
+    fold::to_push(&q, &changed, 1_700_000_000_000);
+    q.commit(&[]).expect("commit");
+    let got: Vec<(String, i64, f64)> = q
+        .peek(10)
+        .expect("peek")
+        .into_iter()
+        .map(|s| {
+            let desc = q.descriptor_of(s.series).expect("series");
+            (desc.to_string(), s.ts, s.value)
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                "__name__=ergon_job_energy_joules_total\njob=nightly".into(),
+                1_700_000_000_000,
+                7.5
+            ),
+            (
+                "__name__=ergon_job_runs_total\njob=nightly".into(),
+                1_700_000_000_000,
+                1.0
+            ),
+        ]
+    );
+}

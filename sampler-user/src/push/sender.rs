@@ -19,7 +19,7 @@ use std::{
     collections::{HashMap, VecDeque},
     ops::Range,
     sync::{atomic::Ordering, Arc},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use rand::Rng;
@@ -49,11 +49,7 @@ pub struct Sender {
     pub external_labels: Vec<(String, String)>,
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+use crate::units::now_unix_ms as now_ms;
 
 /// Full jitter: a uniform wait in [0, min(cap, base × 2^attempt)].
 pub fn backoff(attempt: u32) -> Duration {

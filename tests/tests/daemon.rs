@@ -182,6 +182,17 @@ fn bad_flags_env_and_config_are_rejected_with_the_fix() {
     assert!(e.contains("invalid period `2s`"), "{e}");
     let e = run(&["--source", "coal"], &[]);
     assert!(e.contains("coal") && e.contains("auto"), "{e}");
+    let e = run(&["--model-idle-watts", "9", "--model-max-watts", "3"], &[]);
+    assert!(
+        e.contains("idle 9 W, max 3 W") && e.contains("--model-idle-watts 1.5"),
+        "{e}"
+    );
+    // Asking for msr where the driver is not loaded names the fix.
+    let e = run(&["--source", "msr", "--dev-root", "/nonexistent"], &[]);
+    assert!(
+        e.contains("/nonexistent/cpu/0/msr") && e.contains("modprobe msr"),
+        "{e}"
+    );
     let dir = tempfile_dir();
     let cfg = dir.join("ergon.toml");
     std::fs::write(&cfg, "listen = \"nowhere\"\n").expect("write config");

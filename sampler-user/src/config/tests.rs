@@ -110,6 +110,35 @@ fn file_fills_what_flags_leave_unset() {
 }
 
 #[test]
+fn roots_and_the_model_table_come_from_flags_and_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("ergon.toml");
+    std::fs::write(
+        &path,
+        "source = \"model\"\ndev_root = \"/fixture/dev\"\nprocfs_root = \"/fixture/proc\"\n[model]\nidle_watts = 1.5\nmax_watts = 6.0\n[[model.cpus]]\ncpus = \"1\"\nidle_watts = 0.5\nmax_watts = 2.0\n",
+    )
+    .expect("write");
+    let mut a = args();
+    a.config = Some(path.clone());
+    a.sysfs_root = Some(PathBuf::from("/fixture/sys"));
+    let s = a.settings().expect("valid");
+    assert_eq!(s.source, SourceKind::Model);
+    assert_eq!(s.root.dev, PathBuf::from("/fixture/dev"));
+    assert_eq!(s.root.procfs, PathBuf::from("/fixture/proc"));
+    assert_eq!(s.root.sysfs, PathBuf::from("/fixture/sys"));
+    assert_eq!(s.model.of(0).max_watts, 6.0);
+    assert_eq!(s.model.of(1).idle_watts, 0.5);
+    a.dev_root = Some(PathBuf::from("/flag/dev"));
+    assert_eq!(
+        a.settings().expect("valid").root.dev,
+        PathBuf::from("/flag/dev")
+    );
+    std::fs::write(&path, "[model]\nidle_wats = 1\n").expect("write");
+    let e = a.settings().expect_err("typo in [model]").to_string();
+    assert!(e.contains("idle_wats"), "{e}");
+}
+
+#[test]
 fn unknown_or_mistyped_keys_are_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("ergon.toml");

@@ -59,7 +59,8 @@ fn model_joules_follow_the_declared_watts_and_the_kernels_busy_time() {
     );
     let mut p = cg.burn(env!("CARGO_BIN_EXE_burn"), 3.0, 1.0);
     assert!(p.wait().expect("burn").success());
-    std::thread::sleep(Duration::from_millis(200));
+    // The model is read every 100 ms: let the books pass the burn's end.
+    std::thread::sleep(Duration::from_millis(400));
     let (pkg1, busy1, steal1, wall) = (
         sum_of(&d.metrics(), PKG),
         busy_seconds(),

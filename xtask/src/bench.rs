@@ -3,7 +3,8 @@
 //! `Busy` spinners and `Daemon`.
 //!
 //! For each rate (1, 2 and 10 kHz per CPU) it pins a spinning thread on every
-//! CPU, runs `ergon run --source synthetic --period P`, and between two scrapes
+//! CPU, runs `ergon run --source S --period P` (S: `--source`, default
+//! `synthetic`), and between two scrapes
 //! `seconds` apart reports: ns per run of each kernel program (kernel BPF
 //! stats), the daemon's CPU use (all threads' schedstat run time), the delivered
 //! cadence per busy CPU, and ring-buffer drops.
@@ -24,13 +25,13 @@ struct Row {
     drops: f64,
 }
 
-pub fn overhead(bin: &Path, seconds: u64, out: Option<&Path>) -> Result<()> {
+pub fn overhead(bin: &Path, source: &str, seconds: u64, out: Option<&Path>) -> Result<()> {
     let cpus = tests::online_cpus();
     let spinners = tests::Busy::on(&cpus);
     let mut rows = Vec::new();
     let mut result = Ok(());
     for hz in [1000u64, 2000, 10000] {
-        match measure(bin, hz, seconds, cpus.len()) {
+        match measure(bin, source, hz, seconds, cpus.len()) {
             Ok(r) => rows.push(r),
             Err(e) => {
                 result = Err(e);
@@ -53,7 +54,7 @@ pub fn overhead(bin: &Path, seconds: u64, out: Option<&Path>) -> Result<()> {
         ));
     }
     println!(
-        "\n{} CPUs, every CPU busy, {seconds} s per rate, `ergon run --source synthetic`:\n\n{table}",
+        "\n{} CPUs, every CPU busy, {seconds} s per rate, `ergon run --source {source}`:\n\n{table}",
         cpus.len()
     );
     if let Some(path) = out {
@@ -62,10 +63,10 @@ pub fn overhead(bin: &Path, seconds: u64, out: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
-fn measure(bin: &Path, hz: u64, seconds: u64, ncpus: usize) -> Result<Row> {
+fn measure(bin: &Path, source: &str, hz: u64, seconds: u64, ncpus: usize) -> Result<Row> {
     let period = format!("{}us", 1_000_000 / hz);
     eprintln!("xtask: measuring {hz} Hz per CPU (--period {period}) for {seconds} s");
-    let daemon = tests::Daemon::start_with(bin, &["--source", "synthetic", "--period", &period]);
+    let daemon = tests::Daemon::start_with(bin, &["--source", source, "--period", &period]);
     std::thread::sleep(Duration::from_secs(1));
     let pid = daemon.child.id();
     let (a, ta, ca) = (daemon.metrics(), Instant::now(), cpu_ns(pid)?);

@@ -42,6 +42,9 @@ enum Cmd {
         /// Write the markdown table here as well as to stdout.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// The daemon's `--source` (e.g. `model` to include the userspace poller).
+        #[arg(long, default_value = "synthetic")]
+        source: String,
     },
 }
 
@@ -55,9 +58,13 @@ fn main() -> Result<()> {
             build::run_daemon(&bin, &args)
         }
         Cmd::Test => test::test(&root),
-        Cmd::BenchOverhead { seconds, out } => {
+        Cmd::BenchOverhead {
+            seconds,
+            out,
+            source,
+        } => {
             let bin = build::build(&root)?;
-            bench::overhead(&bin, seconds, out.as_deref())
+            bench::overhead(&bin, &source, seconds, out.as_deref())
         }
     }
 }

@@ -12,13 +12,17 @@
 //!
 //! Busy time is `user + nice + system + irq + softirq` (guest time is
 //! already inside user/nice); `idle`, `iowait` and `steal` (another
-//! guest's time) are not. `/proc/stat` counts in `USER_HZ` ticks (10 ms),
-//! so the model's power moves in 10 ms steps however fast it is polled.
+//! guest's time) are not. `/proc/stat` counts in `USER_HZ` ticks (10 ms);
+//! the daemon reads it every 100 ms ([`POLL_FLOOR`]), so the model's power
+//! moves in 100 ms steps.
 
 use std::{collections::HashMap, path::PathBuf};
 
 use super::{CounterPlan, Plan, Resolved, UserCounter, UserRead};
 use crate::{sysroot::SysRoot, topology::Topology};
+
+/// The model is read at most this often (see [`super::Resolved::poll_floor`]).
+pub const POLL_FLOOR: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Per-CPU watts when nothing is declared: the order of published per-vCPU
 /// cloud averages (e.g. Cloud Carbon Footprint's). Said loudly at start-up.

@@ -96,15 +96,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     };
     // Job records (`ergon measure --record-to`) live in the same state.
     let jobs = match &queue {
-        Some(q) => {
-            let jobs = Jobs::default();
-            *jobs
-                .totals
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) =
-                fold::load(q.database(), q.path())?;
-            Some(jobs)
-        }
+        Some(q) => Some(Jobs::with_totals(fold::load(q.database(), q.path())?)),
         None => None,
     };
     let remote = match &push.remote_write {
@@ -177,7 +169,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         let pushing = push.remote_write.is_some();
         info!(spool = %dir.join(crate::jobs::SPOOL).display(), "folding job records from `ergon measure --record-to`");
         tasks.spawn(async move {
-            fold_jobs(q, jobs, dir, pushing, stop).await;
+            fold::run(q, jobs, dir, pushing, stop).await;
             Ok("jobs")
         });
     }
@@ -258,46 +250,6 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         None => {
             info!("stopped cleanly");
             Ok(())
-        }
-    }
-}
-
-/// Folds the job spool every second until stopped; new totals also go to
-/// remote_write when pushing.
-async fn fold_jobs(
-    q: Arc<Queue>,
-    jobs: Jobs,
-    dir: std::path::PathBuf,
-    pushing: bool,
-    stop: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut warned = false;
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let (q2, jobs2, dir2) = (q.clone(), jobs.clone(), dir.clone());
-        let now = crate::units::now_unix_ms();
-        let done = tokio::task::spawn_blocking(move || {
-            fold::fold(q2.database(), q2.path(), &dir2, &jobs2, now)
-        })
-        .await;
-        match done {
-            Ok(Ok(changed)) => {
-                warned = false;
-                if pushing {
-                    fold::to_push(&q, &changed, now);
-                }
-            }
-            Ok(Err(e)) if !warned => {
-                warn!(error = %source::chain(&e), "folding job records failed; they stay in the spool and are retried every second");
-                warned = true;
-            }
-            Ok(Err(_)) => {}
-            Err(e) => warn!(error = %e, "the job folder panicked"),
         }
     }
 }

@@ -61,13 +61,28 @@ pub struct JobTotals {
     pub last_end_unix_ms: i64,
 }
 
+impl JobRecord {
+    /// A record the daemon accepts: a valid name and finite, non-negative figures.
+    pub fn check(&self) -> Result<(), String> {
+        check_name(&self.job).map_err(|e| e.to_string())?;
+        let figures = [self.joules, self.cpu_seconds, self.elapsed_seconds];
+        if figures.iter().all(|v| v.is_finite() && *v >= 0.0) {
+            Ok(())
+        } else {
+            Err(format!(
+                "joules, cpu_seconds and elapsed_seconds must be finite and not negative: {figures:?}"
+            ))
+        }
+    }
+}
+
 impl JobTotals {
     pub fn add(&mut self, r: &JobRecord) {
-        self.joules += r.joules.max(0.0);
+        self.joules += r.joules;
         self.runs += 1;
         self.failures += u64::from(r.exit_code != 0);
-        self.cpu_seconds += r.cpu_seconds.max(0.0);
-        self.elapsed_seconds += r.elapsed_seconds.max(0.0);
+        self.cpu_seconds += r.cpu_seconds;
+        self.elapsed_seconds += r.elapsed_seconds;
         if r.end_unix_ms >= self.last_end_unix_ms {
             self.last_exit_code = r.exit_code;
             self.last_end_unix_ms = r.end_unix_ms;
@@ -175,6 +190,14 @@ pub struct Jobs {
 }
 
 impl Jobs {
+    /// Starting from the totals the store holds.
+    pub fn with_totals(totals: BTreeMap<String, JobTotals>) -> Self {
+        Self {
+            totals: Arc::new(Mutex::new(totals)),
+            ..Self::default()
+        }
+    }
+
     pub fn snapshot(&self) -> BTreeMap<String, JobTotals> {
         self.totals
             .lock()

@@ -24,6 +24,7 @@ use crate::{
     pipeline::{self, Extras, PipelineError},
     source::{self, SourceError},
     topology::{Topology, TopologyError},
+    units::now_unix_ms,
 };
 
 /// SIGINT and SIGTERM, registered before anything is loaded.
@@ -125,8 +126,6 @@ pub struct Report {
     pub command_cpu_seconds: f64,
     pub cgroup: String,
 }
-
-use crate::units::now_unix_ms as now_ms;
 
 fn exit_code(status: ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
@@ -258,7 +257,7 @@ async fn measure(
         .iter()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
-    let start_ms = now_ms();
+    let start_ms = now_unix_ms();
     let started = Instant::now();
     let mut child = match tokio::process::Command::from(cmd).spawn() {
         Ok(c) => c,
@@ -286,7 +285,7 @@ async fn measure(
         }
     };
     let elapsed = started.elapsed();
-    let end_ms = now_ms();
+    let end_ms = now_unix_ms();
     let cpu_seconds = std::fs::read_to_string(dir.join("cpu.stat"))
         .ok()
         .and_then(|s| {
@@ -322,7 +321,7 @@ async fn measure(
         .map_or(0.0, |c| c.joules);
     let (pkg, cg) = {
         let lease = batch::lock(&store)
-            .lease("measure", true, now_ms() + 1000, Instant::now())
+            .lease("measure", true, now_unix_ms() + 1000, Instant::now())
             .unwrap_or_default();
         let mut pkg: Vec<(i64, f64)> = Vec::new();
         let mut cg: Vec<(i64, f64)> = Vec::new();

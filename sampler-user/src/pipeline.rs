@@ -82,7 +82,7 @@ pub fn build(
         ),
     }
     // A userspace source: a thread reads its counters at the timer cadence,
-    // but not faster than the source moves (RAPL ≈ 1 ms, /proc/stat 10 ms).
+    // but not faster than is useful (RAPL ≈ 1 ms, the model 100 ms).
     let user: Vec<(usize, crate::source::UserRead)> = plan
         .counters
         .iter()

@@ -11,22 +11,26 @@ use tests::{ergon_bin, require_root, steal_seconds};
 
 const WATTS: f64 = 10.0;
 
+/// `ergon measure --source synthetic --synthetic-watts 10 --json EXTRA -- CMD`.
+fn measure_cmd(extra: &[&str], cmd: &[&str]) -> Command {
+    let mut c = Command::new(ergon_bin());
+    c.args([
+        "measure",
+        "--source",
+        "synthetic",
+        "--synthetic-watts",
+        "10",
+        "--json",
+    ])
+    .args(extra)
+    .arg("--")
+    .args(cmd)
+    .stderr(Stdio::piped());
+    c
+}
+
 fn measure(extra: &[&str], cmd: &[&str]) -> (Output, serde_json::Value) {
-    let out = Command::new(ergon_bin())
-        .args([
-            "measure",
-            "--source",
-            "synthetic",
-            "--synthetic-watts",
-            "10",
-            "--json",
-        ])
-        .args(extra)
-        .arg("--")
-        .args(cmd)
-        .stderr(Stdio::piped())
-        .output()
-        .expect("run ergon measure");
+    let out = measure_cmd(extra, cmd).output().expect("run ergon measure");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let v = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
         panic!(
@@ -194,20 +198,8 @@ fn ctrl_c_is_forwarded_and_the_partial_result_printed() {
 
 /// `ergon measure … --json` as a child process (for running several at once).
 fn spawn_measure(extra: &[&str], cmd: &[&str]) -> std::process::Child {
-    Command::new(ergon_bin())
-        .args([
-            "measure",
-            "--source",
-            "synthetic",
-            "--synthetic-watts",
-            "10",
-            "--json",
-        ])
-        .args(extra)
-        .arg("--")
-        .args(cmd)
+    measure_cmd(extra, cmd)
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .expect("start ergon measure")
 }

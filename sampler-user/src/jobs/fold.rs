@@ -15,6 +15,7 @@ use std::{
 };
 
 use redb::{Database, ReadableTable, TableDefinition};
+use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::{JobRecord, JobTotals, Jobs, SPOOL, SUFFIX};
@@ -96,11 +97,7 @@ pub fn fold(
         let parsed = std::fs::read(&path)
             .map_err(|e| e.to_string())
             .and_then(|b| serde_json::from_slice::<JobRecord>(&b).map_err(|e| e.to_string()))
-            .and_then(|r| {
-                super::check_name(&r.job)
-                    .map(|()| r)
-                    .map_err(|e| e.to_string())
-            });
+            .and_then(|r| r.check().map(|()| r));
         match parsed {
             Ok(r) => records.push((name, r)),
             Err(why) => {
@@ -159,6 +156,45 @@ pub fn fold(
         tx.commit().map_err(|x| e(&x))?;
     }
     Ok(changed.into_iter().collect())
+}
+
+/// Folds the job spool every second until stopped; new totals also go to
+/// remote_write when pushing.
+pub async fn run(
+    q: Arc<Queue>,
+    jobs: Jobs,
+    dir: std::path::PathBuf,
+    pushing: bool,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut warned = false;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let (q2, jobs2, dir2) = (q.clone(), jobs.clone(), dir.clone());
+        let now = crate::units::now_unix_ms();
+        let done =
+            tokio::task::spawn_blocking(move || fold(q2.database(), q2.path(), &dir2, &jobs2, now))
+                .await;
+        match done {
+            Ok(Ok(changed)) => {
+                warned = false;
+                if pushing {
+                    to_push(&q, &changed, now);
+                }
+            }
+            Ok(Err(e)) if !warned => {
+                warn!(error = %crate::source::chain(&e), "folding job records failed; they stay in the spool and are retried every second");
+                warned = true;
+            }
+            Ok(Err(_)) => {}
+            Err(e) => warn!(error = %e, "the job folder panicked"),
+        }
+    }
 }
 
 /// Queues the new totals of `changed` jobs for remote_write (energy and

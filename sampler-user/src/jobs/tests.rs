@@ -159,6 +159,8 @@ fn a_file_that_is_not_a_record_is_set_aside_and_counted() {
     let jobs = Jobs::default();
     record(dir.path(), &rec("ok", 1.0, 0, 1)).expect("record");
     std::fs::write(dir.path().join(SPOOL).join("0-bad.job"), "{not json").expect("write");
+    let negative = serde_json::to_string(&rec("ok", -5.0, 0, 2)).expect("json");
+    std::fs::write(dir.path().join(SPOOL).join("1-neg.job"), negative).expect("write");
     // A recorder still writing: ignored until renamed.
     std::fs::write(dir.path().join(SPOOL).join(".1-2-3-4.tmp"), "{").expect("write");
     pass(&q, dir.path(), &jobs);

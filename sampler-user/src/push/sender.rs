@@ -26,6 +26,8 @@ use rand::Rng;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
+use crate::units::now_unix_ms;
+
 use super::{
     client::{Answer, Remote},
     proto::{self, Label, Sample, TimeSeries, WriteRequest},
@@ -48,8 +50,6 @@ pub struct Sender {
     pub max_samples: usize,
     pub external_labels: Vec<(String, String)>,
 }
-
-use crate::units::now_unix_ms as now_ms;
 
 /// Full jitter: a uniform wait in [0, min(cap, base × 2^attempt)].
 pub fn backoff(attempt: u32) -> Duration {
@@ -93,7 +93,7 @@ impl Sender {
                 }
             };
             // Never send a timestamp in the future: stop before the first one.
-            let now = now_ms();
+            let now = now_unix_ms();
             let due = chunk.iter().position(|q| q.ts > now).unwrap_or(chunk.len());
             let chunk = &chunk[..due];
             if chunk.is_empty() {
@@ -239,7 +239,9 @@ impl Sender {
                     }
                     self.stats.sent.fetch_add(n, Ordering::Relaxed);
                     self.stats.consecutive_failures.store(0, Ordering::Relaxed);
-                    self.stats.last_push_ms.store(now_ms(), Ordering::Relaxed);
+                    self.stats
+                        .last_push_ms
+                        .store(now_unix_ms(), Ordering::Relaxed);
                     attempt = 0;
                 }
                 Answer::Retry {

@@ -73,7 +73,7 @@ async fn receiver(script: &[(u16, &'static str)]) -> (String, Shared) {
 }
 
 fn now_ms() -> i64 {
-    super::now_ms()
+    crate::units::now_unix_ms()
 }
 
 struct Fixture {

@@ -165,10 +165,15 @@ fn a_file_that_is_not_a_record_is_set_aside_and_counted() {
     std::fs::write(dir.path().join(SPOOL).join(".1-2-3-4.tmp"), "{").expect("write");
     pass(&q, dir.path(), &jobs);
     assert_eq!(jobs.snapshot()["ok"].runs, 1);
-    assert_eq!(jobs.rejected.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        jobs.snapshot()["ok"].joules,
+        1.0,
+        "a negative record is not added"
+    );
+    assert_eq!(jobs.rejected.load(Ordering::Relaxed), 2);
     assert_eq!(
         spool_files(dir.path()),
-        vec![".1-2-3-4.tmp", "0-bad.job.rejected"]
+        vec![".1-2-3-4.tmp", "0-bad.job.rejected", "1-neg.job.rejected"]
     );
 }
 

@@ -61,6 +61,12 @@ pub fn build(
     extras: Extras,
 ) -> Result<Pipeline, PipelineError> {
     let serve = &settings.serve;
+    if plan.source == crate::source::Resolved::Model && !settings.model.declared {
+        warn!(
+            "the model source estimates power with generic per-CPU watts ({}); declare this machine's with --model-idle-watts and --model-max-watts",
+            settings.model.describe()
+        );
+    }
     let mut sampler = Sampler::load(
         plan,
         topo,

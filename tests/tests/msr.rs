@@ -1,0 +1,111 @@
+//! `ergon run --source msr --dev-root DIR` with the real kernel programs,
+//! the real CPU topology and `/proc/cpuinfo`, and a device tree whose
+//! `cpu/N/msr` files are sparse files with the RAPL registers at their
+//! addresses (these VMs have no msr driver, and their vCPUs no RAPL). A
+//! writer advances the package energy register across its 32-bit wrap
+//! while the daemon polls it. Ground truth is what the writer wrote.
+
+use std::{
+    os::unix::fs::FileExt,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use tests::{online_cpus, require_root, sum_of, Daemon};
+
+const PKG: &str = "ergon_package_energy_joules_total";
+/// Intel's and AMD's unit and package registers: both are written, so the
+/// test does not depend on the CPU's vendor.
+const UNITS: [u64; 2] = [0x606, 0xC001_0299];
+const PACKAGE: [u64; 2] = [0x611, 0xC001_029B];
+/// Energy unit 2^-16 J (ESU = 16 in bits 12:8).
+const UNIT: u64 = 0x000A_1003;
+const J_PER_COUNT: f64 = 1.0 / 65536.0;
+
+fn set(f: &std::fs::File, regs: &[u64], value: u64) {
+    for &r in regs {
+        f.write_all_at(&value.to_le_bytes(), r)
+            .expect("write register");
+    }
+}
+
+/// `dev/cpu/N/msr` for the first online CPU of every package.
+fn tree() -> (PathBuf, Vec<std::fs::File>) {
+    let dir = std::env::temp_dir().join(format!("ergon-msr-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut seen = Vec::new();
+    let mut files = Vec::new();
+    for c in online_cpus() {
+        let src = format!("/sys/devices/system/cpu/cpu{c}/topology/physical_package_id");
+        let id = std::fs::read_to_string(&src).expect("package id");
+        if seen.contains(&id) {
+            continue;
+        }
+        seen.push(id);
+        let path = dir.join(format!("dev/cpu/{c}/msr"));
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .expect("msr file");
+        set(&f, &UNITS, UNIT);
+        files.push(f);
+    }
+    (dir, files)
+}
+
+/// Advances the package register of the first package by `step` counts
+/// every ms for `ms` ms from `start`, wrapping at 2^32; returns counts written.
+fn write_steps(f: &std::fs::File, start: u64, step: u64, ms: u64) -> u64 {
+    let mut v = start;
+    let t0 = Instant::now();
+    for i in 0..ms {
+        v = (v + step) & 0xFFFF_FFFF;
+        set(f, &PACKAGE, v);
+        let due = t0 + Duration::from_millis(i + 1);
+        if let Some(d) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(d);
+        }
+    }
+    step * ms
+}
+
+fn dir_arg(p: &Path) -> String {
+    p.display().to_string()
+}
+
+#[test]
+fn msr_package_register_is_read_across_the_32_bit_wrap() {
+    require_root();
+    let (dir, files) = tree();
+    // 0.6 s of energy below the top: the run wraps early.
+    let start = 0x1_0000_0000 - 200_000;
+    for f in &files {
+        set(f, &PACKAGE, start);
+    }
+    let d = Daemon::start(&["--source", "msr", "--dev-root", &dir_arg(&dir.join("dev"))]);
+    let m = d.metrics();
+    assert_eq!(
+        m.get("ergon_source_info{source=\"msr\"}"),
+        Some(&1.0),
+        "{m:?}"
+    );
+    let before = sum_of(&m, PKG);
+    assert!(before.abs() < 1e-9, "nothing written yet: {before} J");
+    // 3 s at 5 W: 327,680 counts per s of 2^-16 J.
+    let written = write_steps(&files[0], start, 328, 3_000);
+    std::thread::sleep(Duration::from_millis(500));
+    let after = sum_of(&d.metrics(), PKG);
+    let truth = written as f64 * J_PER_COUNT;
+    assert!(
+        (after - truth).abs() < 1e-6,
+        "{after} J booked, {truth} J written (across the 2^32 wrap)"
+    );
+    let (status, log) = d.stop();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("msr"), "the log says which source: {log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -117,9 +117,6 @@ impl Sender {
         let mut order: Vec<u64> = Vec::new();
         let mut by_series: HashMap<u64, Vec<Sample>> = HashMap::new();
         for q in samples {
-            if self.queue.acked(q.series).is_some_and(|t| q.ts <= t) {
-                continue;
-            }
             let v = by_series.entry(q.series).or_insert_with(|| {
                 order.push(q.series);
                 Vec::new()
@@ -137,7 +134,16 @@ impl Sender {
             let Some(desc) = self.queue.descriptor_of(id) else {
                 continue;
             };
-            let samples = by_series.remove(&id).unwrap_or_default();
+            let mut samples = by_series.remove(&id).unwrap_or_default();
+            // Nothing at or before what the receiver acknowledged (one
+            // lookup per series; dropping these after the in-order filter
+            // above keeps the same samples, as none of them is newer).
+            if let Some(t) = self.queue.acked(id) {
+                samples.retain(|s| s.timestamp > t);
+            }
+            if samples.is_empty() {
+                continue;
+            }
             if let Some(s) = samples.last() {
                 newest.push((id, s.timestamp));
             }

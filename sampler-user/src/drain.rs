@@ -107,15 +107,23 @@ pub struct Drainer {
     domains: DomainGrid,
     /// Wall-clock ns minus boot ns at the last drain.
     clock_offset: Option<i128>,
-    /// Label set each cgroup's batch series was last given.
-    series_labels: HashMap<u64, Arc<CgroupLabels>>,
+    /// Each cgroup's batch series: its label set and push descriptor.
+    cgroup_series: HashMap<u64, CgroupSeries>,
     /// Boot time of the newest counter reading.
     last_reading_ns: u64,
     push: Option<Arc<Queue>>,
     continuity: Continuity,
-    /// remote_write descriptor of each batch series.
-    descriptors: HashMap<SeriesKey, Arc<str>>,
+    /// remote_write descriptor of each package series.
+    package_descriptors: HashMap<(u32, &'static str), Arc<str>>,
     user_readings: Option<Receiver<Reading>>,
+}
+
+/// What the drain keeps for a cgroup's batch series: the label set it was
+/// last given (a new one starts a new series) and, once pushed, its
+/// remote_write descriptor.
+struct CgroupSeries {
+    labels: Arc<CgroupLabels>,
+    descriptor: Option<Arc<str>>,
 }
 
 impl Drainer {
@@ -151,11 +159,11 @@ impl Drainer {
             store: books.store,
             domains: books.domains,
             clock_offset: None,
-            series_labels: HashMap::new(),
+            cgroup_series: HashMap::new(),
             last_reading_ns: 0,
             push: books.push,
             continuity: books.continuity,
-            descriptors: HashMap::new(),
+            package_descriptors: HashMap::new(),
             user_readings: books.user_readings,
         })
     }
@@ -307,11 +315,18 @@ impl Drainer {
         for &(id, ..) in &points.cgroups {
             let l = self.cgroups.labels(id, now);
             let changed = self
-                .series_labels
+                .cgroup_series
                 .get(&id)
-                .is_none_or(|old| !Arc::ptr_eq(old, &l) && **old != *l);
+                .is_none_or(|old| !Arc::ptr_eq(&old.labels, &l) && *old.labels != *l);
             if changed {
-                self.series_labels.insert(id, l.clone());
+                // A new series: its descriptor is made again when pushed.
+                self.cgroup_series.insert(
+                    id,
+                    CgroupSeries {
+                        labels: l.clone(),
+                        descriptor: None,
+                    },
+                );
             }
             labels.push((l, changed));
         }
@@ -327,10 +342,14 @@ impl Drainer {
             let labels = || render_labels(&[("package", &package.to_string()), ("domain", domain)]);
             store.push(&key, Family::Package, labels, ms, j);
             if let Some(q) = &self.push {
-                let d = self.descriptors.entry(key).or_insert_with(|| {
-                    let p = package.to_string();
-                    descriptor(continuity::PACKAGE, &[("package", &p), ("domain", domain)]).into()
-                });
+                let d = self
+                    .package_descriptors
+                    .entry((package, domain))
+                    .or_insert_with(|| {
+                        let p = package.to_string();
+                        descriptor(continuity::PACKAGE, &[("package", &p), ("domain", domain)])
+                            .into()
+                    });
                 q.append(d, ms, j);
             }
         }
@@ -339,12 +358,11 @@ impl Drainer {
             if changed {
                 // A new label set (e.g. a cgroup resolved late) is a new series.
                 store.retire(&key);
-                self.descriptors.remove(&key);
             }
             let j = j + self.continuity.cgroup(id, &l).0;
             store.push(&key, Family::Cgroup, || cgroup_labels(&l), ms, j);
-            if let Some(q) = &self.push {
-                let d = self.descriptors.entry(key).or_insert_with(|| {
+            if let (Some(q), Some(series)) = (&self.push, self.cgroup_series.get_mut(&id)) {
+                let d = series.descriptor.get_or_insert_with(|| {
                     descriptor(
                         continuity::CGROUP,
                         &[
@@ -440,8 +458,7 @@ impl Drainer {
         for id in d.fold {
             self.attribution.fold(id);
             store.retire(&SeriesKey::Cgroup(id));
-            self.descriptors.remove(&SeriesKey::Cgroup(id));
-            self.series_labels.remove(&id);
+            self.cgroup_series.remove(&id);
             self.continuity.forget_cgroup(id);
         }
         let now_ms = (wall_ns() / 1_000_000) as i64;

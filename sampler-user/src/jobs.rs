@@ -269,6 +269,12 @@ impl Collector for JobCollector {
         )?;
         counter1(
             &mut enc,
+            "ergon_job_records_folded",
+            "Job records folded into the totals since the daemon started.",
+            self.jobs.folded.load(Ordering::Relaxed) as f64,
+        )?;
+        counter1(
+            &mut enc,
             "ergon_job_records_rejected",
             "Spool files in STATE_DIR/jobs that could not be read as a job record (renamed to *.rejected and logged).",
             self.jobs.rejected.load(Ordering::Relaxed) as f64,

@@ -94,9 +94,16 @@ pub fn fold(
     let mut records: Vec<(String, JobRecord)> = Vec::new();
     for name in names {
         let path = spool.join(&name);
-        let parsed = std::fs::read(&path)
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) => {
+                // Not the record's fault: leave it for the next pass.
+                warn!(path = %path.display(), error = %e, "cannot read a job record; retrying");
+                continue;
+            }
+        };
+        let parsed = serde_json::from_slice::<JobRecord>(&bytes)
             .map_err(|e| e.to_string())
-            .and_then(|b| serde_json::from_slice::<JobRecord>(&b).map_err(|e| e.to_string()))
             .and_then(|r| r.check().map(|()| r));
         match parsed {
             Ok(r) => records.push((name, r)),

@@ -68,6 +68,7 @@ fn records_are_folded_once_and_their_files_removed() {
     record(dir.path(), &rec("hourly", 1.25, 0, 1500)).expect("record");
     let changed = pass(&q, dir.path(), &jobs);
     assert_eq!(changed.len(), 2);
+    assert_eq!(jobs.folded.load(Ordering::Relaxed), 3);
     let t = jobs.snapshot();
     let n = t["nightly"];
     assert_eq!((n.joules, n.runs, n.failures), (42.5, 2, 1));
@@ -199,6 +200,7 @@ fn the_totals_are_served_as_job_counters() {
         "ergon_job_last_exit_code{job=\"nightly \\\"db\\\"\"} 1",
         "ergon_job_last_run_timestamp_seconds{job=\"nightly \\\"db\\\"\"} 1700000000.123",
         "ergon_job_records_rejected_total 0",
+        "ergon_job_records_folded_total 0",
     ] {
         assert!(text.contains(want), "missing {want} in\n{text}");
     }

@@ -94,7 +94,7 @@ pub fn intel_dram_fixed_unit(cpu: &Cpu) -> bool {
 
 /// Reads the 64-bit register `reg` through `file`; `None` when the CPU
 /// does not implement it (EIO from the driver, or short on a fixture).
-fn read_reg(file: &File, reg: u64) -> Option<u64> {
+pub(crate) fn read_reg(file: &File, reg: u64) -> Option<u64> {
     let mut buf = [0u8; 8];
     match file.read_at(&mut buf, reg) {
         Ok(8) => Some(u64::from_le_bytes(buf)),

@@ -147,13 +147,7 @@ fn run(counters: Vec<(usize, UserRead)>, every: Duration, tx: SyncSender<Reading
                     let value = file.as_ref().and_then(|f| match register {
                         // sysfs regenerates the value on every read at offset 0.
                         None => f.read_at(&mut buf, 0).ok().and_then(|n| parse(&buf[..n])),
-                        Some(r) => {
-                            let mut b = [0u8; 8];
-                            match f.read_at(&mut b, *r) {
-                                Ok(8) => Some(u64::from_le_bytes(b) & super::msr::MAX),
-                                _ => None,
-                            }
-                        }
+                        Some(r) => super::msr::read_reg(f, *r).map(|v| v & super::msr::MAX),
                     });
                     let ts = boot_ns();
                     match value {

@@ -62,10 +62,22 @@ pub fn free_port() -> u16 {
     l.local_addr().expect("local addr").port()
 }
 
-/// A running `ergon run`, killed on drop.
+/// A running `ergon run`, killed on drop. Its stderr is read continuously
+/// by a thread (a pipe nobody reads would block a chatty daemon).
 pub struct Daemon {
     pub child: Child,
     pub addr: String,
+    log: Option<JoinHandle<String>>,
+}
+
+/// Reads a child's stderr to the end on a thread.
+fn collect(child: &mut Child) -> Option<JoinHandle<String>> {
+    let mut pipe = child.stderr.take()?;
+    Some(std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = pipe.read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    }))
 }
 
 impl Daemon {
@@ -77,7 +89,7 @@ impl Daemon {
     /// [`Daemon::start`] with a given `ergon` binary.
     pub fn start_with(bin: &std::path::Path, args: &[&str]) -> Daemon {
         let addr = format!("127.0.0.1:{}", free_port());
-        let child = Command::new(bin)
+        let mut child = Command::new(bin)
             .arg("run")
             .args(args)
             .args(["--listen", &addr])
@@ -86,7 +98,8 @@ impl Daemon {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start ergon (build it with `cargo xtask build`)");
-        let mut d = Daemon { child, addr };
+        let log = collect(&mut child);
+        let mut d = Daemon { child, addr, log };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(body) = http_get(&d.addr, "/metrics") {
@@ -101,10 +114,7 @@ impl Daemon {
                 }
             }
             if let Ok(Some(status)) = d.child.try_wait() {
-                let mut err = String::new();
-                if let Some(e) = d.child.stderr.as_mut() {
-                    let _ = e.read_to_string(&mut err);
-                }
+                let err = d.log.take().and_then(|h| h.join().ok()).unwrap_or_default();
                 panic!("ergon exited early ({status}):\n{err}");
             }
             assert!(
@@ -125,10 +135,11 @@ impl Daemon {
         // SAFETY: signalling our own child by pid.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let status = self.child.wait().expect("wait for ergon");
-        let mut err = String::new();
-        if let Some(e) = self.child.stderr.as_mut() {
-            let _ = e.read_to_string(&mut err);
-        }
+        let err = self
+            .log
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
         (status, err)
     }
 }

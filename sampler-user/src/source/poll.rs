@@ -41,6 +41,32 @@ pub fn ns_per_tick() -> u64 {
     }
 }
 
+/// A failing read is logged at its first failure, then at most once a
+/// minute with the number of failures since (a file that fails now and then
+/// must not flood the log).
+#[derive(Default)]
+struct Complaint {
+    last: Option<Instant>,
+    failures: u64,
+}
+
+impl Complaint {
+    const EVERY: Duration = Duration::from_secs(60);
+
+    /// Counts a failure; `Some(failures)` when a warning is due.
+    fn failed(&mut self, now: Instant) -> Option<u64> {
+        self.failures += 1;
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Self::EVERY)
+        {
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.failures))
+    }
+}
+
 /// One counter being polled.
 enum Slot {
     /// A decimal file or a register, through an fd kept open between reads.
@@ -50,13 +76,13 @@ enum Slot {
         /// `None`: a decimal file at offset 0; `Some(r)`: 8 bytes at `r`, low 32 bits.
         register: Option<u64>,
         file: Option<File>,
-        warned: bool,
+        complaint: Complaint,
     },
     Model {
         idx: usize,
         cpu: u32,
         integ: Integrator,
-        warned: bool,
+        complaint: Complaint,
     },
 }
 
@@ -87,14 +113,14 @@ fn run(counters: Vec<(usize, UserRead)>, every: Duration, tx: SyncSender<Reading
                 path,
                 register: None,
                 file: None,
-                warned: false,
+                complaint: Complaint::default(),
             },
             UserRead::Msr { path, register } => Slot::Fd {
                 idx,
                 path,
                 register: Some(register),
                 file: None,
-                warned: false,
+                complaint: Complaint::default(),
             },
             UserRead::Model {
                 stat: s,
@@ -107,26 +133,22 @@ fn run(counters: Vec<(usize, UserRead)>, every: Duration, tx: SyncSender<Reading
                     idx,
                     cpu,
                     integ: Integrator::new(idle_uw, busy_uw),
-                    warned: false,
+                    complaint: Complaint::default(),
                 }
             }
         })
         .collect();
     let tick_ns = ns_per_tick();
-    let mut stat_warned = false;
+    let mut stat_complaint = Complaint::default();
     let mut next = Instant::now();
     let mut buf = [0u8; 32];
     loop {
         // The model's CPUs all come from one read of /proc/stat.
         let busy = stat.as_ref().map(|p| match std::fs::read_to_string(p) {
-            Ok(text) => {
-                stat_warned = false;
-                super::model::busy_ticks(&text)
-            }
+            Ok(text) => super::model::busy_ticks(&text),
             Err(e) => {
-                if !stat_warned {
-                    warn!(path = %p.display(), error = %e, "reading CPU times for the model failed; retrying every period");
-                    stat_warned = true;
+                if let Some(failures) = stat_complaint.failed(Instant::now()) {
+                    warn!(path = %p.display(), error = %e, failures, "reading CPU times for the model failed; retrying every period");
                 }
                 Default::default()
             }
@@ -139,7 +161,7 @@ fn run(counters: Vec<(usize, UserRead)>, every: Duration, tx: SyncSender<Reading
                     path,
                     register,
                     file,
-                    warned,
+                    complaint,
                 } => {
                     if file.is_none() {
                         *file = File::open(&*path).ok();
@@ -152,15 +174,13 @@ fn run(counters: Vec<(usize, UserRead)>, every: Duration, tx: SyncSender<Reading
                     let ts = boot_ns();
                     match value {
                         Some(v) => {
-                            *warned = false;
                             if !send(&tx, (*idx, ts, v)) {
                                 return;
                             }
                         }
                         None => {
-                            if !*warned {
-                                warn!(path = %path.display(), "reading an energy counter failed; retrying every period");
-                                *warned = true;
+                            if let Some(failures) = complaint.failed(Instant::now()) {
+                                warn!(path = %path.display(), failures, "reading an energy counter failed; retrying every period (logged at most once a minute)");
                             }
                             *file = None;
                         }
@@ -170,23 +190,25 @@ fn run(counters: Vec<(usize, UserRead)>, every: Duration, tx: SyncSender<Reading
                     idx,
                     cpu,
                     integ,
-                    warned,
+                    complaint,
                 } => match busy.as_ref().and_then(|b| b.get(cpu)) {
                     Some(&ticks) => {
-                        *warned = false;
-                        if !send(&tx, (*idx, stat_ts, integ.at(stat_ts, ticks, tick_ns))) {
+                        let nj = integ.at(stat_ts, ticks, tick_ns);
+                        if !send(&tx, (*idx, stat_ts, nj)) {
                             return;
                         }
                     }
-                    None => {
-                        if !*warned && !stat_warned {
+                    // An unreadable /proc/stat was logged above.
+                    None if busy.as_ref().is_some_and(|b| !b.is_empty()) => {
+                        if let Some(failures) = complaint.failed(Instant::now()) {
                             warn!(
                                 cpu = *cpu,
+                                failures,
                                 "no line for this CPU in /proc/stat; its model power is paused"
                             );
                         }
-                        *warned = true;
                     }
+                    None => {}
                 },
             }
         }
@@ -203,6 +225,18 @@ fn run(counters: Vec<(usize, UserRead)>, every: Duration, tx: SyncSender<Reading
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failures_are_logged_first_then_once_a_minute_with_their_count() {
+        let mut c = Complaint::default();
+        let t0 = Instant::now();
+        assert_eq!(c.failed(t0), Some(1));
+        for s in 1..60 {
+            assert_eq!(c.failed(t0 + Duration::from_secs(s)), None);
+        }
+        assert_eq!(c.failed(t0 + Duration::from_secs(60)), Some(60));
+        assert_eq!(c.failed(t0 + Duration::from_secs(61)), None);
+    }
 
     #[test]
     fn parses_counter_files() {

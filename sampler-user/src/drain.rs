@@ -98,6 +98,7 @@ pub struct Drainer {
     records_decoded: u64,
     records_malformed: u64,
     idle_counter_reads: u64,
+    idle_read_complaint: crate::complaint::Complaint,
     last_stats: Option<Instant>,
     last_maintain: Option<Instant>,
     idle_silence: Duration,
@@ -151,6 +152,7 @@ impl Drainer {
             records_decoded: 0,
             records_malformed: 0,
             idle_counter_reads: 0,
+            idle_read_complaint: Default::default(),
             last_stats: None,
             last_maintain: None,
             idle_silence,
@@ -395,7 +397,11 @@ impl Drainer {
                         self.idle_counter_reads += 1;
                     }
                 }
-                Err(e) => warn!(error = %e, counter = idx, "reading an idle energy counter failed"),
+                Err(e) => {
+                    if let Some(failures) = self.idle_read_complaint.failed(Instant::now()) {
+                        warn!(error = %e, counter = idx, failures, "reading an idle energy counter failed (logged at most once a minute)");
+                    }
+                }
             }
         }
     }

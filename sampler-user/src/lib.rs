@@ -10,6 +10,7 @@ pub mod bpf;
 pub mod cgroupfs;
 pub mod cgroups;
 pub mod check;
+pub mod complaint;
 pub mod config;
 pub mod continuity;
 pub mod daemon;

@@ -16,7 +16,7 @@ use std::{
 use tracing::warn;
 
 use super::{model::Integrator, UserRead};
-use crate::perf::boot_ns;
+use crate::{complaint::Complaint, perf::boot_ns};
 
 /// (counter index, boot-time ns, raw count).
 pub type Reading = (usize, u64, u64);
@@ -38,32 +38,6 @@ pub fn ns_per_tick() -> u64 {
         1_000_000_000 / hz as u64
     } else {
         10_000_000
-    }
-}
-
-/// A failing read is logged at its first failure, then at most once a
-/// minute with the number of failures since (a file that fails now and then
-/// must not flood the log).
-#[derive(Default)]
-struct Complaint {
-    last: Option<Instant>,
-    failures: u64,
-}
-
-impl Complaint {
-    const EVERY: Duration = Duration::from_secs(60);
-
-    /// Counts a failure; `Some(failures)` when a warning is due.
-    fn failed(&mut self, now: Instant) -> Option<u64> {
-        self.failures += 1;
-        if self
-            .last
-            .is_some_and(|t| now.duration_since(t) < Self::EVERY)
-        {
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.failures))
     }
 }
 
@@ -225,18 +199,6 @@ fn run(counters: Vec<(usize, UserRead)>, every: Duration, tx: SyncSender<Reading
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn failures_are_logged_first_then_once_a_minute_with_their_count() {
-        let mut c = Complaint::default();
-        let t0 = Instant::now();
-        assert_eq!(c.failed(t0), Some(1));
-        for s in 1..60 {
-            assert_eq!(c.failed(t0 + Duration::from_secs(s)), None);
-        }
-        assert_eq!(c.failed(t0 + Duration::from_secs(60)), Some(60));
-        assert_eq!(c.failed(t0 + Duration::from_secs(61)), None);
-    }
 
     #[test]
     fn parses_counter_files() {

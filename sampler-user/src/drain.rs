@@ -99,6 +99,8 @@ pub struct Drainer {
     records_malformed: u64,
     idle_counter_reads: u64,
     idle_read_complaint: crate::complaint::Complaint,
+    /// Batch points for remote_write, handed over after the snapshot.
+    pending_push: Vec<(Arc<str>, i64, f64)>,
     last_stats: Option<Instant>,
     last_maintain: Option<Instant>,
     idle_silence: Duration,
@@ -153,6 +155,7 @@ impl Drainer {
             records_malformed: 0,
             idle_counter_reads: 0,
             idle_read_complaint: Default::default(),
+            pending_push: Vec::new(),
             last_stats: None,
             last_maintain: None,
             idle_silence,
@@ -276,6 +279,13 @@ impl Drainer {
             self.base.programs = self.sampler.program_stats();
         }
         self.publish();
+        if let Some(q) = &self.push {
+            // The samples with the totals of the snapshot just published,
+            // which are at or past every one of them.
+            let snap = self.snapshot.load_full();
+            let samples = std::mem::take(&mut self.pending_push);
+            q.append_with_totals(samples, Box::new(move || continuity::totals(&snap)));
+        }
         Ok(())
     }
 
@@ -343,7 +353,7 @@ impl Drainer {
             let j = j + self.continuity.package(package, domain);
             let labels = || render_labels(&[("package", &package.to_string()), ("domain", domain)]);
             store.push(&key, Family::Package, labels, ms, j);
-            if let Some(q) = &self.push {
+            if self.push.is_some() {
                 let d = self
                     .package_descriptors
                     .entry((package, domain))
@@ -352,7 +362,7 @@ impl Drainer {
                         descriptor(continuity::PACKAGE, &[("package", &p), ("domain", domain)])
                             .into()
                     });
-                q.append(d, ms, j);
+                self.pending_push.push((d.clone(), ms, j));
             }
         }
         for (&(id, ms, j), (l, changed)) in points.cgroups.iter().zip(labels) {
@@ -363,7 +373,7 @@ impl Drainer {
             }
             let j = j + self.continuity.cgroup(id, &l).0;
             store.push(&key, Family::Cgroup, || cgroup_labels(&l), ms, j);
-            if let (Some(q), Some(series)) = (&self.push, self.cgroup_series.get_mut(&id)) {
+            if let (true, Some(series)) = (self.push.is_some(), self.cgroup_series.get_mut(&id)) {
                 let d = series.descriptor.get_or_insert_with(|| {
                     descriptor(
                         continuity::CGROUP,
@@ -377,7 +387,7 @@ impl Drainer {
                     )
                     .into()
                 });
-                q.append(d, ms, j);
+                self.pending_push.push((d.clone(), ms, j));
             }
         }
     }

@@ -91,6 +91,16 @@ pub fn pairs(desc: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Computes the counter totals that go with the samples handed over.
+pub type TotalsFn = Box<dyn Fn() -> Vec<(String, f64)> + Send>;
+
+/// Samples waiting for the next commit, and the totals to commit with them.
+#[derive(Default)]
+struct Inbox {
+    samples: Vec<(Arc<str>, i64, f64)>,
+    totals: Option<TotalsFn>,
+}
+
 struct State {
     series_ids: HashMap<Arc<str>, u64>,
     series_desc: HashMap<u64, Arc<str>>,
@@ -106,7 +116,7 @@ pub struct Queue {
     path: PathBuf,
     db: Database,
     capacity: u64,
-    inbox: Mutex<Vec<(Arc<str>, i64, f64)>>,
+    inbox: Mutex<Inbox>,
     state: Mutex<State>,
     totals: Mutex<HashMap<String, f64>>,
 }
@@ -208,7 +218,7 @@ impl Queue {
             path,
             db,
             capacity: capacity.max(1),
-            inbox: Mutex::new(Vec::new()),
+            inbox: Mutex::new(Inbox::default()),
             state: Mutex::new(state),
             totals: Mutex::new(totals),
         })
@@ -226,12 +236,22 @@ impl Queue {
 
     /// A sample for the next commit (memory only until then).
     pub fn append(&self, desc: &Arc<str>, ts: i64, value: f64) {
-        lock(&self.inbox).push((desc.clone(), ts, value));
+        lock(&self.inbox).samples.push((desc.clone(), ts, value));
+    }
+
+    /// Samples of the counters whose totals `totals` computes, handed over
+    /// together: a commit that stores these samples stores totals at least
+    /// as new, so after a crash the next run's counters (total + its own)
+    /// never fall below a sample already pushed.
+    pub fn append_with_totals(&self, samples: Vec<(Arc<str>, i64, f64)>, totals: TotalsFn) {
+        let mut inbox = lock(&self.inbox);
+        inbox.samples.extend(samples);
+        inbox.totals = Some(totals);
     }
 
     /// Samples not yet committed.
     pub fn in_memory(&self) -> usize {
-        lock(&self.inbox).len()
+        lock(&self.inbox).samples.len()
     }
 
     /// Counter totals as last committed (read at start-up).
@@ -239,10 +259,23 @@ impl Queue {
         lock(&self.totals).clone()
     }
 
-    /// Commits the inbox and `totals` in one transaction (fsync), dropping
-    /// the oldest samples beyond capacity. Returns (committed, dropped).
+    /// Commits the inbox and the counter totals in one transaction (fsync),
+    /// dropping the oldest samples beyond capacity. The totals are those
+    /// handed over with the samples ([`Self::append_with_totals`]), else
+    /// `totals`. Returns (committed, dropped).
     pub fn commit(&self, totals: &[(String, f64)]) -> Result<(u64, u64), QueueError> {
-        let batch = std::mem::take(&mut *lock(&self.inbox));
+        let (batch, with) = {
+            let mut inbox = lock(&self.inbox);
+            (std::mem::take(&mut inbox.samples), inbox.totals.take())
+        };
+        let computed;
+        let totals = match &with {
+            Some(f) => {
+                computed = f();
+                computed.as_slice()
+            }
+            None => totals,
+        };
         let mut st = lock(&self.state);
         let before = (st.next_seq, st.next_series, st.len);
         let mut new_series = Vec::new();
@@ -264,8 +297,11 @@ impl Queue {
                     st.series_desc.remove(&id);
                 }
                 let mut inbox = lock(&self.inbox);
-                let newer = std::mem::replace(&mut *inbox, batch);
-                inbox.extend(newer);
+                let newer = std::mem::replace(&mut inbox.samples, batch);
+                inbox.samples.extend(newer);
+                if inbox.totals.is_none() {
+                    inbox.totals = with;
+                }
                 Err(e)
             }
         }

@@ -152,3 +152,30 @@ fn a_second_daemon_on_the_same_state_dir_is_refused() {
     let e = Queue::open(dir.path(), 10).expect_err("locked").to_string();
     assert!(e.contains("--state-dir"), "{e}");
 }
+
+#[test]
+fn samples_are_committed_with_the_totals_handed_over_with_them() {
+    // The flusher's own totals can be older than samples the drain appended
+    // meanwhile; committing those would let a restarted counter fall below
+    // a sample already pushed (seen once in the SIGKILL end-to-end test).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = desc("a");
+    let q = Queue::open(dir.path(), 100).expect("open");
+    let totals = |v: f64| -> TotalsFn { Box::new(move || vec![("a".to_string(), v)]) };
+    q.append_with_totals(vec![(d.clone(), 1000, 5.0)], totals(5.0));
+    q.append_with_totals(vec![(d.clone(), 1001, 6.0)], totals(6.0));
+    // A stale fallback (what the snapshot said before the last drain).
+    q.commit(&[("a".to_string(), 4.0)]).expect("commit");
+    assert_eq!(
+        q.totals().get("a"),
+        Some(&6.0),
+        "the newest handed-over totals"
+    );
+    // Without samples handed over, the fallback is committed.
+    q.commit(&[("a".to_string(), 7.0)]).expect("commit");
+    assert_eq!(q.totals().get("a"), Some(&7.0));
+    drop(q);
+    let q = Queue::open(dir.path(), 100).expect("reopen");
+    assert_eq!(q.totals().get("a"), Some(&7.0));
+    assert_eq!(q.len(), 2);
+}

@@ -150,24 +150,9 @@ pub fn select(
             &declared.model,
             format!("{}; {}", asked("model"), declared.model.describe()),
         )),
-        SourceKind::Rapl => try_rapl(root, topo).map(|(counters, _)| Plan {
-            source: Resolved::Rapl,
-            reason: asked("rapl"),
-            counters,
-            per_cpu: false,
-        }),
-        SourceKind::Powercap => try_powercap(root, topo).map(|(counters, _)| Plan {
-            source: Resolved::Powercap,
-            reason: asked("powercap"),
-            counters,
-            per_cpu: false,
-        }),
-        SourceKind::Msr => try_msr(root, topo).map(|counters| Plan {
-            source: Resolved::Msr,
-            reason: asked("msr"),
-            counters,
-            per_cpu: false,
-        }),
+        SourceKind::Rapl => try_rapl(root, topo).map(|f| f.plan(asked("rapl"))),
+        SourceKind::Powercap => try_powercap(root, topo).map(|f| f.plan(asked("powercap"))),
+        SourceKind::Msr => try_msr(root, topo).map(|f| f.plan(asked("msr"))),
         SourceKind::Auto => Ok(auto(root, topo, declared)),
     }
 }
@@ -176,43 +161,15 @@ pub fn select(
 /// found. `synthetic` is never chosen here: it only runs when asked for.
 fn auto(root: &SysRoot, topo: &Topology, declared: &Declared) -> Plan {
     let mut tried: Vec<String> = Vec::new();
-    match try_rapl(root, topo) {
-        Ok((counters, found)) => {
-            return Plan {
-                source: Resolved::Rapl,
-                reason: found,
-                counters,
-                per_cpu: false,
+    let counter_sources: [Attempt; 3] = [try_rapl, try_powercap, try_msr];
+    for attempt in counter_sources {
+        match attempt(root, topo) {
+            Ok(f) => {
+                tried.push(f.found.clone());
+                return f.plan(tried.join("; "));
             }
+            Err(e) => tried.push(e.why_not()),
         }
-        Err(e) => tried.push(e.why_not()),
-    }
-    match try_powercap(root, topo) {
-        Ok((counters, found)) => {
-            tried.push(found);
-            return Plan {
-                source: Resolved::Powercap,
-                reason: tried.join("; "),
-                counters,
-                per_cpu: false,
-            };
-        }
-        Err(e) => tried.push(e.why_not()),
-    }
-    match try_msr(root, topo) {
-        Ok(counters) => {
-            tried.push(format!(
-                "RAPL MSRs through {} (read by the daemon)",
-                root.dev("cpu/N/msr").display()
-            ));
-            return Plan {
-                source: Resolved::Msr,
-                reason: tried.join("; "),
-                counters,
-                per_cpu: false,
-            };
-        }
-        Err(e) => tried.push(e.why_not()),
     }
     tried.push(format!(
         "no energy counter here, so the model ESTIMATES power: {}",
@@ -221,7 +178,28 @@ fn auto(root: &SysRoot, topo: &Topology, declared: &Declared) -> Plan {
     model::plan(root, topo, &declared.model, tried.join("; "))
 }
 
-fn try_rapl(root: &SysRoot, topo: &Topology) -> Result<(Vec<CounterPlan>, String), SourceError> {
+/// Looks for one counter source on this machine.
+type Attempt = fn(&SysRoot, &Topology) -> Result<Found, SourceError>;
+
+/// A counter source this machine has: its package counters and what was found.
+struct Found {
+    source: Resolved,
+    counters: Vec<CounterPlan>,
+    found: String,
+}
+
+impl Found {
+    fn plan(self, reason: String) -> Plan {
+        Plan {
+            source: self.source,
+            reason,
+            counters: self.counters,
+            per_cpu: false,
+        }
+    }
+}
+
+fn try_rapl(root: &SysRoot, topo: &Topology) -> Result<Found, SourceError> {
     let pmu_path = root.sys(rapl::POWER_PMU_DIR).display().to_string();
     let pmu = match rapl::discover(root) {
         Ok(Some(pmu)) => pmu,
@@ -234,19 +212,17 @@ fn try_rapl(root: &SysRoot, topo: &Topology) -> Result<(Vec<CounterPlan>, String
         .filter_map(|e| sampler_common::DOMAIN_NAMES.get(e.domain).copied())
         .collect();
     let counters = rapl::plan(&pmu, topo).map_err(|source| SourceError::Rapl { source })?;
-    Ok((
+    Ok(Found {
+        source: Resolved::Rapl,
         counters,
-        format!(
+        found: format!(
             "perf power PMU found at {pmu_path} with energy-{{{}}}",
             domains.join(",")
         ),
-    ))
+    })
 }
 
-fn try_powercap(
-    root: &SysRoot,
-    topo: &Topology,
-) -> Result<(Vec<CounterPlan>, String), SourceError> {
+fn try_powercap(root: &SysRoot, topo: &Topology) -> Result<Found, SourceError> {
     let dir = root.sys(powercap::DIR).display().to_string();
     let zones = powercap::discover(root).map_err(|source| SourceError::Powercap { source })?;
     let counters = powercap::plan(&zones, topo);
@@ -254,21 +230,29 @@ fn try_powercap(
         return Err(SourceError::NoPowercap { path: dir });
     }
     let names: Vec<&str> = zones.iter().map(|z| z.name.as_str()).collect();
-    Ok((
+    Ok(Found {
+        source: Resolved::Powercap,
         counters,
-        format!(
+        found: format!(
             "powercap RAPL zones at {dir} ({}), read by the daemon",
             names.join(", ")
         ),
-    ))
+    })
 }
 
-fn try_msr(root: &SysRoot, topo: &Topology) -> Result<Vec<CounterPlan>, SourceError> {
+fn try_msr(root: &SysRoot, topo: &Topology) -> Result<Found, SourceError> {
     let counters = msr::plan(root, topo).map_err(|source| SourceError::Msr { source })?;
     if !counters.iter().any(|c| c.domain == 0) {
         return Err(SourceError::NoMsr);
     }
-    Ok(counters)
+    Ok(Found {
+        source: Resolved::Msr,
+        counters,
+        found: format!(
+            "RAPL MSRs through {} (read by the daemon)",
+            root.dev("cpu/N/msr").display()
+        ),
+    })
 }
 
 /// An error and its sources on one line.

@@ -3,15 +3,7 @@
 //! serves them. Intel on two packages, AMD, a missing driver, a CPU
 //! without RAPL, and a 32-bit counter wrapping while it is polled.
 
-use std::{
-    os::unix::fs::FileExt,
-    path::Path,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-    time::{Duration, Instant},
-};
+use std::{os::unix::fs::FileExt, path::Path, time::Duration};
 
 use super::*;
 use crate::{
@@ -174,16 +166,13 @@ fn auto_takes_msr_after_rapl_and_powercap() {
 
 /// A register advancing by `step` every `every`, wrapping at 2^32, from a
 /// thread standing in for the CPU.
-fn advance(path: &Path, reg: u64, start: u64, step: u64, n: u32, stop: Arc<AtomicBool>) {
+fn advance(path: &Path, reg: u64, start: u64, step: u64, n: u32) {
     let f = std::fs::OpenOptions::new()
         .write(true)
         .open(path)
         .expect("open");
     let mut v = start;
     for _ in 0..n {
-        if stop.load(Ordering::Relaxed) {
-            return;
-        }
         v = (v + step) & MAX;
         f.write_all_at(&v.to_le_bytes(), reg).expect("write");
         std::thread::sleep(Duration::from_millis(1));
@@ -214,27 +203,9 @@ fn the_32_bit_counter_wrapping_during_a_run_loses_no_energy() {
     assert_eq!(raw, start);
     books.reading(idx, ts, raw);
     // 300 steps of 100,000 counts (≈ 1.5 J at 2^-16 J): wraps after 50.
-    let stop = Arc::new(AtomicBool::new(false));
     let path = root.dev("cpu/0/msr");
-    let writer = std::thread::spawn({
-        let stop = stop.clone();
-        move || advance(&path, 0xC001_029B, start, 100_000, 300, stop)
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !writer.is_finished() {
-        while let Ok((idx, ts, raw)) = rx.try_recv() {
-            books.reading(idx, ts, raw);
-        }
-        if Instant::now() > deadline {
-            stop.store(true, Ordering::Relaxed);
-            panic!("writer did not finish");
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    std::thread::sleep(Duration::from_millis(20));
-    while let Ok((idx, ts, raw)) = rx.try_recv() {
-        books.reading(idx, ts, raw);
-    }
+    let writer = std::thread::spawn(move || advance(&path, 0xC001_029B, start, 100_000, 300));
+    poll::feed_until(&rx, &mut books, || writer.is_finished());
     let joules = books.packages()[0].joules.0;
     let want = 300.0 * 100_000.0 / 65536.0;
     assert!((joules - want).abs() < 1e-9, "{joules} J, want {want} J");

@@ -196,6 +196,32 @@ fn run(counters: Vec<(usize, UserRead)>, every: Duration, tx: SyncSender<Reading
     }
 }
 
+/// Test helper: applies the poller's readings to `books` until `done`
+/// (within 30 s), then those of the next 20 ms.
+#[cfg(test)]
+pub(crate) fn feed_until(
+    rx: &Receiver<Reading>,
+    books: &mut crate::energy::EnergyBooks,
+    mut done: impl FnMut() -> bool,
+) {
+    let feed = |books: &mut crate::energy::EnergyBooks| {
+        while let Ok((idx, ts, raw)) = rx.try_recv() {
+            books.reading(idx, ts, raw);
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        feed(books);
+        if done() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the writer did not finish");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    feed(books);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,7 @@
 
 use std::{
     process::{Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use super::*;
@@ -183,21 +183,7 @@ fn a_counter_wrapping_during_a_run_loses_no_energy() {
         .stdin(Stdio::null())
         .spawn()
         .expect("writer");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        while let Ok((idx, ts, raw)) = rx.try_recv() {
-            books.reading(idx, ts, raw);
-        }
-        if let Ok(Some(_)) = writer.try_wait() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "writer did not finish");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    std::thread::sleep(Duration::from_millis(20));
-    while let Ok((idx, ts, raw)) = rx.try_recv() {
-        books.reading(idx, ts, raw);
-    }
+    poll::feed_until(&rx, &mut books, || matches!(writer.try_wait(), Ok(Some(_))));
     let joules = books.packages()[0].joules.0;
     // Exactly 300 × 12,345 µJ, across ≥ 3 wraps.
     assert!((joules - 300.0 * 12_345e-6).abs() < 1e-9, "{joules} J");

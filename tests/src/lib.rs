@@ -265,6 +265,24 @@ pub fn pin_to(cpu: u32) {
     }
 }
 
+/// The aggregate `cpu` line of `/proc/stat` in seconds: user, nice, system,
+/// idle, iowait, irq, softirq, steal, …
+pub fn proc_stat_cpu_seconds() -> Vec<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    stat.lines()
+        .find(|l| l.starts_with("cpu "))
+        .map(|l| {
+            l.split_whitespace()
+                .skip(1)
+                .filter_map(|v| v.parse::<f64>().ok())
+                .map(|ticks| ticks / hz)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Hypervisor steal time so far, all CPUs, in seconds (`/proc/stat`).
 ///
 /// In a VM the kernel programs' wall-clock spans include time the host took
@@ -272,12 +290,30 @@ pub fn pin_to(cpu: u32) {
 /// leaves it out: over-attribution up to W × the steal during a test is that
 /// difference, not an error. On bare metal it is 0.
 pub fn steal_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    stat.lines()
-        .find(|l| l.starts_with("cpu "))
-        .and_then(|l| l.split_whitespace().nth(8))
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(0.0, |ticks| ticks / hz)
+    proc_stat_cpu_seconds().get(7).copied().unwrap_or(0.0)
+}
+
+/// Every online CPU with its package id, from sysfs.
+pub fn cpu_packages() -> Vec<(u32, String)> {
+    online_cpus()
+        .into_iter()
+        .map(|c| {
+            let src = format!("/sys/devices/system/cpu/cpu{c}/topology/physical_package_id");
+            let id = std::fs::read_to_string(&src).expect("package id");
+            (c, id.trim().to_string())
+        })
+        .collect()
+}
+
+/// Calls `step(i)` for `i` in `0..ms`, one call per millisecond of wall
+/// time (a writer standing in for hardware that counts).
+pub fn every_ms(ms: u64, mut step: impl FnMut(u64)) {
+    let t0 = Instant::now();
+    for i in 0..ms {
+        step(i);
+        let due = t0 + Duration::from_millis(i + 1);
+        if let Some(d) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(d);
+        }
+    }
 }

@@ -7,7 +7,9 @@
 
 use std::time::{Duration, Instant};
 
-use tests::{cgroup::Cgroup, online_cpus, require_root, steal_seconds, sum_of, Daemon};
+use tests::{
+    cgroup::Cgroup, online_cpus, proc_stat_cpu_seconds, require_root, steal_seconds, sum_of, Daemon,
+};
 
 const IDLE: f64 = 2.0;
 const MAX: f64 = 12.0;
@@ -15,19 +17,8 @@ const PKG: &str = "ergon_package_energy_joules_total";
 
 /// Busy seconds of all CPUs so far: user + nice + system + irq + softirq.
 fn busy_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let line = stat
-        .lines()
-        .find(|l| l.starts_with("cpu "))
-        .expect("cpu line");
-    let v: Vec<f64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    (v[0] + v[1] + v[2] + v[5] + v[6]) / hz
+    let v = proc_stat_cpu_seconds();
+    v[0] + v[1] + v[2] + v[5] + v[6]
 }
 
 #[test]

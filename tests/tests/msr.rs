@@ -8,10 +8,10 @@
 use std::{
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use tests::{online_cpus, require_root, sum_of, Daemon};
+use tests::{cpu_packages, every_ms, require_root, sum_of, Daemon};
 
 const PKG: &str = "ergon_package_energy_joules_total";
 /// Intel's and AMD's unit and package registers: both are written, so the
@@ -35,9 +35,7 @@ fn tree() -> (PathBuf, Vec<std::fs::File>) {
     let _ = std::fs::remove_dir_all(&dir);
     let mut seen = Vec::new();
     let mut files = Vec::new();
-    for c in online_cpus() {
-        let src = format!("/sys/devices/system/cpu/cpu{c}/topology/physical_package_id");
-        let id = std::fs::read_to_string(&src).expect("package id");
+    for (c, id) in cpu_packages() {
         if seen.contains(&id) {
             continue;
         }
@@ -61,15 +59,10 @@ fn tree() -> (PathBuf, Vec<std::fs::File>) {
 /// every ms for `ms` ms from `start`, wrapping at 2^32; returns counts written.
 fn write_steps(f: &std::fs::File, start: u64, step: u64, ms: u64) -> u64 {
     let mut v = start;
-    let t0 = Instant::now();
-    for i in 0..ms {
+    every_ms(ms, |_| {
         v = (v + step) & 0xFFFF_FFFF;
         set(f, &PACKAGE, v);
-        let due = t0 + Duration::from_millis(i + 1);
-        if let Some(d) = due.checked_duration_since(Instant::now()) {
-            std::thread::sleep(d);
-        }
-    }
+    });
     step * ms
 }
 

@@ -5,10 +5,10 @@
 
 use std::{
     path::{Path, PathBuf},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use tests::{online_cpus, require_root, sum_of, Daemon};
+use tests::{cpu_packages, every_ms, require_root, sum_of, Daemon};
 
 const PKG: &str = "ergon_package_energy_joules_total";
 /// A small range, so the run wraps a few times.
@@ -23,13 +23,11 @@ fn tree() -> (PathBuf, PathBuf) {
     let online = std::fs::read_to_string("/sys/devices/system/cpu/online").expect("online");
     std::fs::write(cpu.join("online"), &online).expect("write online");
     let mut package = None;
-    for c in online_cpus() {
-        let src = format!("/sys/devices/system/cpu/cpu{c}/topology/physical_package_id");
-        let id = std::fs::read_to_string(&src).expect("package id");
-        package.get_or_insert_with(|| id.trim().to_string());
+    for (c, id) in cpu_packages() {
         let t = cpu.join(format!("cpu{c}/topology"));
         std::fs::create_dir_all(&t).expect("mkdir");
-        std::fs::write(t.join("physical_package_id"), id).expect("write id");
+        std::fs::write(t.join("physical_package_id"), format!("{id}\n")).expect("write id");
+        package.get_or_insert(id);
     }
     let zone = dir.join("sys/class/powercap/intel-rapl:0");
     std::fs::create_dir_all(&zone).expect("mkdir zone");
@@ -43,15 +41,10 @@ fn tree() -> (PathBuf, PathBuf) {
 /// Advances `path` by `step` µJ every ms for `ms` ms, wrapping; returns µJ written.
 fn write_steps(path: &Path, start: u64, step: u64, ms: u64) -> u64 {
     let mut v = start;
-    let t0 = Instant::now();
-    for i in 0..ms {
+    every_ms(ms, |_| {
         v = (v + step) % (MAX_UJ + 1);
         std::fs::write(path, format!("{v}\n")).expect("write energy_uj");
-        let due = t0 + Duration::from_millis(i + 1);
-        if let Some(d) = due.checked_duration_since(Instant::now()) {
-            std::thread::sleep(d);
-        }
-    }
+    });
     step * ms
 }
 

@@ -14,7 +14,7 @@ use std::{
         Arc,
     },
     thread::JoinHandle,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 /// Fails the test (with the reason) unless we are root.
@@ -128,6 +128,40 @@ impl Daemon {
     pub fn metrics(&self) -> BTreeMap<String, f64> {
         let body = http_get(&self.addr, "/metrics").expect("GET /metrics");
         parse_metrics(&body)
+    }
+
+    /// The metrics once the daemon's books are complete past `instant`
+    /// (`ergon_books_timestamp_seconds`, the attribution frontier), so every
+    /// energy series includes all that happened before it. The frontier trails
+    /// real time by the slowest CPU's last event, which a loaded machine can
+    /// hold back for a while: waiting for it, rather than a fixed sleep, is
+    /// what makes an exact comparison with ground truth sound. Returns the
+    /// metrics and how long the books took to pass `instant`.
+    pub fn metrics_complete_at(&self, instant: SystemTime) -> (BTreeMap<String, f64>, Duration) {
+        let want = instant
+            .duration_since(UNIX_EPOCH)
+            .expect("after the epoch")
+            .as_secs_f64();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let m = self.metrics();
+            let books = m
+                .get("ergon_books_timestamp_seconds")
+                .copied()
+                .unwrap_or(0.0);
+            if books > want {
+                let late = SystemTime::now()
+                    .duration_since(instant)
+                    .unwrap_or_default();
+                return (m, late);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the books stayed at {books:.3}, {:.3} s before the instant waited for",
+                want - books
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Sends SIGTERM and waits; returns (exit status, stderr).

@@ -157,8 +157,10 @@ impl Daemon {
             }
             assert!(
                 Instant::now() < deadline,
-                "the books stayed at {books:.3}, {:.3} s before the instant waited for",
-                want - books
+                "the books stayed at {books:.3}, {:.3} s before the instant waited for \
+                 (last drain at {:?})",
+                want - books,
+                m.get("ergon_last_drain_timestamp_seconds")
             );
             std::thread::sleep(Duration::from_millis(20));
         }

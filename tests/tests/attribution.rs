@@ -2,15 +2,18 @@
 //! `cpu.stat` `usage_usec` and the synthetic source's declared wattage
 //! (every CPU draws W, so a cgroup's joules = W × its CPU seconds).
 
-use std::{process::Command, time::Duration};
+use std::{
+    process::Command,
+    time::{Duration, SystemTime},
+};
 
 use tests::{cgroup::Cgroup, require_root, steal_seconds, sum_of, Daemon};
 
 const W: f64 = 10.0;
 
 /// Waits until the attribution frontier has passed everything that ran.
-fn settle() {
-    std::thread::sleep(Duration::from_millis(400));
+fn settle(d: &Daemon) {
+    d.metrics_complete_at(SystemTime::now());
 }
 
 #[test]
@@ -24,7 +27,7 @@ fn steady_and_duty_cycled_cgroups_match_cpu_stat_within_2_percent() {
     let mut b = duty.burn(env!("CARGO_BIN_EXE_burn"), 3.0, 0.4);
     assert!(a.wait().expect("wait").success());
     assert!(b.wait().expect("wait").success());
-    settle();
+    settle(&d);
     let stolen = steal_seconds() - steal0;
     for cg in [&full, &duty] {
         let truth = W * cg.usage_seconds();
@@ -61,7 +64,7 @@ fn a_hundred_20ms_processes_are_all_attributed() {
         .status()
         .expect("run the 100 processes");
     assert!(status.success());
-    settle();
+    settle(&d);
     let stolen = steal_seconds() - steal0;
     let truth = W * cg.usage_seconds();
     let got = cg.joules(&d);
@@ -171,7 +174,7 @@ fn a_dead_cgroup_stays_until_exported_and_retained_then_moves_to_other() {
     let gone = Cgroup::new("gone");
     let mut p = gone.burn(env!("CARGO_BIN_EXE_burn"), 0.5, 1.0);
     assert!(p.wait().expect("wait").success());
-    settle();
+    settle(&d);
     let joules = gone.joules(&d);
     assert!(joules > 0.0, "the cgroup was attributed before it died");
     std::fs::remove_dir(&gone.path).expect("remove the cgroup");

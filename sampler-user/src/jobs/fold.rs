@@ -6,7 +6,9 @@
 //! deleted, and then their names forgotten. A crash between the commit and
 //! the deletion leaves files whose names are noted: the next pass deletes
 //! them without counting them again. A file that is not a record is
-//! renamed to `*.rejected`, logged and counted, never deleted.
+//! renamed to `*.rejected`, logged and counted, never deleted. A recorder's
+//! unfinished `.*.tmp` file older than ten minutes (its recorder died while
+//! writing it) is removed and logged.
 
 use std::{
     collections::BTreeMap,
@@ -73,12 +75,8 @@ pub fn fold(
     now_ms: i64,
 ) -> Result<Vec<(String, JobTotals)>, FoldError> {
     let spool = state_dir.join(SPOOL);
-    let mut names: Vec<String> = match std::fs::read_dir(&spool) {
-        Ok(it) => it
-            .filter_map(Result::ok)
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.ends_with(SUFFIX) && !n.starts_with('.'))
-            .collect(),
+    let entries = match std::fs::read_dir(&spool) {
+        Ok(it) => it,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(source) => {
             return Err(FoldError::Spool {
@@ -87,6 +85,15 @@ pub fn fold(
             })
         }
     };
+    let mut names = Vec::new();
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && name.ends_with(TMP_SUFFIX) {
+            remove_if_stale(&spool.join(&name), now_ms);
+        } else if name.ends_with(SUFFIX) && !name.starts_with('.') {
+            names.push(name);
+        }
+    }
     if names.is_empty() {
         return Ok(Vec::new());
     }
@@ -163,6 +170,37 @@ pub fn fold(
         tx.commit().map_err(|x| e(&x))?;
     }
     Ok(changed.into_iter().collect())
+}
+
+/// A recorder's unfinished file ends in this (`.<stem>.tmp`).
+const TMP_SUFFIX: &str = ".tmp";
+
+/// A recorder writes, fsyncs and renames its file within milliseconds: an
+/// unfinished file this old belongs to a recorder that was killed mid-write.
+pub const STALE_TMP_MS: i64 = 10 * 60 * 1000;
+
+/// Removes a recorder's unfinished file once it is [`STALE_TMP_MS`] old (it
+/// holds at most a partial record of a run whose recorder died: nothing to
+/// count, and without this it would stay forever).
+fn remove_if_stale(path: &Path, now_ms: i64) {
+    let Ok(modified) = std::fs::metadata(path).and_then(|m| m.modified()) else {
+        return;
+    };
+    let modified_ms = modified
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    if now_ms.saturating_sub(modified_ms) < STALE_TMP_MS {
+        return; // a recorder may still be writing it
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {
+            warn!(path = %path.display(), "removed an unfinished job record left by a recorder that died while writing it (its run was not counted)");
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "cannot remove a stale unfinished job record");
+        }
+    }
 }
 
 /// Folds the job spool every second until stopped; new totals also go to

@@ -179,6 +179,30 @@ fn a_file_that_is_not_a_record_is_set_aside_and_counted() {
 }
 
 #[test]
+fn an_unfinished_file_of_a_dead_recorder_is_removed_once_stale() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let q = Queue::open(dir.path(), 10).expect("store");
+    let jobs = Jobs::default();
+    record(dir.path(), &rec("ok", 1.0, 0, 1)).expect("record");
+    std::fs::write(dir.path().join(SPOOL).join(".1-2-3-4.tmp"), "{\"job\":").expect("write");
+    let now = crate::units::now_unix_ms();
+    let fold_at = |ms| fold::fold(q.database(), q.path(), dir.path(), &jobs, ms).expect("fold");
+    fold_at(now);
+    assert_eq!(
+        spool_files(dir.path()),
+        vec![".1-2-3-4.tmp"],
+        "a fresh one may still be written"
+    );
+    fold_at(now + fold::STALE_TMP_MS - 60_000);
+    assert_eq!(spool_files(dir.path()), vec![".1-2-3-4.tmp"]);
+    fold_at(now + fold::STALE_TMP_MS + 1_000);
+    assert!(spool_files(dir.path()).is_empty(), "a stale one is removed");
+    let t = jobs.snapshot()["ok"];
+    assert_eq!((t.runs, t.joules), (1, 1.0), "and nothing else changed");
+    assert_eq!(jobs.rejected.load(Ordering::Relaxed), 0);
+}
+
+#[test]
 fn the_totals_are_served_as_job_counters() {
     let jobs = Jobs::default();
     jobs.totals

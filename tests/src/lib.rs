@@ -62,6 +62,44 @@ pub fn free_port() -> u16 {
     l.local_addr().expect("local addr").port()
 }
 
+/// Makes a fixture tree readable by everyone, whatever the umask it was
+/// made under: directories 0755, files 0644.
+pub fn world_readable(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    for e in std::fs::read_dir(dir).expect("read_dir").flatten() {
+        match e.file_type() {
+            Ok(t) if t.is_dir() => world_readable(&e.path()),
+            Ok(t) if t.is_file() => {
+                std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(0o644))
+                    .expect("chmod");
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `ergon`, as the unprivileged user `nobody`: a copy of the binary in
+/// `scratch`, a directory `nobody` can enter (the build tree may sit in one
+/// only root can, as a fresh `mktemp -d` clone does).
+pub fn ergon_as_nobody(scratch: &std::path::Path) -> Command {
+    use std::os::unix::{fs::PermissionsExt, process::CommandExt};
+    let bin = scratch.join("ergon");
+    std::fs::copy(ergon_bin(), &bin).expect("copy ergon");
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mut cmd = Command::new(bin);
+    cmd.uid(65534).gid(65534);
+    cmd
+}
+
+/// The line of `ergon check`'s report for `item` (its second column).
+pub fn check_line<'a>(report: &'a str, item: &str) -> &'a str {
+    report
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(item))
+        .unwrap_or_else(|| panic!("no {item} line in: {report}"))
+}
+
 /// A running `ergon run`, killed on drop. Its stderr is read continuously
 /// by a thread (a pipe nobody reads would block a chatty daemon).
 pub struct Daemon {

@@ -6,12 +6,15 @@
 //! while the daemon polls it. Ground truth is what the writer wrote.
 
 use std::{
-    os::unix::fs::FileExt,
+    os::unix::fs::{FileExt, PermissionsExt},
     path::{Path, PathBuf},
     time::SystemTime,
 };
 
-use tests::{cpu_packages, every_ms, require_root, sum_of, Daemon};
+use tests::{
+    check_line, cpu_packages, ergon_as_nobody, every_ms, require_root, sum_of, world_readable,
+    Daemon,
+};
 
 const PKG: &str = "ergon_package_energy_joules_total";
 /// Intel's and AMD's unit and package registers: both are written, so the
@@ -30,8 +33,8 @@ fn set(f: &std::fs::File, regs: &[u64], value: u64) {
 }
 
 /// `dev/cpu/N/msr` for the first online CPU of every package.
-fn tree() -> (PathBuf, Vec<std::fs::File>) {
-    let dir = std::env::temp_dir().join(format!("ergon-msr-{}", std::process::id()));
+fn tree(name: &str) -> (PathBuf, Vec<std::fs::File>) {
+    let dir = std::env::temp_dir().join(format!("ergon-msr-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut seen = Vec::new();
     let mut files = Vec::new();
@@ -73,7 +76,7 @@ fn dir_arg(p: &Path) -> String {
 #[test]
 fn msr_package_register_is_read_across_the_32_bit_wrap() {
     require_root();
-    let (dir, files) = tree();
+    let (dir, files) = tree("wrap");
     // 0.6 s of energy below the top: the run wraps early.
     let start = 0x1_0000_0000 - 200_000;
     for f in &files {
@@ -102,5 +105,35 @@ fn msr_package_register_is_read_across_the_32_bit_wrap() {
     let (status, log) = d.stop();
     assert!(status.success(), "{log}");
     assert!(log.contains("msr"), "the log says which source: {log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The msr driver's device files are root's, mode 0600: the real `ergon
+/// check` run as `nobody` says so and names the capability it needs.
+#[test]
+fn msr_devices_readable_by_root_only_are_explained_to_a_user() {
+    require_root();
+    let (dir, _files) = tree("perm");
+    world_readable(&dir);
+    for (c, _) in cpu_packages() {
+        let dev = dir.join(format!("dev/cpu/{c}/msr"));
+        if dev.exists() {
+            std::fs::set_permissions(&dev, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        }
+    }
+    let out = ergon_as_nobody(&dir)
+        .args(["check", "--source", "msr", "--dev-root"])
+        .arg(dir.join("dev"))
+        .output()
+        .expect("run ergon check as nobody");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "ergon check must fail: {report}");
+    let line = check_line(&report, "--source");
+    println!("{line}");
+    assert!(line.starts_with("FAIL"), "{line}");
+    assert!(
+        line.contains("permission denied") && line.contains("CAP_SYS_RAWIO"),
+        "the problem and the fix: {line}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

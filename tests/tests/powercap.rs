@@ -4,19 +4,23 @@
 //! daemon polls it. Ground truth is what the writer wrote.
 
 use std::{
+    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     time::SystemTime,
 };
 
-use tests::{cpu_packages, every_ms, require_root, sum_of, Daemon};
+use tests::{
+    check_line, cpu_packages, ergon_as_nobody, every_ms, require_root, sum_of, world_readable,
+    Daemon,
+};
 
 const PKG: &str = "ergon_package_energy_joules_total";
 /// A small range, so the run wraps a few times.
 const MAX_UJ: u64 = 2_000_000;
 
 /// This machine's CPU topology plus one package zone, under a temp dir.
-fn tree() -> (PathBuf, PathBuf) {
-    let dir = std::env::temp_dir().join(format!("ergon-powercap-{}", std::process::id()));
+fn tree(name: &str) -> (PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("ergon-powercap-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let cpu = dir.join("sys/devices/system/cpu");
     std::fs::create_dir_all(&cpu).expect("mkdir");
@@ -51,7 +55,7 @@ fn write_steps(path: &Path, start: u64, step: u64, ms: u64) -> u64 {
 #[test]
 fn powercap_zone_is_read_across_wraps_to_the_microjoule() {
     require_root();
-    let (dir, energy) = tree();
+    let (dir, energy) = tree("wrap");
     let d = Daemon::start(&[
         "--source",
         "powercap",
@@ -80,5 +84,31 @@ fn powercap_zone_is_read_across_wraps_to_the_microjoule() {
     let (status, log) = d.stop();
     assert!(status.success(), "{log}");
     assert!(log.contains("powercap"), "the log says which source: {log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// What a user who is not root gets since Linux 5.10, where the kernel
+/// makes `energy_uj` readable by root only: the real `ergon check` run as
+/// `nobody` on a tree whose `energy_uj` is mode 0400, as the kernel sets it.
+#[test]
+fn a_zone_readable_by_root_only_is_explained_to_a_user() {
+    require_root();
+    let (dir, energy) = tree("perm");
+    world_readable(&dir);
+    std::fs::set_permissions(&energy, std::fs::Permissions::from_mode(0o400)).expect("chmod");
+    let out = ergon_as_nobody(&dir)
+        .args(["check", "--source", "powercap", "--sysfs-root"])
+        .arg(dir.join("sys"))
+        .output()
+        .expect("run ergon check as nobody");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "ergon check must fail: {report}");
+    let line = check_line(&report, "--source");
+    println!("{line}");
+    assert!(line.starts_with("FAIL"), "{line}");
+    assert!(
+        line.contains("energy_uj is readable by root only") && line.contains("run ergon as root"),
+        "the problem and the fix: {line}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -150,6 +150,7 @@ pub struct FileConfig {
     pub push_buffer: Option<u64>,
     pub state_dir: Option<PathBuf>,
     pub fsync_interval: Option<String>,
+    pub state_retention: Option<String>,
 }
 
 /// Validated settings.

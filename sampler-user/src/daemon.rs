@@ -159,17 +159,18 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         let totals: Arc<dyn Fn() -> Vec<(String, f64)> + Send + Sync> =
             Arc::new(move || continuity::totals(&snap.load()));
         let (q, stop, every) = (q.clone(), stop.clone(), push.fsync_interval);
+        let retention = push.state_retention;
         tasks.spawn(async move {
-            flush_loop(q, every, totals, stop).await;
+            flush_loop(q, every, retention, totals, stop).await;
             Ok("state")
         });
     }
     if let (Some(q), Some(jobs), Some(dir)) = (&queue, &jobs, &push.state_dir) {
         let (q, jobs, dir, stop) = (q.clone(), jobs.clone(), dir.clone(), stop.clone());
-        let pushing = push.remote_write.is_some();
+        let (pushing, retention) = (push.remote_write.is_some(), push.state_retention);
         info!(spool = %dir.join(crate::jobs::SPOOL).display(), "folding job records from `ergon measure --record-to`");
         tasks.spawn(async move {
-            fold::run(q, jobs, dir, pushing, stop).await;
+            fold::run(q, jobs, dir, pushing, retention, stop).await;
             Ok("jobs")
         });
     }

@@ -10,24 +10,33 @@ pub mod queue;
 pub mod sender;
 pub mod stats;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use tokio_util::sync::CancellationToken;
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
-use queue::Queue;
+use queue::{Pruned, Queue};
+
+/// How often [`flush_loop`] forgets what `--state-retention` says is gone.
+pub const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
 /// Commits the queue's inbox (and the counter totals `totals()` gives)
-/// every `every`, until `stop`. The last commit, after the drain's last
-/// pass, is the daemon's (see `daemon::run`).
+/// every `every`, until `stop`, and every [`PRUNE_EVERY`] forgets the
+/// series and totals unused for `retention`. The last commit, after the
+/// drain's last pass, is the daemon's (see `daemon::run`).
 pub async fn flush_loop(
     queue: Arc<Queue>,
     every: Duration,
+    retention: Duration,
     totals: Arc<dyn Fn() -> Vec<(String, f64)> + Send + Sync>,
     stop: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_prune = Instant::now();
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
@@ -43,6 +52,25 @@ pub async fn flush_loop(
             Ok(Ok(_)) => {}
             Ok(Err(e)) => error!(error = %e, "committing the push queue failed; retrying at the next interval"),
             Err(e) => error!(error = %e, "committing the push queue panicked"),
+        }
+        if last_prune.elapsed() >= PRUNE_EVERY {
+            last_prune = Instant::now();
+            let q = queue.clone();
+            let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+            let now = crate::units::now_unix_ms();
+            match tokio::task::spawn_blocking(move || q.prune(now, retention_ms)).await {
+                Ok(Ok(p)) if p != Pruned::default() => info!(
+                    series = p.series,
+                    totals = p.totals,
+                    retention = %humantime::format_duration(retention),
+                    "forgot series and counter totals unused for --state-retention"
+                ),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    error!(error = %e, "pruning the durable state failed; retrying later")
+                }
+                Err(e) => error!(error = %e, "pruning the durable state panicked"),
+            }
         }
     }
 }

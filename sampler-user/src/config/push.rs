@@ -27,6 +27,7 @@ pub const DEFAULT_MAX_SAMPLES: usize = 10_000;
 pub const DEFAULT_PUSH_BUFFER: u64 = 5_000_000;
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/ergon";
 pub const DEFAULT_FSYNC_INTERVAL: Duration = Duration::from_secs(1);
+pub const DEFAULT_STATE_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const PASSWORD_ENV: &str = "ERGON_REMOTE_WRITE_PASSWORD";
 pub const TOKEN_ENV: &str = "ERGON_REMOTE_WRITE_BEARER_TOKEN";
 
@@ -94,6 +95,12 @@ pub struct PushArgs {
     /// to disk [default: 1s].
     #[arg(long, env = "ERGON_FSYNC_INTERVAL")]
     pub fsync_interval: Option<String>,
+
+    /// How long the state keeps a series, a counter total or a job that is
+    /// no longer seen (a container's cgroup that is gone); after that it is
+    /// forgotten and starts at 0 if it comes back [default: 7d].
+    #[arg(long, env = "ERGON_STATE_RETENTION")]
+    pub state_retention: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -114,6 +121,7 @@ pub struct PushSettings {
     pub state_dir: Option<PathBuf>,
     pub push_buffer: u64,
     pub fsync_interval: Duration,
+    pub state_retention: Duration,
 }
 
 fn pairs(
@@ -166,6 +174,15 @@ impl PushArgs {
             Duration::from_secs(60),
             DEFAULT_FSYNC_INTERVAL,
             "pass e.g. --fsync-interval 1s (10ms..60s)",
+        )?;
+        let state_retention = duration_or(
+            "state_retention",
+            &self.state_retention,
+            &file.state_retention,
+            Duration::from_secs(3600),
+            Duration::from_secs(10 * 365 * 24 * 3600),
+            DEFAULT_STATE_RETENTION,
+            "pass e.g. --state-retention 7d (1h..3650d)",
         )?;
         let push_buffer = self
             .push_buffer
@@ -265,6 +282,7 @@ impl PushArgs {
             state_dir,
             push_buffer,
             fsync_interval,
+            state_retention,
         })
     }
 }

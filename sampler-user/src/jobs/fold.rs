@@ -8,7 +8,8 @@
 //! them without counting them again. A file that is not a record is
 //! renamed to `*.rejected`, logged and counted, never deleted. A recorder's
 //! unfinished `.*.tmp` file older than ten minutes (its recorder died while
-//! writing it) is removed and logged.
+//! writing it) is removed and logged. A job that has not run for
+//! `--state-retention` is forgotten.
 
 use std::{
     collections::BTreeMap,
@@ -18,7 +19,7 @@ use std::{
 
 use redb::{Database, ReadableTable, TableDefinition};
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::{JobRecord, JobTotals, Jobs, SPOOL, SUFFIX};
 use crate::push::queue::{descriptor, Queue};
@@ -172,6 +173,44 @@ pub fn fold(
     Ok(changed.into_iter().collect())
 }
 
+/// Forgets the jobs whose last run ended more than `retention_ms` before
+/// `now_ms` (their rows and their series; a job that runs again starts
+/// over). Returns their names.
+pub fn prune(
+    db: &Database,
+    db_path: &Path,
+    jobs: &Jobs,
+    now_ms: i64,
+    retention_ms: i64,
+) -> Result<Vec<String>, FoldError> {
+    let cutoff = now_ms.saturating_sub(retention_ms);
+    let mut totals = jobs
+        .totals
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let old: Vec<String> = totals
+        .iter()
+        .filter(|(_, t)| t.last_end_unix_ms < cutoff)
+        .map(|(name, _)| name.clone())
+        .collect();
+    if old.is_empty() {
+        return Ok(old);
+    }
+    let e = |x: &dyn std::fmt::Display| db_err(db_path, x);
+    let tx = db.begin_write().map_err(|x| e(&x))?;
+    {
+        let mut table = tx.open_table(JOBS).map_err(|x| e(&x))?;
+        for name in &old {
+            table.remove(name.as_str()).map_err(|x| e(&x))?;
+        }
+    }
+    tx.commit().map_err(|x| e(&x))?;
+    for name in &old {
+        totals.remove(name);
+    }
+    Ok(old)
+}
+
 /// A recorder's unfinished file ends in this (`.<stem>.tmp`).
 const TMP_SUFFIX: &str = ".tmp";
 
@@ -210,11 +249,14 @@ pub async fn run(
     jobs: Jobs,
     dir: std::path::PathBuf,
     pushing: bool,
+    retention: std::time::Duration,
     stop: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut warned = false;
+    let mut last_prune = std::time::Instant::now();
+    let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -238,6 +280,25 @@ pub async fn run(
             }
             Ok(Err(_)) => {}
             Err(e) => warn!(error = %e, "the job folder panicked"),
+        }
+        if last_prune.elapsed() >= crate::push::PRUNE_EVERY {
+            last_prune = std::time::Instant::now();
+            let (q2, jobs2) = (q.clone(), jobs.clone());
+            let now = crate::units::now_unix_ms();
+            let pruned = tokio::task::spawn_blocking(move || {
+                prune(q2.database(), q2.path(), &jobs2, now, retention_ms)
+            })
+            .await;
+            match pruned {
+                Ok(Ok(names)) if !names.is_empty() => {
+                    info!(jobs = ?names, "forgot jobs that have not run for --state-retention");
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    warn!(error = %crate::source::chain(&e), "pruning job totals failed; retrying later")
+                }
+                Err(e) => warn!(error = %e, "pruning job totals panicked"),
+            }
         }
     }
 }

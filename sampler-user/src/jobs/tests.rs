@@ -203,6 +203,30 @@ fn an_unfinished_file_of_a_dead_recorder_is_removed_once_stale() {
 }
 
 #[test]
+fn a_job_that_has_not_run_for_the_retention_is_forgotten() {
+    const DAY: i64 = 24 * 3_600_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let q = Queue::open(dir.path(), 10).expect("store");
+    let jobs = Jobs::default();
+    record(dir.path(), &rec("monthly", 5.0, 0, DAY)).expect("record");
+    record(dir.path(), &rec("nightly", 1.0, 0, 9 * DAY)).expect("record");
+    pass(&q, dir.path(), &jobs);
+    let prune = |now| fold::prune(q.database(), q.path(), &jobs, now, 7 * DAY).expect("prune");
+    assert!(prune(8 * DAY - 1).is_empty(), "within the retention");
+    assert_eq!(prune(10 * DAY), vec!["monthly".to_string()]);
+    assert!(prune(10 * DAY).is_empty());
+    let served: Vec<String> = jobs.snapshot().into_keys().collect();
+    assert_eq!(served, vec!["nightly".to_string()]);
+    let stored = fold::load(q.database(), q.path()).expect("load");
+    assert_eq!(stored.keys().collect::<Vec<_>>(), vec!["nightly"]);
+    // It starts over when it runs again.
+    record(dir.path(), &rec("monthly", 2.0, 0, 31 * DAY)).expect("record");
+    pass(&q, dir.path(), &jobs);
+    let t = jobs.snapshot()["monthly"];
+    assert_eq!((t.runs, t.joules), (1, 2.0));
+}
+
+#[test]
 fn the_totals_are_served_as_job_counters() {
     let jobs = Jobs::default();
     jobs.totals

@@ -12,6 +12,11 @@
 //! committed every `--fsync-interval`: at most that much is held only in
 //! memory. The sender reads committed samples in order and removes them
 //! once the receiver acknowledged them.
+//!
+//! Series come and go (a container's cgroup lives minutes): [`Queue::prune`]
+//! forgets a series that has no sample waiting and none newer than
+//! `--state-retention`, and a counter total not committed for as long, so
+//! a node agent's state does not grow with every container it ever saw.
 
 use std::{
     collections::HashMap,
@@ -105,6 +110,9 @@ struct State {
     series_ids: HashMap<Arc<str>, u64>,
     series_desc: HashMap<u64, Arc<str>>,
     acked: HashMap<u64, i64>,
+    /// series id → (seq, ms timestamp) of its newest committed sample (at
+    /// start-up: the next seq and the time of opening, to be safe).
+    last_use: HashMap<u64, (u64, i64)>,
     next_seq: u64,
     next_series: u64,
     len: u64,
@@ -118,7 +126,16 @@ pub struct Queue {
     capacity: u64,
     inbox: Mutex<Inbox>,
     state: Mutex<State>,
-    totals: Mutex<HashMap<String, f64>>,
+    /// counter identity → (total, Unix ms it was last committed; at
+    /// start-up, the time of opening).
+    totals: Mutex<HashMap<String, (f64, i64)>>,
+}
+
+/// What [`Queue::prune`] forgot.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub series: usize,
+    pub totals: usize,
 }
 
 fn db_err(path: &Path, e: impl std::fmt::Display) -> QueueError {
@@ -183,12 +200,14 @@ impl Queue {
             series_ids: HashMap::new(),
             series_desc: HashMap::new(),
             acked: HashMap::new(),
+            last_use: HashMap::new(),
             next_seq: 0,
             next_series: 0,
             len: 0,
             dropped: 0,
         };
         let mut totals = HashMap::new();
+        let opened_ms = crate::units::now_unix_ms();
         {
             let series = rx.open_table(SERIES).map_err(|x| e(&x))?;
             for row in series.iter().map_err(|x| e(&x))? {
@@ -211,9 +230,15 @@ impl Queue {
             let t = rx.open_table(TOTALS).map_err(|x| e(&x))?;
             for row in t.iter().map_err(|x| e(&x))? {
                 let (k, v) = row.map_err(|x| e(&x))?;
-                totals.insert(k.value().to_owned(), v.value());
+                totals.insert(k.value().to_owned(), (v.value(), opened_ms));
             }
         }
+        let next_seq = state.next_seq;
+        state.last_use = state
+            .series_desc
+            .keys()
+            .map(|&id| (id, (next_seq, opened_ms)))
+            .collect();
         Ok(Queue {
             path,
             db,
@@ -256,7 +281,10 @@ impl Queue {
 
     /// Counter totals as last committed (read at start-up).
     pub fn totals(&self) -> HashMap<String, f64> {
-        lock(&self.totals).clone()
+        lock(&self.totals)
+            .iter()
+            .map(|(k, &(v, _))| (k.clone(), v))
+            .collect()
     }
 
     /// Commits the inbox and the counter totals in one transaction (fsync),
@@ -264,6 +292,15 @@ impl Queue {
     /// handed over with the samples ([`Self::append_with_totals`]), else
     /// `totals`. Returns (committed, dropped).
     pub fn commit(&self, totals: &[(String, f64)]) -> Result<(u64, u64), QueueError> {
+        self.commit_at(totals, crate::units::now_unix_ms())
+    }
+
+    /// [`Self::commit`], noting the totals as committed at `now_ms`.
+    pub(crate) fn commit_at(
+        &self,
+        totals: &[(String, f64)],
+        now_ms: i64,
+    ) -> Result<(u64, u64), QueueError> {
         let (batch, with) = {
             let mut inbox = lock(&self.inbox);
             (std::mem::take(&mut inbox.samples), inbox.totals.take())
@@ -284,7 +321,7 @@ impl Queue {
                 st.dropped += dropped;
                 let mut mem = lock(&self.totals);
                 for (k, v) in totals {
-                    mem.insert(k.clone(), *v);
+                    mem.insert(k.clone(), (*v, now_ms));
                 }
                 Ok((batch.len() as u64, dropped))
             }
@@ -295,6 +332,7 @@ impl Queue {
                 for (desc, id) in new_series {
                     st.series_ids.remove(&desc);
                     st.series_desc.remove(&id);
+                    st.last_use.remove(&id);
                 }
                 let mut inbox = lock(&self.inbox);
                 let newer = std::mem::replace(&mut inbox.samples, batch);
@@ -337,6 +375,7 @@ impl Queue {
                 let seq = st.next_seq;
                 st.next_seq += 1;
                 samples.insert(seq, (id, *ts, *v)).map_err(|x| e(&x))?;
+                st.last_use.insert(id, (seq, *ts));
             }
             st.len += batch.len() as u64;
             while st.len > self.capacity {
@@ -414,6 +453,66 @@ impl Queue {
         tx.commit().map_err(|x| e(&x))?;
         st.len = st.len.saturating_sub(removed);
         Ok(removed)
+    }
+
+    /// Forgets what has not been used for `retention_ms` before `now_ms`:
+    /// a series with no sample waiting and none newer than that (its
+    /// descriptor and acknowledged timestamp), and a counter total not
+    /// committed since (a series that comes back after that starts at 0,
+    /// which Prometheus reads as a counter reset). One transaction.
+    pub fn prune(&self, now_ms: i64, retention_ms: i64) -> Result<Pruned, QueueError> {
+        let cutoff = now_ms.saturating_sub(retention_ms);
+        let mut st = lock(&self.state);
+        let e = |x: &dyn std::fmt::Display| db_err(&self.path, x);
+        let tx = self.db.begin_write().map_err(|x| e(&x))?;
+        let first_waiting = {
+            let samples = tx.open_table(SAMPLES).map_err(|x| e(&x))?;
+            let first = samples.first().map_err(|x| e(&x))?;
+            first.map_or(st.next_seq, |(k, _)| k.value())
+        };
+        let series: Vec<u64> = st
+            .last_use
+            .iter()
+            .filter(|(_, &(seq, ts))| seq < first_waiting && ts < cutoff)
+            .map(|(&id, _)| id)
+            .collect();
+        let keys: Vec<String> = lock(&self.totals)
+            .iter()
+            .filter(|(_, &(_, seen))| seen < cutoff)
+            .map(|(k, _)| k.clone())
+            .collect();
+        if series.is_empty() && keys.is_empty() {
+            tx.abort().map_err(|x| e(&x))?;
+            return Ok(Pruned::default());
+        }
+        {
+            let mut descs = tx.open_table(SERIES).map_err(|x| e(&x))?;
+            let mut acked = tx.open_table(ACKED).map_err(|x| e(&x))?;
+            for &id in &series {
+                descs.remove(id).map_err(|x| e(&x))?;
+                acked.remove(id).map_err(|x| e(&x))?;
+            }
+            let mut t = tx.open_table(TOTALS).map_err(|x| e(&x))?;
+            for k in &keys {
+                t.remove(k.as_str()).map_err(|x| e(&x))?;
+            }
+        }
+        tx.commit().map_err(|x| e(&x))?;
+        for id in &series {
+            st.last_use.remove(id);
+            st.acked.remove(id);
+            if let Some(desc) = st.series_desc.remove(id) {
+                st.series_ids.remove(&desc);
+            }
+        }
+        let mut totals = lock(&self.totals);
+        for k in &keys {
+            totals.remove(k);
+        }
+        Ok(Pruned {
+            series: series.len(),
+            totals: keys.len(),
+        })
     }
 
     /// Committed samples waiting.

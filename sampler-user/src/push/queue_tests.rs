@@ -179,3 +179,59 @@ fn samples_are_committed_with_the_totals_handed_over_with_them() {
     assert_eq!(q.totals().get("a"), Some(&7.0));
     assert_eq!(q.len(), 2);
 }
+
+#[test]
+fn series_and_totals_unused_for_the_retention_are_forgotten() {
+    const DAY: i64 = 24 * 3_600_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (gone, waiting, live) = (desc("gone"), desc("waiting"), desc("live"));
+    let total = |k: &str, v: f64| (k.to_string(), v);
+    let (gone_id, waiting_id) = {
+        let q = Queue::open(dir.path(), 100).expect("open");
+        // Day 0: `gone` is pushed and acknowledged; `waiting` never is.
+        q.append(&gone, 0, 1.0);
+        q.commit_at(&[total("gone_total", 1.0), total("live_total", 1.0)], 0)
+            .expect("commit");
+        let sent = q.peek(10).expect("peek");
+        let gone_id = sent[0].series;
+        q.remove_through(sent[0].seq, &[(gone_id, 0)]).expect("ack");
+        q.append(&waiting, 0, 2.0);
+        q.commit_at(&[], 0).expect("commit");
+        let waiting_id = q.peek(10).expect("peek")[0].series;
+        // Day 8: only `live` and its total are still in use.
+        q.append(&live, 8 * DAY, 3.0);
+        q.commit_at(&[total("live_total", 5.0)], 8 * DAY)
+            .expect("commit");
+        assert_eq!(q.prune(8 * DAY, 9 * DAY).expect("prune"), Pruned::default());
+        let pruned = q.prune(8 * DAY, 7 * DAY).expect("prune");
+        assert_eq!(
+            pruned,
+            Pruned {
+                series: 1,
+                totals: 1
+            }
+        );
+        assert_eq!(q.descriptor_of(gone_id), None);
+        assert_eq!(q.acked(gone_id), None);
+        assert_eq!(
+            q.descriptor_of(waiting_id).as_deref(),
+            Some(&*waiting),
+            "a sample still waits"
+        );
+        assert_eq!(q.prune(8 * DAY, 7 * DAY).expect("prune"), Pruned::default());
+        assert_eq!(q.len(), 2, "no sample was touched");
+        (gone_id, waiting_id)
+    };
+    // The store forgot them too.
+    let q = Queue::open(dir.path(), 100).expect("reopen");
+    assert_eq!(q.totals(), HashMap::from([("live_total".to_string(), 5.0)]));
+    assert_eq!(q.descriptor_of(gone_id), None);
+    assert_eq!(q.descriptor_of(waiting_id).as_deref(), Some(&*waiting));
+    // A series that comes back gets a new id, with nothing acknowledged.
+    q.append(&gone, 9 * DAY, 4.0);
+    q.commit_at(&[], 9 * DAY).expect("commit");
+    let back = q.peek(10).expect("peek").last().copied().expect("a sample");
+    assert_ne!(back.series, gone_id);
+    assert_eq!(q.descriptor_of(back.series).as_deref(), Some(&*gone));
+    assert_eq!(q.acked(back.series), None);
+}

@@ -389,4 +389,18 @@ fn the_default_push_interval_is_15_seconds() {
         Some(std::path::Path::new("/var/lib/ergon"))
     );
     assert_eq!(s.push.fsync_interval, Duration::from_secs(1));
+    assert_eq!(s.push.state_retention, Duration::from_secs(7 * 24 * 3600));
+    let mut a = crate::config::RunArgs::default();
+    a.push.state_retention = Some("30d".into());
+    let s = a.settings_with_env(&|_| None).expect("valid");
+    assert_eq!(s.push.state_retention, Duration::from_secs(30 * 24 * 3600));
+    a.push.state_retention = Some("5m".into());
+    let e = a
+        .settings_with_env(&|_| None)
+        .expect_err("too short")
+        .to_string();
+    assert!(
+        e.contains("state_retention") && e.contains("--state-retention 7d"),
+        "{e}"
+    );
 }

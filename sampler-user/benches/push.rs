@@ -142,6 +142,67 @@ fn bench(c: &mut Criterion) {
         bytes,
         bytes as f64 / q.len().max(1) as f64
     );
+    churn();
+}
+
+/// What a container that came and went leaves in the state, and what
+/// `--state-retention` gives back: 10,000 cgroup series, each pushed once,
+/// acknowledged, and its two totals committed; then all forgotten, and
+/// 10,000 new ones.
+fn churn() {
+    const DAY: i64 = 24 * 3_600_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let q = Queue::open(dir.path(), 100_000_000).expect("queue");
+    let size = |q: &Queue| std::fs::metadata(q.path()).map_or(0, |m| m.len());
+    let wave = |first: usize, at: i64| {
+        let mut totals = Vec::new();
+        for c in first..first + 10_000 {
+            let id = format!("{c:064x}");
+            let path = format!("/kubepods.slice/pod{c}/cri-containerd-{id}.scope");
+            let labels = [
+                ("cgroup", path.as_str()),
+                ("runtime", "containerd"),
+                ("container_id", id.as_str()),
+            ];
+            let d: Arc<str> = descriptor("ergon_cgroup_energy_joules_total", &labels).into();
+            q.append(&d, at, 1.0);
+            totals.push((
+                format!("ergon_cgroup_energy_joules_total{{cgroup=\"{path}\"}}"),
+                1.0,
+            ));
+            totals.push((
+                format!("ergon_cgroup_cpu_seconds_total{{cgroup=\"{path}\"}}"),
+                0.1,
+            ));
+        }
+        q.commit_at(&totals, at).expect("commit");
+        let s = q.peek(20_000).expect("peek");
+        let acked: Vec<(u64, i64)> = s.iter().map(|x| (x.series, x.ts)).collect();
+        let last = s.last().map_or(0, |x| x.seq);
+        q.remove_through(last, &acked).expect("ack");
+    };
+    let empty = size(&q);
+    wave(0, 0);
+    let one = size(&q);
+    // Four more waves, a week apart, each after the retention forgot the last.
+    let mut forgot = (0, 0);
+    let mut sizes = Vec::new();
+    for w in 1..=4 {
+        let p = q.prune(w * 8 * DAY, 7 * DAY).expect("prune");
+        forgot = (forgot.0 + p.series, forgot.1 + p.totals);
+        wave(w as usize * 10_000, w * 8 * DAY);
+        sizes.push(size(&q));
+    }
+    eprintln!(
+        "state churn: 10,000 gone cgroups keep {} bytes on disk ({:.0} bytes each); \
+         with --state-retention forgetting them ({} series, {} totals forgotten in all), \
+         four more waves of 10,000 leave the file at {:?} bytes",
+        one - empty,
+        (one - empty) as f64 / 10_000.0,
+        forgot.0,
+        forgot.1,
+        sizes
+    );
 }
 
 criterion_group!(benches, bench);

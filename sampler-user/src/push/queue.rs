@@ -296,7 +296,7 @@ impl Queue {
     }
 
     /// [`Self::commit`], noting the totals as committed at `now_ms`.
-    pub(crate) fn commit_at(
+    pub fn commit_at(
         &self,
         totals: &[(String, f64)],
         now_ms: i64,

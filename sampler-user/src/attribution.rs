@@ -26,7 +26,7 @@ use std::collections::VecDeque;
 
 // Cgroup and CPU ids are trusted small integers from the kernel: the Fx hash
 // is several times cheaper than SipHash on this hot path.
-use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use rustc_hash::FxHashMap as HashMap;
 
 use sampler_common::{CgroupTime, TickRecord};
 
@@ -144,8 +144,9 @@ pub struct Attributor {
     cpu_index: HashMap<u32, usize>,
     counters: HashMap<usize, CounterLine>,
     cgroups: HashMap<u64, CgroupTotals>,
-    /// Cgroups folded into `other`: their future energy goes there too.
-    folded: HashSet<u64>,
+    /// Cgroups folded into another (`other`, or the cgroup made again at
+    /// their path): their future energy goes there too, following chains.
+    folded: HashMap<u64, u64>,
     idle_closures: u64,
     closure_corrections: u64,
     mix: Mix,
@@ -561,12 +562,12 @@ impl Attributor {
         let n_packages = self.packages.len();
         let folded = &self.folded;
         let mut touched = self.grid.as_mut().map(|g| &mut g.packages[p].touched);
-        let mut add = |id: u64, units: u128, ns: u64| {
-            let id = if folded.contains(&id) {
-                OTHER_CGROUP
-            } else {
-                id
-            };
+        let mut add = |mut id: u64, units: u128, ns: u64| {
+            // A chain ends: each fold moves a cgroup out of the books for
+            // good, into one that was in them (or `other`, never folded).
+            while let Some(&to) = folded.get(&id) {
+                id = to;
+            }
             if units > 0 {
                 if let Some(t) = touched.as_mut() {
                     t.insert(id);

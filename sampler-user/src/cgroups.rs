@@ -5,6 +5,14 @@
 //! The tree is walked when an unknown id shows up (at most every
 //! [`MIN_RESCAN`]) and every [`PERIODIC_RESCAN`] to notice deaths, so a
 //! cgroup created after start-up is resolved like any other.
+//!
+//! A series is its labels: when a cgroup is removed and made again at the
+//! same path (a systemd unit restarted), the new id takes over the dead
+//! one's series. A walk that resolves a new id to the path of a dead id
+//! reports the pair ([`Registry::prepare`]); the drain folds the old id's
+//! joules into the new one, so one series per path goes on, never back.
+//! Walks happen only in [`Registry::prepare`], which the drain calls before
+//! booking, so labels never change between booking and publishing.
 
 use std::{
     collections::HashMap,
@@ -70,6 +78,8 @@ pub struct Registry {
     epoch: u64,
     scans: u64,
     other: Arc<CgroupLabels>,
+    /// (dead id, new id at the same path) found by walks, for the drain.
+    recreated: Vec<(u64, u64)>,
 }
 
 /// What [`Registry::maintain`] decided.
@@ -94,6 +104,54 @@ impl Registry {
             scans: 0,
             other: Arc::new(CgroupLabels {
                 cgroup: "other".into(),
+                ..CgroupLabels::default()
+            }),
+            recreated: Vec::new(),
+        }
+    }
+
+    /// Readies the labels of `ids` (the cgroups about to be booked): walks
+    /// the tree if one is new (at most every [`MIN_RESCAN`]) or the last walk
+    /// is [`PERIODIC_RESCAN`] old. Returns the (dead id, new id) pairs of
+    /// cgroups made again at the same path, found by walks since the last
+    /// call. `export_epoch` is the `/metrics` epoch now (a death is
+    /// stamped with it).
+    pub fn prepare(
+        &mut self,
+        ids: impl IntoIterator<Item = u64>,
+        now: Instant,
+        export_epoch: u64,
+    ) -> Vec<(u64, u64)> {
+        self.epoch = export_epoch;
+        if self
+            .last_scan
+            .is_none_or(|t| now.duration_since(t) >= PERIODIC_RESCAN)
+        {
+            self.scan(now);
+        }
+        for id in ids {
+            let settled = id == OTHER_CGROUP
+                || self
+                    .entries
+                    .get(&id)
+                    .is_some_and(|e| e.resolved || e.walked);
+            if !settled {
+                self.labels(id, now);
+            }
+        }
+        std::mem::take(&mut self.recreated)
+    }
+
+    /// Labels of `id` as known now, without walking the tree (see
+    /// [`Self::prepare`]).
+    pub fn known_labels(&self, id: u64) -> Arc<CgroupLabels> {
+        if id == OTHER_CGROUP {
+            return self.other.clone();
+        }
+        match self.entries.get(&id) {
+            Some(e) => e.labels.clone(),
+            None => Arc::new(CgroupLabels {
+                cgroup: format!("unresolved:{id}"),
                 ..CgroupLabels::default()
             }),
         }
@@ -151,12 +209,23 @@ impl Registry {
         };
         let mut seen: HashMap<u64, String> = HashMap::new();
         walk(&root, &root, &mut seen, 0);
+        // Paths of the ids that are gone: a new id there is the same series.
+        let gone: HashMap<String, u64> = self
+            .entries
+            .iter()
+            .filter(|(id, e)| e.resolved && !seen.contains_key(id))
+            .map(|(&id, e)| (e.labels.cgroup.clone(), id))
+            .collect();
         for (id, path) in &seen {
             let fresh = match self.entries.get(id) {
                 Some(e) => !e.resolved || e.labels.cgroup != *path,
                 None => true,
             };
             if fresh {
+                if let Some(&old) = gone.get(path) {
+                    self.entries.remove(&old);
+                    self.recreated.push((old, *id));
+                }
                 let ident = identify(path);
                 self.entries.insert(
                     *id,
@@ -188,12 +257,6 @@ impl Registry {
     /// the retention, and the smallest ones beyond `--max-cgroups`.
     pub fn maintain(&mut self, live: &[(u64, f64)], now: Instant, export_epoch: u64) -> Decisions {
         self.epoch = export_epoch;
-        if self
-            .last_scan
-            .is_none_or(|t| now.duration_since(t) >= PERIODIC_RESCAN)
-        {
-            self.scan(now);
-        }
         let mut d = Decisions::default();
         let mut keep: Vec<(u64, f64)> = Vec::with_capacity(live.len());
         for &(id, j) in live {
@@ -341,6 +404,7 @@ mod tests {
         r.labels(id, t0);
         std::fs::remove_dir(&cg).expect("rmdir");
         // Death noticed on a periodic walk at epoch 3.
+        r.prepare([], t0 + PERIODIC_RESCAN, 3);
         assert_eq!(
             r.maintain(&[(id, 5.0)], t0 + PERIODIC_RESCAN, 3).fold,
             Vec::<u64>::new()
@@ -354,6 +418,44 @@ mod tests {
         assert_eq!(d.fold, vec![id]);
         assert_eq!(d.over_limit, 0);
         assert_eq!(r.dead(), 0);
+    }
+
+    #[test]
+    fn a_cgroup_made_again_at_the_same_path_takes_over_the_dead_ones_series() {
+        let top = tempfile::tempdir().expect("tempdir");
+        let dir = top.path().join("tree");
+        let cg = dir.join("app.service");
+        let other = dir.join("other.service");
+        std::fs::create_dir_all(&cg).expect("mkdir");
+        std::fs::create_dir(&other).expect("mkdir");
+        let (old, keep) = (ino(&cg), ino(&other));
+        let mut r = Registry::new(Some(dir.clone()), Duration::from_secs(600), 10);
+        let t0 = Instant::now();
+        assert!(r.prepare([old, keep], t0, 0).is_empty());
+        assert_eq!(r.known_labels(old).cgroup, "/app.service");
+        // Restarted: gone and made again with a new id. Cgroup ids are never
+        // reused, but a disk file system reuses a freed inode at once: the
+        // old directory moves out of the tree instead of being removed.
+        std::fs::rename(&cg, top.path().join("gone")).expect("move out");
+        std::fs::create_dir(&cg).expect("mkdir again");
+        let new = ino(&cg);
+        assert_ne!(new, old);
+        let t1 = t0 + MIN_RESCAN;
+        assert_eq!(r.prepare([new], t1, 0), vec![(old, new)]);
+        assert_eq!(r.known_labels(new).cgroup, "/app.service");
+        assert_eq!(r.known_labels(new).unit, "app.service");
+        assert_eq!(r.dead(), 0, "the old id left with its series");
+        assert!(
+            r.prepare([new], t1 + PERIODIC_RESCAN, 0).is_empty(),
+            "reported once"
+        );
+        // A rename is not a recreation: both ids live.
+        std::fs::rename(&other, dir.join("renamed.service")).expect("rename");
+        std::fs::create_dir(&other).expect("mkdir");
+        let t2 = t1 + PERIODIC_RESCAN * 2;
+        assert!(r.prepare([ino(&other)], t2, 0).is_empty());
+        assert_eq!(r.known_labels(keep).cgroup, "/renamed.service");
+        assert_eq!(r.known_labels(ino(&other)).cgroup, "/other.service");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use aya::maps::{MapData, RingBuf};
 use sampler_common::{STAT_CGROUP_OVERFLOW, STAT_READ_ERRORS, STAT_RINGBUF_DROPS};
 use tokio::io::unix::AsyncFd;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     attribution::{Attributor, IdleState},
@@ -258,8 +258,9 @@ impl Drainer {
         self.last_reading_ns = newest;
         let now = Instant::now();
         self.close_silent_cpus()?;
+        self.prepare_cgroups(now);
         self.attribution.advance();
-        self.store_points(domain_points, now);
+        self.store_points(domain_points);
         if self
             .last_maintain
             .is_none_or(|t| now.duration_since(t) >= MAINTAIN_EVERY)
@@ -318,14 +319,14 @@ impl Drainer {
     }
 
     /// Moves the grid points of this drain into the batch store.
-    fn store_points(&mut self, domain_points: Vec<(u32, &'static str, i64, f64)>, now: Instant) {
+    fn store_points(&mut self, domain_points: Vec<(u32, &'static str, i64, f64)>) {
         let points = self.attribution.take_points();
         if points.packages.is_empty() && points.cgroups.is_empty() && domain_points.is_empty() {
             return;
         }
         let mut labels = Vec::new();
         for &(id, ..) in &points.cgroups {
-            let l = self.cgroups.labels(id, now);
+            let l = self.cgroups.known_labels(id);
             let changed = self
                 .cgroup_series
                 .get(&id)
@@ -454,6 +455,31 @@ impl Drainer {
         Ok(())
     }
 
+    /// Readies the labels of the cgroups about to be booked (the only place
+    /// the cgroup tree is walked, so labels never change between booking and
+    /// publishing), and folds a dead cgroup into the one made again at its
+    /// path: one series per path goes on, never back, never twice.
+    fn prepare_cgroups(&mut self, now: Instant) {
+        let epoch = self.export_epoch.load(Ordering::Relaxed);
+        let recreated = self
+            .cgroups
+            .prepare(self.attribution.pending_cgroups(), now, epoch);
+        if recreated.is_empty() {
+            return;
+        }
+        let mut store = batch::lock(&self.store);
+        for (old, new) in recreated {
+            debug!(
+                old,
+                new, "a cgroup was made again at a dead one's path: its series goes on"
+            );
+            self.attribution.fold_into(old, new);
+            store.retire(&SeriesKey::Cgroup(old));
+            self.cgroup_series.remove(&old);
+            self.continuity.forget_cgroup(old);
+        }
+    }
+
     /// Retention and cardinality: folds what the registry says into `other`.
     fn maintain_cgroups(&mut self, now: Instant) {
         let live: Vec<(u64, f64)> = self
@@ -483,7 +509,6 @@ impl Drainer {
 
     fn publish(&mut self) {
         let mut s = self.base.clone();
-        let now = Instant::now();
         // `pkg` comes from the attribution books (up to their frontier, so
         // one snapshot balances); other domains straight from the counters.
         let pkgs = self.attribution.packages();
@@ -508,7 +533,7 @@ impl Drainer {
         let ids: Vec<u64> = self.attribution.cgroups().keys().copied().collect();
         let mut cgroups = Vec::with_capacity(ids.len());
         for id in ids {
-            let labels = self.cgroups.labels(id, now);
+            let labels = self.cgroups.known_labels(id);
             if let Some(t) = self.attribution.cgroups().get(&id) {
                 let e = CgroupEnergy {
                     labels,

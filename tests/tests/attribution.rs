@@ -7,7 +7,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use tests::{cgroup::Cgroup, require_root, steal_seconds, sum_of, Daemon};
+use tests::{cgroup::Cgroup, http_get, require_root, steal_seconds, sum_of, Daemon};
 
 const W: f64 = 10.0;
 
@@ -207,4 +207,79 @@ fn a_dead_cgroup_stays_until_exported_and_retained_then_moves_to_other() {
         );
         std::thread::sleep(Duration::from_millis(250));
     }
+}
+
+/// The values `/metrics` serves for `ergon_cgroup_energy_joules_total` of
+/// the cgroup at `rel`, one per line (a label set served twice shows twice).
+fn served(d: &Daemon, rel: &str) -> Vec<f64> {
+    let body = http_get(&d.addr, "/metrics").expect("GET /metrics");
+    let prefix = format!("ergon_cgroup_energy_joules_total{{cgroup=\"{rel}\",");
+    body.lines()
+        .filter(|l| l.starts_with(&prefix))
+        .map(|l| {
+            l.rsplit(' ')
+                .next()
+                .and_then(|v| v.parse().ok())
+                .expect("a value")
+        })
+        .collect()
+}
+
+/// A cgroup removed and made again at the same path (a restarted systemd
+/// unit gets a new cgroup, with a new id) is one series: served once, never
+/// going back, and holding W × the CPU time of both lives, each life's own
+/// `cpu.stat`.
+#[test]
+fn a_cgroup_made_again_at_its_path_is_one_series_that_never_goes_back() {
+    require_root();
+    let d = Daemon::start(&["--source", "synthetic", "--synthetic-watts", "10"]);
+    let steal0 = steal_seconds();
+    let mut truth = 0.0;
+    let mut scrapes = Vec::new();
+    let mut rel = String::new();
+    for _life in 0..2 {
+        let cg = Cgroup::new("again");
+        rel.clone_from(&cg.rel);
+        let mut p = cg.burn(env!("CARGO_BIN_EXE_burn"), 0.6, 1.0);
+        while p.try_wait().expect("burn").is_none() {
+            scrapes.push(served(&d, &rel));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        truth += W * cg.usage_seconds();
+        settle(&d);
+        scrapes.push(served(&d, &rel));
+        // Dropping `cg` removes the directory; the next life is a new cgroup.
+    }
+    settle(&d);
+    scrapes.push(served(&d, &rel));
+    let stolen = steal_seconds() - steal0;
+    let mut last = 0.0;
+    for s in &scrapes {
+        assert!(
+            s.len() <= 1,
+            "{rel} served {} times in one scrape: {s:?}",
+            s.len()
+        );
+        if let Some(&v) = s.first() {
+            assert!(
+                v >= last,
+                "{rel} went back from {last} J to {v} J: {scrapes:?}"
+            );
+            last = v;
+        }
+    }
+    let got = scrapes
+        .last()
+        .and_then(|s| s.first())
+        .copied()
+        .unwrap_or(0.0);
+    println!("{rel}, two lives: served {got:.4} J, cpu.stat × W = {truth:.4} J (host steal {stolen:.3} s)");
+    assert!(
+        got >= truth * 0.98,
+        "{got} J is more than 2% below {truth} J"
+    );
+    assert!(
+        got <= truth * 1.02 + W * stolen,
+        "{got} J is above {truth} J by more than 2% plus the {stolen} s the host stole"
+    );
 }

@@ -173,6 +173,39 @@ fn folding_keeps_the_books_and_redirects_future_energy() {
 }
 
 #[test]
+fn a_recreated_cgroup_takes_over_the_dead_ones_joules_and_late_energy() {
+    let mut a = package_counter(&[0]);
+    a.on_reading(0, 0, 0);
+    a.on_span(&rec(0, 0, 0, 0, &[]));
+    a.advance();
+    // Cgroup 5 ran, died; 9 is made at its path.
+    a.on_span(&rec(0, 0, 100, 0, &[(4, 60), (5, 40)]));
+    a.on_reading(0, 100, 100);
+    a.advance();
+    assert!(a.fold_into(5, 9));
+    assert!(!a.fold_into(9, 9), "not into itself");
+    assert!((joules_of(&a, 9) - 40.0).abs() < 1e-9);
+    // A late span of the dead id and the new one's own time both land in 9.
+    a.on_span(&rec(0, 100, 200, 0, &[(5, 30), (9, 70)]));
+    a.on_reading(0, 200, 200);
+    a.advance();
+    assert!(a.cgroups().get(&5).is_none());
+    assert!((joules_of(&a, 9) - 140.0).abs() < 1e-9);
+    // 9 folds into other later: 5's stragglers follow the chain, and a fold
+    // into 9 goes where 9 went.
+    assert!(a.fold(9));
+    assert!(a.fold_into(4, 9));
+    assert!((joules_of(&a, OTHER_CGROUP) - 200.0).abs() < 1e-9);
+    a.on_span(&rec(0, 200, 300, 0, &[(5, 100)]));
+    a.on_reading(0, 300, 300);
+    a.advance();
+    assert!(a.cgroups().get(&5).is_none() && a.cgroups().get(&9).is_none());
+    assert!((joules_of(&a, OTHER_CGROUP) - 300.0).abs() < 1e-9);
+    let (pkg, idle, cg) = a.ledger()[0];
+    assert_eq!(pkg, idle + cg, "the books balance");
+}
+
+#[test]
 fn a_silent_cpu_is_closed_early_and_its_late_record_is_not_counted_twice() {
     let mut a = package_counter(&[0, 1]);
     a.on_reading(0, 0, 0);

@@ -1,5 +1,5 @@
 //! What the engine has booked: totals per package, CPU and cgroup, and
-//! folding a cgroup into `other`.
+//! folding a cgroup into `other` or into the cgroup that took its place.
 
 use rustc_hash::FxHashMap as HashMap;
 
@@ -16,18 +16,30 @@ impl Attributor {
     /// there too (retention expired, or too many cgroups). The books stay
     /// balanced and no counter goes backwards. Returns false if unknown.
     pub fn fold(&mut self, id: u64) -> bool {
-        if id == OTHER_CGROUP {
+        self.fold_into(id, OTHER_CGROUP)
+    }
+
+    /// Moves cgroup `id`'s totals into cgroup `into` (created if new) and
+    /// sends `id`'s future energy there too: `other`, or the cgroup made
+    /// again at a dead one's path, whose series goes on from the dead one's
+    /// joules. Returns false if `id` is unknown, `other`, or `into` itself.
+    pub fn fold_into(&mut self, id: u64, mut into: u64) -> bool {
+        // Where `into`'s own energy goes, if it was folded itself.
+        while let Some(&to) = self.folded.get(&into) {
+            into = to;
+        }
+        if id == OTHER_CGROUP || id == into {
             return false;
         }
         let Some(t) = self.cgroups.remove(&id) else {
             return false;
         };
-        self.folded.insert(id);
+        self.folded.insert(id, into);
         if let Some(g) = &mut self.grid {
-            g.fold(id, OTHER_CGROUP);
+            g.fold(id, into);
         }
         let n = self.packages.len();
-        let dst = self.cgroups.entry(OTHER_CGROUP).or_default();
+        let dst = self.cgroups.entry(into).or_default();
         if dst.units.len() < n {
             dst.units.resize(n, 0);
         }
@@ -36,6 +48,14 @@ impl Attributor {
         }
         dst.cpu_ns += t.cpu_ns;
         true
+    }
+
+    /// Cgroup ids in the spans not booked yet: the ones the next
+    /// [`Attributor::advance`] may book.
+    pub fn pending_cgroups(&self) -> impl Iterator<Item = u64> + '_ {
+        self.cpus
+            .iter()
+            .flat_map(|c| c.entries.iter().map(|e| e.cgroup_id))
     }
 
     /// Joules of a cgroup's totals.

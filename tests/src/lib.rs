@@ -79,25 +79,37 @@ pub fn world_readable(dir: &std::path::Path) {
     }
 }
 
-/// `ergon`, as the unprivileged user `nobody`: a copy of the binary in
-/// `scratch`, a directory `nobody` can enter (the build tree may sit in one
-/// only root can, as a fresh `mktemp -d` clone does).
-pub fn ergon_as_nobody(scratch: &std::path::Path) -> Command {
+/// `ergon check --source SOURCE ROOT_FLAG ROOT` run as the unprivileged
+/// user `nobody`: a copy of the binary in `scratch`, a directory `nobody`
+/// can enter (the build tree may sit in one only root can, as a fresh
+/// `mktemp -d` clone does). Asserts that the check fails and that its
+/// `--source` line says FAIL; returns that line.
+pub fn source_check_as_nobody(
+    scratch: &std::path::Path,
+    source: &str,
+    root_flag: &str,
+    root: &std::path::Path,
+) -> String {
     use std::os::unix::{fs::PermissionsExt, process::CommandExt};
     let bin = scratch.join("ergon");
     std::fs::copy(ergon_bin(), &bin).expect("copy ergon");
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let mut cmd = Command::new(bin);
-    cmd.uid(65534).gid(65534);
-    cmd
-}
-
-/// The line of `ergon check`'s report for `item` (its second column).
-pub fn check_line<'a>(report: &'a str, item: &str) -> &'a str {
-    report
+    let out = Command::new(bin)
+        .args(["check", "--source", source, root_flag])
+        .arg(root)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("run ergon check as nobody");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "ergon check must fail: {report}");
+    let line = report
         .lines()
-        .find(|l| l.split_whitespace().nth(1) == Some(item))
-        .unwrap_or_else(|| panic!("no {item} line in: {report}"))
+        .find(|l| l.split_whitespace().nth(1) == Some("--source"))
+        .unwrap_or_else(|| panic!("no --source line in: {report}"));
+    println!("{line}");
+    assert!(line.starts_with("FAIL"), "{line}");
+    line.to_owned()
 }
 
 /// A running `ergon run`, killed on drop. Its stderr is read continuously

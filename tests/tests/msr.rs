@@ -12,8 +12,7 @@ use std::{
 };
 
 use tests::{
-    check_line, cpu_packages, ergon_as_nobody, every_ms, require_root, sum_of, world_readable,
-    Daemon,
+    cpu_packages, every_ms, require_root, source_check_as_nobody, sum_of, world_readable, Daemon,
 };
 
 const PKG: &str = "ergon_package_energy_joules_total";
@@ -121,16 +120,7 @@ fn msr_devices_readable_by_root_only_are_explained_to_a_user() {
             std::fs::set_permissions(&dev, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         }
     }
-    let out = ergon_as_nobody(&dir)
-        .args(["check", "--source", "msr", "--dev-root"])
-        .arg(dir.join("dev"))
-        .output()
-        .expect("run ergon check as nobody");
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "ergon check must fail: {report}");
-    let line = check_line(&report, "--source");
-    println!("{line}");
-    assert!(line.starts_with("FAIL"), "{line}");
+    let line = source_check_as_nobody(&dir, "msr", "--dev-root", &dir.join("dev"));
     assert!(
         line.contains("permission denied") && line.contains("CAP_SYS_RAWIO"),
         "the problem and the fix: {line}"

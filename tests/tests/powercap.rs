@@ -10,8 +10,7 @@ use std::{
 };
 
 use tests::{
-    check_line, cpu_packages, ergon_as_nobody, every_ms, require_root, sum_of, world_readable,
-    Daemon,
+    cpu_packages, every_ms, require_root, source_check_as_nobody, sum_of, world_readable, Daemon,
 };
 
 const PKG: &str = "ergon_package_energy_joules_total";
@@ -96,16 +95,7 @@ fn a_zone_readable_by_root_only_is_explained_to_a_user() {
     let (dir, energy) = tree("perm");
     world_readable(&dir);
     std::fs::set_permissions(&energy, std::fs::Permissions::from_mode(0o400)).expect("chmod");
-    let out = ergon_as_nobody(&dir)
-        .args(["check", "--source", "powercap", "--sysfs-root"])
-        .arg(dir.join("sys"))
-        .output()
-        .expect("run ergon check as nobody");
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "ergon check must fail: {report}");
-    let line = check_line(&report, "--source");
-    println!("{line}");
-    assert!(line.starts_with("FAIL"), "{line}");
+    let line = source_check_as_nobody(&dir, "powercap", "--sysfs-root", &dir.join("sys"));
     assert!(
         line.contains("energy_uj is readable by root only") && line.contains("run ergon as root"),
         "the problem and the fix: {line}"

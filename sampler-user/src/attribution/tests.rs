@@ -147,8 +147,8 @@ fn kernel_other_time_is_booked_to_other() {
     assert!((joules_of(&a, 4) - 60.0).abs() < 1e-9);
 }
 
-#[test]
-fn folding_keeps_the_books_and_redirects_future_energy() {
+/// One CPU, 1 J per count: cgroups 4 and 5 ran 60 and 40 of the first 100 ns.
+fn cgroups_4_and_5_booked() -> Attributor {
     let mut a = package_counter(&[0]);
     a.on_reading(0, 0, 0);
     a.on_span(&rec(0, 0, 0, 0, &[]));
@@ -156,6 +156,12 @@ fn folding_keeps_the_books_and_redirects_future_energy() {
     a.on_span(&rec(0, 0, 100, 0, &[(4, 60), (5, 40)]));
     a.on_reading(0, 100, 100);
     a.advance();
+    a
+}
+
+#[test]
+fn folding_keeps_the_books_and_redirects_future_energy() {
+    let mut a = cgroups_4_and_5_booked();
     assert!(a.fold(5));
     assert!(!a.fold(5), "already folded");
     assert!(!a.fold(OTHER_CGROUP));
@@ -174,14 +180,8 @@ fn folding_keeps_the_books_and_redirects_future_energy() {
 
 #[test]
 fn a_recreated_cgroup_takes_over_the_dead_ones_joules_and_late_energy() {
-    let mut a = package_counter(&[0]);
-    a.on_reading(0, 0, 0);
-    a.on_span(&rec(0, 0, 0, 0, &[]));
-    a.advance();
     // Cgroup 5 ran, died; 9 is made at its path.
-    a.on_span(&rec(0, 0, 100, 0, &[(4, 60), (5, 40)]));
-    a.on_reading(0, 100, 100);
-    a.advance();
+    let mut a = cgroups_4_and_5_booked();
     assert!(a.fold_into(5, 9));
     assert!(!a.fold_into(9, 9), "not into itself");
     assert!((joules_of(&a, 9) - 40.0).abs() < 1e-9);

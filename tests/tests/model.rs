@@ -5,7 +5,7 @@
 //! draws idle watts on every CPU plus (max − idle) over the busy time
 //! `/proc/stat` counted meanwhile.
 
-use std::time::{Duration, Instant};
+use std::time::SystemTime;
 
 use tests::{
     cgroup::Cgroup, online_cpus, proc_stat_cpu_seconds, require_root, steal_seconds, sum_of, Daemon,
@@ -14,6 +14,7 @@ use tests::{
 const IDLE: f64 = 2.0;
 const MAX: f64 = 12.0;
 const PKG: &str = "ergon_package_energy_joules_total";
+const BOOKS: &str = "ergon_books_timestamp_seconds";
 
 /// Busy seconds of all CPUs so far: user + nice + system + irq + softirq.
 fn busy_seconds() -> f64 {
@@ -40,24 +41,21 @@ fn model_joules_follow_the_declared_watts_and_the_kernels_busy_time() {
     );
     let cpus = online_cpus().len() as f64;
     let cg = Cgroup::new("model");
-    // Let the first readings arrive, then open the window.
-    std::thread::sleep(Duration::from_millis(300));
-    let (pkg0, busy0, steal0, t0) = (
-        sum_of(&d.metrics(), PKG),
-        busy_seconds(),
-        steal_seconds(),
-        Instant::now(),
-    );
+    // The window is the books' own advance (`ergon_books_timestamp_seconds`
+    // at each end, waited for past the /proc/stat read), so however far the
+    // books trail real time, energy and time cover the same interval. The
+    // machine is idle at both ends: the busy time read just before each end
+    // is the busy time of the window.
+    let window_end = |d: &Daemon| {
+        let (busy, steal) = (busy_seconds(), steal_seconds());
+        let (m, _) = d.metrics_complete_at(SystemTime::now());
+        (sum_of(&m, PKG), m[BOOKS], busy, steal)
+    };
+    let (pkg0, books0, busy0, steal0) = window_end(&d);
     let mut p = cg.burn(env!("CARGO_BIN_EXE_burn"), 3.0, 1.0);
     assert!(p.wait().expect("burn").success());
-    // The model is read every 100 ms: let the books pass the burn's end.
-    std::thread::sleep(Duration::from_millis(400));
-    let (pkg1, busy1, steal1, wall) = (
-        sum_of(&d.metrics(), PKG),
-        busy_seconds(),
-        steal_seconds(),
-        t0.elapsed().as_secs_f64(),
-    );
+    let (pkg1, books1, busy1, steal1) = window_end(&d);
+    let wall = books1 - books0;
     let got = pkg1 - pkg0;
     let want = IDLE * cpus * wall + (MAX - IDLE) * (busy1 - busy0);
     println!("package: {got:.3} J in {wall:.3} s, model on /proc/stat: {want:.3} J");

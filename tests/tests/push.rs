@@ -11,6 +11,7 @@ use std::{
 };
 
 use tests::{
+    cgroup::Cgroup,
     free_port, http_get, http_get_status, online_cpus,
     prom::{parse_batch, peer_bin, urlencode, Options, Prometheus},
     require_root, Busy, Daemon,
@@ -249,6 +250,56 @@ fn sigkill_and_restart_lose_at_most_the_fsync_window_and_counters_continue() {
     let r = p.raw_query(&q);
     assert!(r.contains("\"0\""), "resets() is 0: {r}");
     drop(d2);
+}
+
+/// A cgroup removed and made again at its path (a restarted systemd unit,
+/// with a new cgroup id) is pushed as one series that never goes back:
+/// Prometheus stores one series for the path, without a counter reset, and
+/// rejects nothing; it ends at what the daemon serves.
+#[test]
+fn a_cgroup_made_again_at_its_path_is_pushed_as_one_series_without_a_reset() {
+    require_root();
+    let p = receiver();
+    let state = State::new("again");
+    let url = format!("http://{}/api/v1/write", p.addr);
+    let d = start(&push_args(&url, &state, "s3cret"));
+    let mut rel = String::new();
+    for _life in 0..2 {
+        let cg = Cgroup::new("pushed");
+        rel.clone_from(&cg.rel);
+        let mut burn = cg.burn(env!("CARGO_BIN_EXE_burn"), 0.5, 1.0);
+        assert!(burn.wait().expect("burn").success());
+        d.metrics_complete_at(SystemTime::now());
+        // Dropping `cg` removes the directory; the next life is a new cgroup.
+    }
+    let (m, _) = d.metrics_complete_at(SystemTime::now());
+    let prefix = format!("ergon_cgroup_energy_joules_total{{cgroup=\"{rel}\",");
+    let served: f64 = m
+        .iter()
+        .filter(|(k, _)| k.starts_with(&prefix))
+        .map(|(_, v)| v)
+        .sum();
+    assert!(served > 5.0, "two lives of 0.5 s at 10 W: {served} J");
+    let selector = format!("ergon_cgroup_energy_joules_total{{cgroup=\"{rel}\"}}");
+    let mut pushed = BTreeMap::new();
+    wait_for(30, "the pushed series to reach the served joules", || {
+        pushed = p.raw(&selector, "15m");
+        pushed
+            .values()
+            .any(|s| s.last().is_some_and(|&(_, v)| (v - served).abs() < 1e-6))
+    });
+    assert_eq!(pushed.len(), 1, "one series for {rel}: {:?}", pushed.keys());
+    let s = pushed.values().next().expect("a series");
+    let back: Vec<_> = s.windows(2).filter(|w| w[1].1 < w[0].1).collect();
+    assert!(back.is_empty(), "never goes back: {back:?}");
+    println!("{rel}: {} samples pushed, ending at {served:.4} J", s.len());
+    let m = d.metrics();
+    assert_eq!(
+        m["ergon_push_samples_rejected_total"], 0.0,
+        "nothing rejected"
+    );
+    let (status, log) = d.stop();
+    assert!(status.success(), "{log}");
 }
 
 fn victoria(port: u16, dir: &std::path::Path) -> Child {

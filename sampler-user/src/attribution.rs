@@ -137,6 +137,16 @@ impl Mix {
     }
 }
 
+/// Where cgroup `id`'s energy goes: itself, or the end of its chain of
+/// folds. A chain ends: each fold moves a cgroup out of the books for good,
+/// into one that was in them (or `other`, never folded).
+fn folded_to(folded: &HashMap<u64, u64>, mut id: u64) -> u64 {
+    while let Some(&to) = folded.get(&id) {
+        id = to;
+    }
+    id
+}
+
 pub struct Attributor {
     packages: Vec<PackageLine>,
     cpus: Vec<CpuLine>,
@@ -562,12 +572,8 @@ impl Attributor {
         let n_packages = self.packages.len();
         let folded = &self.folded;
         let mut touched = self.grid.as_mut().map(|g| &mut g.packages[p].touched);
-        let mut add = |mut id: u64, units: u128, ns: u64| {
-            // A chain ends: each fold moves a cgroup out of the books for
-            // good, into one that was in them (or `other`, never folded).
-            while let Some(&to) = folded.get(&id) {
-                id = to;
-            }
+        let mut add = |id: u64, units: u128, ns: u64| {
+            let id = folded_to(folded, id);
             if units > 0 {
                 if let Some(t) = touched.as_mut() {
                     t.insert(id);

@@ -74,7 +74,8 @@ pub struct Registry {
     retention: Duration,
     max: usize,
     folds: u64,
-    /// Export (scrape) epoch as of the last `maintain`.
+    /// Export (scrape) epoch as of the last `prepare` (deaths are stamped
+    /// with it).
     epoch: u64,
     scans: u64,
     other: Arc<CgroupLabels>,
@@ -150,10 +151,7 @@ impl Registry {
         }
         match self.entries.get(&id) {
             Some(e) => e.labels.clone(),
-            None => Arc::new(CgroupLabels {
-                cgroup: format!("unresolved:{id}"),
-                ..CgroupLabels::default()
-            }),
+            None => unresolved(id),
         }
     }
 
@@ -182,10 +180,7 @@ impl Registry {
         self.entries
             .entry(id)
             .or_insert_with(|| Entry {
-                labels: Arc::new(CgroupLabels {
-                    cgroup: format!("unresolved:{id}"),
-                    ..CgroupLabels::default()
-                }),
+                labels: unresolved(id),
                 dead: None,
                 resolved: false,
                 walked,
@@ -256,7 +251,6 @@ impl Registry {
     /// their joules): dead ones exported since their death and older than
     /// the retention, and the smallest ones beyond `--max-cgroups`.
     pub fn maintain(&mut self, live: &[(u64, f64)], now: Instant, export_epoch: u64) -> Decisions {
-        self.epoch = export_epoch;
         let mut d = Decisions::default();
         let mut keep: Vec<(u64, f64)> = Vec::with_capacity(live.len());
         for &(id, j) in live {
@@ -298,6 +292,14 @@ impl Registry {
     pub fn dead(&self) -> usize {
         self.entries.values().filter(|e| e.dead.is_some()).count()
     }
+}
+
+/// The labels of an id no walk has found (yet).
+fn unresolved(id: u64) -> Arc<CgroupLabels> {
+    Arc::new(CgroupLabels {
+        cgroup: format!("unresolved:{id}"),
+        ..CgroupLabels::default()
+    })
 }
 
 /// Depth guard: cgroup trees are shallow; a loop or a pathological tree

@@ -56,7 +56,7 @@ pub async fn flush_loop(
         if last_prune.elapsed() >= PRUNE_EVERY {
             last_prune = Instant::now();
             let q = queue.clone();
-            let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+            let retention_ms = crate::units::millis(retention);
             let now = crate::units::now_unix_ms();
             match tokio::task::spawn_blocking(move || q.prune(now, retention_ms)).await {
                 Ok(Ok(p)) if p != Pruned::default() => info!(

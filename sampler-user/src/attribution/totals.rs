@@ -3,7 +3,7 @@
 
 use rustc_hash::FxHashMap as HashMap;
 
-use super::{units_to_joules, Attributor, CgroupTotals, OTHER_CGROUP};
+use super::{folded_to, units_to_joules, Attributor, CgroupTotals, OTHER_CGROUP};
 use crate::{energy::CpuEnergy, units::Joules};
 
 impl Attributor {
@@ -23,11 +23,9 @@ impl Attributor {
     /// sends `id`'s future energy there too: `other`, or the cgroup made
     /// again at a dead one's path, whose series goes on from the dead one's
     /// joules. Returns false if `id` is unknown, `other`, or `into` itself.
-    pub fn fold_into(&mut self, id: u64, mut into: u64) -> bool {
+    pub fn fold_into(&mut self, id: u64, into: u64) -> bool {
         // Where `into`'s own energy goes, if it was folded itself.
-        while let Some(&to) = self.folded.get(&into) {
-            into = to;
-        }
+        let into = folded_to(&self.folded, into);
         if id == OTHER_CGROUP || id == into {
             return false;
         }

@@ -225,10 +225,7 @@ fn remove_if_stale(path: &Path, now_ms: i64) {
     let Ok(modified) = std::fs::metadata(path).and_then(|m| m.modified()) else {
         return;
     };
-    let modified_ms = modified
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-    if now_ms.saturating_sub(modified_ms) < STALE_TMP_MS {
+    if now_ms.saturating_sub(crate::units::unix_ms(modified)) < STALE_TMP_MS {
         return; // a recorder may still be writing it
     }
     match std::fs::remove_file(path) {
@@ -256,7 +253,7 @@ pub async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut warned = false;
     let mut last_prune = std::time::Instant::now();
-    let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    let retention_ms = crate::units::millis(retention);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,

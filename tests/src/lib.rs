@@ -182,7 +182,8 @@ impl Daemon {
 
     /// The metrics once the daemon's books are complete past `instant`
     /// (`ergon_books_timestamp_seconds`, the attribution frontier), so every
-    /// energy series includes all that happened before it. The frontier trails
+    /// energy series includes all that happened before it (for a polled
+    /// source, see [`Daemon::settled_sum`]). The frontier trails
     /// real time by the slowest CPU's last event, which a loaded machine can
     /// hold back for a while: waiting for it, rather than a fixed sleep, is
     /// what makes an exact comparison with ground truth sound. Returns the
@@ -213,6 +214,39 @@ impl Daemon {
                 m.get("ergon_last_drain_timestamp_seconds")
             );
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The sum of the `name` series once a polled counter has stopped
+    /// moving (its writer finished before `after`), with how long the books
+    /// took to pass `after`.
+    ///
+    /// The books passing `after` is not enough for a polled source: between
+    /// two polls the books interpolate, so at a frontier between the last
+    /// poll before the final write and the first one after it they hold
+    /// only part of the last interval's energy (CI saw 14 mJ of 15 J
+    /// missing 21 ms after the last write). Polls are not visible from
+    /// here, but the total at two frontiers both inside that interval
+    /// differs, and at two frontiers past its end it is the same: so this
+    /// waits until two successive frontiers (each past the wall time the
+    /// previous wait ended at, hence distinct) give the same total. A lost
+    /// or doubled wrap settles too, at the wrong value, for the caller's
+    /// assertion to catch.
+    pub fn settled_sum(&self, name: &str, after: SystemTime) -> (f64, Duration) {
+        let (m, late) = self.metrics_complete_at(after);
+        let mut prev = sum_of(&m, name);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (m, _) = self.metrics_complete_at(SystemTime::now());
+            let now = sum_of(&m, name);
+            if now == prev {
+                return (now, late);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} still moved after 20 s ({prev} then {now}) with nothing writing"
+            );
+            prev = now;
         }
     }
 

@@ -17,10 +17,11 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-/// Fails the test (with the reason) unless we are root.
 pub mod cgroup;
+pub mod fixture;
 pub mod prom;
 
+/// Fails the test (with the reason) unless we are root.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };

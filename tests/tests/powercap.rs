@@ -10,7 +10,8 @@ use std::{
 };
 
 use tests::{
-    cpu_packages, every_ms, require_root, source_check_as_nobody, sum_of, world_readable, Daemon,
+    every_ms, fixture::powercap_tree, require_root, source_check_as_nobody, sum_of, world_readable,
+    Daemon,
 };
 
 const PKG: &str = "ergon_package_energy_joules_total";
@@ -20,25 +21,8 @@ const MAX_UJ: u64 = 2_000_000;
 /// This machine's CPU topology plus one package zone, under a temp dir.
 fn tree(name: &str) -> (PathBuf, PathBuf) {
     let dir = std::env::temp_dir().join(format!("ergon-powercap-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let cpu = dir.join("sys/devices/system/cpu");
-    std::fs::create_dir_all(&cpu).expect("mkdir");
-    let online = std::fs::read_to_string("/sys/devices/system/cpu/online").expect("online");
-    std::fs::write(cpu.join("online"), &online).expect("write online");
-    let mut package = None;
-    for (c, id) in cpu_packages() {
-        let t = cpu.join(format!("cpu{c}/topology"));
-        std::fs::create_dir_all(&t).expect("mkdir");
-        std::fs::write(t.join("physical_package_id"), format!("{id}\n")).expect("write id");
-        package.get_or_insert(id);
-    }
-    let zone = dir.join("sys/class/powercap/intel-rapl:0");
-    std::fs::create_dir_all(&zone).expect("mkdir zone");
-    let package = package.expect("a cpu");
-    std::fs::write(zone.join("name"), format!("package-{package}\n")).expect("name");
-    std::fs::write(zone.join("max_energy_range_uj"), format!("{MAX_UJ}\n")).expect("max");
-    std::fs::write(zone.join("energy_uj"), "1900000\n").expect("energy");
-    (dir, zone.join("energy_uj"))
+    let energy = powercap_tree(&dir, MAX_UJ, 1_900_000);
+    (dir, energy)
 }
 
 /// Advances `path` by `step` µJ every ms for `ms` ms, wrapping; returns µJ written.

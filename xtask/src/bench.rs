@@ -6,11 +6,17 @@
 //! CPU, runs `ergon run --source S --period P` (S: `--source`, default
 //! `synthetic`), and between two scrapes
 //! `seconds` apart reports: ns per run of each kernel program (kernel BPF
-//! stats), the daemon's CPU use (all threads' schedstat run time), the delivered
-//! cadence per busy CPU, and ring-buffer drops.
+//! stats), the daemon's CPU use (all threads' schedstat run time) and its
+//! userspace poller thread's share, the delivered cadence per busy CPU, and
+//! ring-buffer drops.
+//!
+//! `--source powercap` on a machine without powercap RAPL zones (these VMs)
+//! runs on a fixture tree with this machine's topology, whose `energy_uj`
+//! is a regular file: it measures the poller's wake-ups and reads, not the
+//! MSR read behind a real `energy_uj`.
 
 use std::{
-    path::Path,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
@@ -21,17 +27,34 @@ struct Row {
     timer_ns: f64,
     switch_ns: f64,
     daemon_cpu_pct: f64,
+    poller_cpu_pct: f64,
     cadence_hz: f64,
     drops: f64,
 }
 
+/// Where the real powercap zones are.
+const POWERCAP_ZONE: &str = "/sys/class/powercap/intel-rapl:0";
+
 pub fn overhead(bin: &Path, source: &str, seconds: u64, out: Option<&Path>) -> Result<()> {
     let cpus = tests::online_cpus();
+    let mut args = vec!["--source".to_string(), source.to_string()];
+    let mut fixture: Option<PathBuf> = None;
+    if source == "powercap" && !Path::new(POWERCAP_ZONE).exists() {
+        let dir = std::env::temp_dir().join(format!("ergon-bench-powercap-{}", std::process::id()));
+        tests::fixture::powercap_tree(&dir, 262_143_328_850, 1_000_000);
+        eprintln!(
+            "xtask: no powercap RAPL zone here: polling a fixture tree at {} (a regular file, not the MSR behind a real energy_uj)",
+            dir.display()
+        );
+        args.push("--sysfs-root".into());
+        args.push(dir.join("sys").display().to_string());
+        fixture = Some(dir);
+    }
     let spinners = tests::Busy::on(&cpus);
     let mut rows = Vec::new();
     let mut result = Ok(());
     for hz in [1000u64, 2000, 10000] {
-        match measure(bin, source, hz, seconds, cpus.len()) {
+        match measure(bin, &args, hz, seconds, cpus.len()) {
             Ok(r) => rows.push(r),
             Err(e) => {
                 result = Err(e);
@@ -40,15 +63,19 @@ pub fn overhead(bin: &Path, source: &str, seconds: u64, out: Option<&Path>) -> R
         }
     }
     drop(spinners);
+    if let Some(dir) = fixture {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     result?;
-    let mut table = String::from("| rate per CPU | on_timer ns/run | sched_switch ns/run | daemon CPU % (of one CPU) | delivered cadence per busy CPU | ring-buffer drops |\n|---|---|---|---|---|---|\n");
+    let mut table = String::from("| rate per CPU | on_timer ns/run | sched_switch ns/run | daemon CPU % (of one CPU) | of which the poller thread | delivered cadence per busy CPU | ring-buffer drops |\n|---|---|---|---|---|---|---|\n");
     for r in &rows {
         table.push_str(&format!(
-            "| {} kHz | {:.0} | {:.0} | {:.2} | {:.0} Hz | {} |\n",
+            "| {} kHz | {:.0} | {:.0} | {:.2} | {:.2} | {:.0} Hz | {} |\n",
             r.hz / 1000,
             r.timer_ns,
             r.switch_ns,
             r.daemon_cpu_pct,
+            r.poller_cpu_pct,
             r.cadence_hz,
             r.drops
         ));
@@ -63,10 +90,12 @@ pub fn overhead(bin: &Path, source: &str, seconds: u64, out: Option<&Path>) -> R
     Ok(())
 }
 
-fn measure(bin: &Path, source: &str, hz: u64, seconds: u64, ncpus: usize) -> Result<Row> {
+fn measure(bin: &Path, args: &[String], hz: u64, seconds: u64, ncpus: usize) -> Result<Row> {
     let period = format!("{}us", 1_000_000 / hz);
     eprintln!("xtask: measuring {hz} Hz per CPU (--period {period}) for {seconds} s");
-    let daemon = tests::Daemon::start_with(bin, &["--source", source, "--period", &period]);
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.extend(["--period", &period]);
+    let daemon = tests::Daemon::start_with(bin, &args);
     std::thread::sleep(Duration::from_secs(1));
     let pid = daemon.child.id();
     let (a, ta, ca) = (daemon.metrics(), Instant::now(), cpu_ns(pid)?);
@@ -93,24 +122,37 @@ fn measure(bin: &Path, source: &str, hz: u64, seconds: u64, ncpus: usize) -> Res
         hz,
         timer_ns: per_run("on_timer"),
         switch_ns: per_run("sched_switch"),
-        daemon_cpu_pct: (cb - ca) as f64 * 1e-9 / elapsed * 100.0,
+        daemon_cpu_pct: (cb.all - ca.all) as f64 * 1e-9 / elapsed * 100.0,
+        poller_cpu_pct: (cb.poller - ca.poller) as f64 * 1e-9 / elapsed * 100.0,
         cadence_hz: d("ergon_records_decoded_total") / elapsed / ncpus as f64,
         drops: d("ergon_ringbuf_dropped_total"),
     })
 }
 
+/// On-CPU nanoseconds of a process's threads.
+struct CpuNs {
+    all: u64,
+    /// The userspace sources' poller thread (`ergon-poll`), if any.
+    poller: u64,
+}
+
 /// On-CPU nanoseconds of every thread of a process (`/proc/PID/task/*/schedstat`,
 /// first field): nanosecond resolution, unlike utime/stime's clock ticks.
-fn cpu_ns(pid: u32) -> Result<u64> {
-    let mut total = 0;
+fn cpu_ns(pid: u32) -> Result<CpuNs> {
+    let mut total = CpuNs { all: 0, poller: 0 };
     for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
-        let path = task?.path().join("schedstat");
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        total += text
+        let dir = task?.path();
+        let text = std::fs::read_to_string(dir.join("schedstat")).unwrap_or_default();
+        let ns = text
             .split_whitespace()
             .next()
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0);
+        total.all += ns;
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.trim() == "ergon-poll" {
+            total.poller += ns;
+        }
     }
     Ok(total)
 }

@@ -86,3 +86,52 @@ fn a_zone_readable_by_root_only_is_explained_to_a_user() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--source auto` on a machine with powercap zones but no perf power PMU
+/// (the fixture tree has none): the daemon reads the zone, exports
+/// `ergon_source_info{source="powercap"}`, and its log says what it passed
+/// over and what it found.
+#[test]
+fn auto_picks_a_powercap_zone_over_the_model_and_says_why() {
+    require_root();
+    let (dir, energy) = tree("auto");
+    let sys = dir.join("sys");
+    let d = Daemon::start(&[
+        "--source",
+        "auto",
+        "--sysfs-root",
+        &sys.display().to_string(),
+    ]);
+    let m = d.metrics();
+    assert_eq!(
+        m.get("ergon_source_info{source=\"powercap\"}"),
+        Some(&1.0),
+        "{m:?}"
+    );
+    assert_eq!(m.get("ergon_source_info{source=\"model\"}"), None, "{m:?}");
+    // 0.5 s at 2 W: what is served is what the zone counted.
+    let written = write_steps(&energy, 1_900_000, 2_000, 500);
+    let (after, _) = d.settled_sum(PKG, SystemTime::now());
+    let truth = written as f64 * 1e-6;
+    assert!(
+        (after - truth).abs() < 1e-6,
+        "{after} J booked, {truth} J written"
+    );
+    let (status, log) = d.stop();
+    assert!(status.success(), "{log}");
+    let chosen = log
+        .lines()
+        .find(|l| l.contains("energy source chosen"))
+        .unwrap_or_else(|| panic!("the choice is logged: {log}"));
+    for want in [
+        "no perf power PMU at",
+        &format!(
+            "powercap RAPL zones at {}",
+            sys.join("class/powercap").display()
+        ),
+        "package-",
+    ] {
+        assert!(chosen.contains(want), "`{want}` in: {chosen}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

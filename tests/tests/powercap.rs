@@ -6,7 +6,7 @@
 use std::{
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
-    time::SystemTime,
+    time::{Duration, SystemTime},
 };
 
 use tests::{
@@ -35,6 +35,21 @@ fn write_steps(path: &Path, start: u64, step: u64, ms: u64) -> u64 {
     step * ms
 }
 
+/// Advances `energy` from 1.9 J by `step` µJ a ms for `ms` ms, and asserts
+/// that the package energy served (from 0) is what was written, to the
+/// microjoule, once the books are past the first poll after the last write
+/// and the total stops moving. Returns how long the books took to pass it.
+fn written_is_served(d: &Daemon, energy: &Path, step: u64, ms: u64) -> Duration {
+    let written = write_steps(energy, 1_900_000, step, ms);
+    let (after, late) = d.settled_sum(PKG, SystemTime::now());
+    let truth = written as f64 * 1e-6;
+    assert!(
+        (after - truth).abs() < 1e-6,
+        "{after} J booked, {truth} J written"
+    );
+    late
+}
+
 #[test]
 fn powercap_zone_is_read_across_wraps_to_the_microjoule() {
     require_root();
@@ -54,16 +69,8 @@ fn powercap_zone_is_read_across_wraps_to_the_microjoule() {
     let before = sum_of(&m, PKG);
     assert!(before.abs() < 1e-9, "nothing written yet: {before} J");
     // 3 s at 5 W (5,000 µJ per ms): 15 J, wrapping at 2 J about 7 times.
-    let written = write_steps(&energy, 1_900_000, 5_000, 3_000);
-    // Once the books are past the first poll after the last write, they
-    // hold all of it, and the total stops moving.
-    let (after, late) = d.settled_sum(PKG, SystemTime::now());
+    let late = written_is_served(&d, &energy, 5_000, 3_000);
     println!("the books passed the last write {late:?} after it");
-    let truth = written as f64 * 1e-6;
-    assert!(
-        (after - truth).abs() < 1e-6,
-        "{after} J booked, {truth} J written"
-    );
     let (status, log) = d.stop();
     assert!(status.success(), "{log}");
     assert!(log.contains("powercap"), "the log says which source: {log}");
@@ -110,13 +117,7 @@ fn auto_picks_a_powercap_zone_over_the_model_and_says_why() {
     );
     assert_eq!(m.get("ergon_source_info{source=\"model\"}"), None, "{m:?}");
     // 0.5 s at 2 W: what is served is what the zone counted.
-    let written = write_steps(&energy, 1_900_000, 2_000, 500);
-    let (after, _) = d.settled_sum(PKG, SystemTime::now());
-    let truth = written as f64 * 1e-6;
-    assert!(
-        (after - truth).abs() < 1e-6,
-        "{after} J booked, {truth} J written"
-    );
+    written_is_served(&d, &energy, 2_000, 500);
     let (status, log) = d.stop();
     assert!(status.success(), "{log}");
     let chosen = log

@@ -41,6 +41,7 @@ pub fn overhead(bin: &Path, source: &str, seconds: u64, out: Option<&Path>) -> R
     let mut fixture: Option<PathBuf> = None;
     if source == "powercap" && !Path::new(POWERCAP_ZONE).exists() {
         let dir = std::env::temp_dir().join(format!("ergon-bench-powercap-{}", std::process::id()));
+        // A real package zone's range (2^32 counts of 61 µJ).
         tests::fixture::powercap_tree(&dir, 262_143_328_850, 1_000_000);
         eprintln!(
             "xtask: no powercap RAPL zone here: polling a fixture tree at {} (a regular file, not the MSR behind a real energy_uj)",

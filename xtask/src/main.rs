@@ -42,7 +42,9 @@ enum Cmd {
         /// Write the markdown table here as well as to stdout.
         #[arg(long)]
         out: Option<PathBuf>,
-        /// The daemon's `--source` (e.g. `model` to include the userspace poller).
+        /// The daemon's `--source` (e.g. `model` or `powercap` to include the
+        /// userspace poller; `powercap` polls a fixture tree on a machine without
+        /// powercap zones).
         #[arg(long, default_value = "synthetic")]
         source: String,
     },

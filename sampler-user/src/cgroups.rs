@@ -131,14 +131,7 @@ impl Registry {
             self.scan(now);
         }
         for id in ids {
-            let settled = id == OTHER_CGROUP
-                || self
-                    .entries
-                    .get(&id)
-                    .is_some_and(|e| e.resolved || e.walked);
-            if !settled {
-                self.labels(id, now);
-            }
+            self.ensure(id, now);
         }
         std::mem::take(&mut self.recreated)
     }
@@ -159,17 +152,25 @@ impl Registry {
         self.root.as_deref()
     }
 
-    /// Labels of `id`, resolving it (walking the tree) if it is new. An id
-    /// that a walk after its first sight did not find stays `unresolved:<id>`
-    /// without further walks (it died; the periodic walk still looks).
-    pub fn labels(&mut self, id: u64, now: Instant) -> Arc<CgroupLabels> {
-        if id == OTHER_CGROUP {
-            return self.other.clone();
-        }
-        if let Some(e) = self.entries.get(&id) {
-            if e.resolved || e.walked {
-                return e.labels.clone();
-            }
+    /// Labels of `id`, resolving it first ([`Self::ensure`]).
+    #[cfg(test)]
+    fn labels(&mut self, id: u64, now: Instant) -> Arc<CgroupLabels> {
+        self.ensure(id, now);
+        self.known_labels(id)
+    }
+
+    /// Resolves `id` (walking the tree, at most every [`MIN_RESCAN`]) if it
+    /// is new. An id that a walk after its first sight did not find stays
+    /// `unresolved:<id>` without further walks (it died; the periodic walk
+    /// still looks).
+    fn ensure(&mut self, id: u64, now: Instant) {
+        if id == OTHER_CGROUP
+            || self
+                .entries
+                .get(&id)
+                .is_some_and(|e| e.resolved || e.walked)
+        {
+            return;
         }
         let walked = self
             .last_scan
@@ -177,16 +178,12 @@ impl Registry {
         if walked {
             self.scan(now);
         }
-        self.entries
-            .entry(id)
-            .or_insert_with(|| Entry {
-                labels: unresolved(id),
-                dead: None,
-                resolved: false,
-                walked,
-            })
-            .labels
-            .clone()
+        self.entries.entry(id).or_insert_with(|| Entry {
+            labels: unresolved(id),
+            dead: None,
+            resolved: false,
+            walked,
+        });
     }
 
     /// Walks made so far.

@@ -530,19 +530,19 @@ impl Drainer {
             .sort_by(|a, b| (a.package, a.domain).cmp(&(b.package, b.domain)));
         s.idle = pkgs.iter().map(|&(p, _, idle)| (p, idle)).collect();
         s.cpus = self.attribution.cpus();
-        let ids: Vec<u64> = self.attribution.cgroups().keys().copied().collect();
-        let mut cgroups = Vec::with_capacity(ids.len());
-        for id in ids {
-            let labels = self.cgroups.known_labels(id);
-            if let Some(t) = self.attribution.cgroups().get(&id) {
+        let mut cgroups: Vec<(u64, CgroupEnergy)> = self
+            .attribution
+            .cgroups()
+            .iter()
+            .map(|(&id, t)| {
                 let e = CgroupEnergy {
-                    labels,
+                    labels: self.cgroups.known_labels(id),
                     joules: self.attribution.joules(t),
                     cpu_seconds: t.cpu_ns as f64 * 1e-9,
                 };
-                cgroups.push((id, e));
-            }
-        }
+                (id, e)
+            })
+            .collect();
         cgroups.sort_by(|a, b| a.1.labels.cgroup.cmp(&b.1.labels.cgroup));
         let ids: Vec<u64> = cgroups.iter().map(|c| c.0).collect();
         s.cgroups = cgroups.into_iter().map(|c| c.1).collect();

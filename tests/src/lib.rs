@@ -251,6 +251,19 @@ impl Daemon {
         }
     }
 
+    /// Asserts that the package energy served, once settled after a writer
+    /// of a polled counter has just finished ([`Self::settled_sum`]), is
+    /// `written` joules to the microjoule (`what` says how it was written);
+    /// prints how long the books took to pass the last write.
+    pub fn serves_written_package_energy(&self, written: f64, what: &str) {
+        let (served, late) = self.settled_sum(PACKAGE_ENERGY, SystemTime::now());
+        println!("the books passed the last write {late:?} after it");
+        assert!(
+            (served - written).abs() < 1e-6,
+            "{served} J booked, {written} J written{what}"
+        );
+    }
+
     /// Sends SIGTERM and waits; returns (exit status, stderr).
     pub fn stop(mut self) -> (std::process::ExitStatus, String) {
         // SAFETY: signalling our own child by pid.
@@ -331,6 +344,9 @@ pub fn parse_metrics(body: &str) -> BTreeMap<String, f64> {
 }
 
 /// Sum of the values of every series of `name`.
+/// Every package's energy, all domains (a fixture source has only `pkg`).
+pub const PACKAGE_ENERGY: &str = "ergon_package_energy_joules_total";
+
 pub fn sum_of(m: &BTreeMap<String, f64>, name: &str) -> f64 {
     m.iter()
         .filter(|(k, _)| k.as_str() == name || k.starts_with(&format!("{name}{{")))

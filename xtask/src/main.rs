@@ -6,6 +6,7 @@
 
 mod bench;
 mod build;
+mod disk;
 mod peers;
 mod test;
 mod toolchain;

@@ -8,9 +8,15 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::{build, peers, toolchain};
+use crate::{build, disk, peers, toolchain};
 
 pub fn test(root: &Path) -> Result<()> {
+    let target = root.join("target");
+    disk::report(&target);
+    run_all(root).map_err(|e| disk::explain(e, &target))
+}
+
+fn run_all(root: &Path) -> Result<()> {
     ensure_components()?;
     let bin = build::build(root)?;
     let obj = build::bpf_object(root);

@@ -224,17 +224,18 @@ fn try_rapl(root: &SysRoot, topo: &Topology) -> Result<Found, SourceError> {
 
 fn try_powercap(root: &SysRoot, topo: &Topology) -> Result<Found, SourceError> {
     let dir = root.sys(powercap::DIR).display().to_string();
-    let zones = powercap::discover(root).map_err(|source| SourceError::Powercap { source })?;
-    let counters = powercap::plan(&zones, topo);
+    let found = powercap::discover(root).map_err(|source| SourceError::Powercap { source })?;
+    let counters = powercap::plan(&found.zones, topo);
     if !counters.iter().any(|c| c.domain == 0) {
         return Err(SourceError::NoPowercap { path: dir });
     }
-    let names: Vec<&str> = zones.iter().map(|z| z.name.as_str()).collect();
+    let names: Vec<&str> = found.zones.iter().map(|z| z.name.as_str()).collect();
+    let skipped: String = found.skipped.iter().map(|s| format!("; {s}")).collect();
     Ok(Found {
         source: Resolved::Powercap,
         counters,
         found: format!(
-            "powercap RAPL zones at {dir} ({}), read by the daemon",
+            "powercap RAPL zones at {dir} ({}), read by the daemon{skipped}",
             names.join(", ")
         ),
     })

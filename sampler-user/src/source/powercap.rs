@@ -9,13 +9,22 @@
 //! `max_energy_range_uj` (not a power of two), so deltas go through
 //! [`crate::units::bounded_delta`]. Since Linux 5.10 `energy_uj` is readable
 //! by root only.
+//!
+//! On AMD and Hygon the kernel's driver reads the `core` subzone from
+//! `MSR_AMD_CORE_ENERGY_STATUS` on the package's first CPU: that register is
+//! per core, so the zone counts one core, not the package's cores as PP0
+//! does on Intel. Served as `domain="cores"` it would mislead, so on those
+//! vendors (from `/proc/cpuinfo`) it is skipped and the skip is reported.
 
 use std::{
     fs, io,
     path::{Path, PathBuf},
 };
 
-use super::rapl::{CounterPlan, UserCounter, UserRead};
+use super::{
+    msr,
+    rapl::{CounterPlan, UserCounter, UserRead},
+};
 use crate::{sysroot::SysRoot, topology::Topology};
 
 pub const DIR: &str = "class/powercap";
@@ -81,13 +90,28 @@ fn classify(name: &str, parent_package: Option<u32>) -> Option<(usize, u32)> {
     Some((domain, parent_package.unwrap_or(0)))
 }
 
-/// The RAPL zones under `root`'s sysfs (empty when there are none). Every
+/// What [`discover`] found: the zones to read, and the zones passed over
+/// (each with why, for the start-up reason and `ergon check`).
+#[derive(Debug, Default, PartialEq)]
+pub struct Zones {
+    pub zones: Vec<Zone>,
+    pub skipped: Vec<String>,
+}
+
+/// Whether `/proc/cpuinfo` names a vendor whose `core` zone is one core's.
+/// An unreadable cpuinfo keeps the zone: the package zone, which is what
+/// attribution uses, is right either way.
+fn core_zone_is_one_core(root: &SysRoot) -> bool {
+    msr::cpuinfo(root).is_ok_and(|c| matches!(c.vendor.as_str(), "AuthenticAMD" | "HygonGenuine"))
+}
+
+/// The RAPL zones under `root`'s sysfs (none when there are none). Every
 /// zone's `energy_uj` is read once, so a permission problem shows here.
-pub fn discover(root: &SysRoot) -> Result<Vec<Zone>, PowercapError> {
+pub fn discover(root: &SysRoot) -> Result<Zones, PowercapError> {
     let dir = root.sys(DIR);
     let entries = match fs::read_dir(&dir) {
         Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Zones::default()),
         Err(source) => return Err(PowercapError::Read { path: dir, source }),
     };
     let mut names: Vec<String> = entries
@@ -98,7 +122,9 @@ pub fn discover(root: &SysRoot) -> Result<Vec<Zone>, PowercapError> {
         .collect();
     // Parents (`intel-rapl:0`) before children (`intel-rapl:0:1`).
     names.sort_by_key(|n| (n.matches(':').count(), n.clone()));
+    let one_core = core_zone_is_one_core(root);
     let mut zones: Vec<Zone> = Vec::new();
+    let mut skipped = Vec::new();
     for n in names {
         let zdir = dir.join(&n);
         let name = read(&zdir.join("name"))?.trim().to_owned();
@@ -115,6 +141,12 @@ pub fn discover(root: &SysRoot) -> Result<Vec<Zone>, PowercapError> {
         let Some((domain, package)) = classify(&name, parent_package) else {
             continue;
         };
+        if domain == 1 && one_core {
+            skipped.push(format!(
+                "{n} ({name}) skipped: on AMD it counts the package's first core only"
+            ));
+            continue;
+        }
         let max_uj = read_u64(&zdir.join("max_energy_range_uj"))?;
         read_u64(&zdir.join("energy_uj"))?;
         zones.push(Zone {
@@ -125,7 +157,7 @@ pub fn discover(root: &SysRoot) -> Result<Vec<Zone>, PowercapError> {
             max_uj,
         });
     }
-    Ok(zones)
+    Ok(Zones { zones, skipped })
 }
 
 /// One counter per zone whose package is online here.

@@ -1,6 +1,6 @@
 //! The powercap source on fixture trees: Intel with subzones on two
-//! packages, AMD with a package zone only, bad files, and a counter that
-//! wraps while it is being polled.
+//! packages, AMD (whose one-core `core` zone is skipped), bad files, and a
+//! counter that wraps while it is being polled.
 
 use std::{
     process::{Command, Stdio},
@@ -27,7 +27,8 @@ fn synth() -> Declared {
 #[test]
 fn intel_zones_and_subzones_map_to_domains_and_packages() {
     let root = SysRoot::under(&fixture("powercap-intel-2pkg"));
-    let zones = discover(&root).expect("discover");
+    let Zones { zones, skipped } = discover(&root).expect("discover");
+    assert!(skipped.is_empty(), "{skipped:?}");
     let got: Vec<(&str, usize, u32)> = zones
         .iter()
         .map(|z| (z.name.as_str(), z.domain, z.package))
@@ -67,14 +68,29 @@ fn intel_zones_and_subzones_map_to_domains_and_packages() {
 }
 
 #[test]
-fn amd_has_a_package_zone_only() {
+fn amd_serves_the_package_and_skips_the_one_core_core_zone() {
     let root = SysRoot::under(&fixture("powercap-amd"));
-    let zones = discover(&root).expect("discover");
-    assert_eq!(zones.len(), 1);
+    let Zones { zones, skipped } = discover(&root).expect("discover");
+    assert_eq!(zones.len(), 1, "{zones:?}");
     assert_eq!(
         (zones[0].domain, zones[0].package, zones[0].max_uj),
         (0, 0, 65_532_610_987)
     );
+    assert_eq!(
+        skipped,
+        vec!["intel-rapl:0:0 (core) skipped: on AMD it counts the package's first core only"]
+    );
+    // Without /proc/cpuinfo the vendor is unknown and the zone is kept.
+    let (_dir, root) = scratch("powercap-amd");
+    std::fs::remove_file(root.proc("cpuinfo")).expect("rm cpuinfo");
+    let found = discover(&root).expect("discover");
+    let names: Vec<(&str, usize)> = found
+        .zones
+        .iter()
+        .map(|z| (z.name.as_str(), z.domain))
+        .collect();
+    assert_eq!(names, vec![("package-0", 0), ("core", 1)]);
+    assert!(found.skipped.is_empty());
 }
 
 #[test]
@@ -86,7 +102,8 @@ fn auto_prefers_rapl_then_powercap_and_says_why() {
     assert!(
         p.reason.contains("no perf power PMU")
             && p.reason.contains("powercap RAPL zones")
-            && p.reason.contains("package-0"),
+            && p.reason.contains("(package-0)")
+            && p.reason.contains("intel-rapl:0:0 (core) skipped: on AMD"),
         "{}",
         p.reason
     );
@@ -138,7 +155,7 @@ fn bad_files_are_clear_errors() {
 fn a_counter_wrapping_during_a_run_loses_no_energy() {
     let (_dir, root) = scratch("powercap-amd");
     let topo = Topology::read(&root).expect("topology");
-    let zones = discover(&root).expect("discover");
+    let zones = discover(&root).expect("discover").zones;
     let max = 1_000_000u64; // a small range so the run wraps several times
     let mut counters = plan(&zones, &topo);
     let Some(UserCounter {

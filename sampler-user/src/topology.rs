@@ -112,6 +112,27 @@ impl Topology {
             .collect()
     }
 
+    /// One online CPU per physical core of `package`: the first online CPU
+    /// of each `cpuN/topology/thread_siblings_list` (SMT siblings share a
+    /// core, and a per-core register, so only one of them may be read).
+    /// `None` when a CPU's list is missing or does not parse: without it,
+    /// siblings cannot be told apart and a per-core sum would count twice.
+    pub fn core_leaders(&self, root: &SysRoot, package: u32) -> Option<Vec<u32>> {
+        let online = self.cpus_of(package);
+        let mut leaders = Vec::new();
+        for &cpu in &online {
+            let path = root.sys(&format!(
+                "devices/system/cpu/cpu{cpu}/topology/thread_siblings_list"
+            ));
+            let siblings = parse_cpulist(&fs::read_to_string(path).ok()?).ok()?;
+            let leader = siblings.into_iter().find(|c| online.contains(c))?;
+            if !leaders.contains(&leader) {
+                leaders.push(leader);
+            }
+        }
+        Some(leaders)
+    }
+
     /// The package of `cpu`, or `None` when `cpu` is not online.
     pub fn package_of(&self, cpu: u32) -> Option<u32> {
         self.cpus.iter().find(|c| c.cpu == cpu).map(|c| c.package)

@@ -10,7 +10,12 @@
 //! server parts listed in [`intel_dram_fixed_unit`] DRAM counts in 2^-16 J
 //! (15.3 µJ) whatever the unit register says, as the kernel's RAPL driver
 //! knows too. AMD (family 17h and later, and Hygon): unit 0xC0010299,
-//! package 0xC001029B; the per-core register (0xC001029A) is not read.
+//! package 0xC001029B, and a per-core register 0xC001029A: the `cores`
+//! domain is the sum of that register over one CPU per physical core
+//! ([`Topology::core_leaders`]), read every [`CORE_SUM_EVERY`] rather than
+//! at the timer cadence, because the driver reads another CPU's register
+//! with an inter-processor interrupt, and one per core per millisecond
+//! would wake every core of the machine a thousand times a second.
 //!
 //! The energy fields are 32 bits and wrap within minutes at high power;
 //! the books take deltas modulo 2^32 ([`crate::units::bounded_delta`] with
@@ -30,6 +35,10 @@ pub const AMD_POWER_UNIT: u64 = 0xC001_0299;
 pub const INTEL_ENERGY: [(u64, usize); 5] =
     [(0x611, 0), (0x639, 1), (0x619, 2), (0x64D, 3), (0x641, 4)];
 pub const AMD_ENERGY: [(u64, usize); 1] = [(0xC001_029B, 0)];
+/// AMD's per-core energy register (`CORE_ENERGY_STAT`), same unit as the package's.
+pub const AMD_CORE_ENERGY: u64 = 0xC001_029A;
+/// How often the per-core registers are summed (the timer cadence when slower).
+pub const CORE_SUM_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 /// The energy status fields are 32 bits wide.
 pub const MAX: u64 = u32::MAX as u64;
 
@@ -127,9 +136,9 @@ pub fn plan(root: &SysRoot, topo: &Topology) -> Result<Vec<CounterPlan>, MsrErro
         open(root, c.cpu)?;
     }
     let cpu = cpuinfo(root)?;
-    let (unit_reg, regs): (u64, &[(u64, usize)]) = match cpu.vendor.as_str() {
-        "GenuineIntel" => (INTEL_POWER_UNIT, &INTEL_ENERGY),
-        "AuthenticAMD" | "HygonGenuine" => (AMD_POWER_UNIT, &AMD_ENERGY),
+    let (unit_reg, regs, amd): (u64, &[(u64, usize)], bool) = match cpu.vendor.as_str() {
+        "GenuineIntel" => (INTEL_POWER_UNIT, &INTEL_ENERGY, false),
+        "AuthenticAMD" | "HygonGenuine" => (AMD_POWER_UNIT, &AMD_ENERGY, true),
         _ => return Err(MsrError::Vendor { vendor: cpu.vendor }),
     };
     let mut counters = Vec::new();
@@ -174,8 +183,45 @@ pub fn plan(root: &SysRoot, topo: &Topology) -> Result<Vec<CounterPlan>, MsrErro
                 }),
             });
         }
+        if amd {
+            if let Some(read) = core_sum(root, topo, package, &file) {
+                counters.push(CounterPlan {
+                    domain: 1,
+                    package,
+                    open_cpu: first,
+                    readers: Vec::new(),
+                    pmu_type: 0,
+                    config: 0,
+                    joules_per_count: jpc,
+                    user: Some(UserCounter {
+                        read,
+                        // The poller's sum never wraps.
+                        max: u64::MAX,
+                    }),
+                });
+            }
+        }
     }
     Ok(counters)
+}
+
+/// AMD's `cores` domain for `package`: its per-core register on one CPU per
+/// core. `None` (no `cores` domain) when the first CPU's register reads 0
+/// or not at all, when SMT siblings cannot be told apart, or when a core's
+/// device cannot be opened: a partial sum would be a wrong one.
+fn core_sum(root: &SysRoot, topo: &Topology, package: u32, first: &File) -> Option<UserRead> {
+    if read_reg(first, AMD_CORE_ENERGY).is_none_or(|v| v & MAX == 0) {
+        return None;
+    }
+    let mut paths = Vec::new();
+    for cpu in topo.core_leaders(root, package)? {
+        let (path, _) = open(root, cpu).ok()?;
+        paths.push(path);
+    }
+    Some(UserRead::MsrSum {
+        paths,
+        register: AMD_CORE_ENERGY,
+    })
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! The msr source on fixture trees: `/dev/cpu/N/msr` is a plain (sparse)
 //! file here, with each register's 8 bytes at its address, as the driver
-//! serves them. Intel on two packages, AMD, a missing driver, a CPU
-//! without RAPL, and a 32-bit counter wrapping while it is polled.
+//! serves them. Intel on two packages, AMD (package, and the per-core
+//! registers summed over one CPU per core), a missing driver, a CPU
+//! without RAPL, and 32-bit counters wrapping while they are polled.
 
 use std::{os::unix::fs::FileExt, path::Path, time::Duration};
 
@@ -105,6 +106,123 @@ fn amd_package_register_and_unit() {
     );
     let p = select(SourceKind::Msr, &root, &topo, &declared()).expect("msr");
     assert_eq!(p.source, Resolved::Msr);
+}
+
+/// The msr-amd fixture: 8 CPUs, 4 cores of 2 SMT threads (cpu N and N+4).
+///
+/// In a sparse file AMD's unit, core and package registers (0xC0010299,
+/// 0x…9A, 0x…9B: 8 bytes each, one address apart) overlap, where the driver
+/// serves them apart. So cpu 0's core register is written first and then
+/// overlaid by the unit and package registers, which the plan must read
+/// right; it then reads some non-zero value, as a real one does.
+fn amd_cores(root: &SysRoot, start: u64) {
+    for cpu in 0..8 {
+        // A sibling reads its core's register: the same value.
+        set(root, cpu, AMD_CORE_ENERGY, start + u64::from(cpu % 4));
+    }
+    set(root, 0, AMD_POWER_UNIT, AMD_UNIT);
+    set(root, 0, 0xC001_029B, 42);
+}
+
+#[test]
+fn amd_cores_are_one_register_per_core_summed() {
+    let (_dir, root) = scratch("msr-amd");
+    amd_cores(&root, 1000);
+    let topo = Topology::read(&root).expect("topology");
+    let counters = plan(&root, &topo).expect("plan");
+    let got: Vec<(usize, u32, f64)> = counters
+        .iter()
+        .map(|c| (c.domain, c.package, c.joules_per_count))
+        .collect();
+    assert_eq!(got, vec![(0, 0, 1.0 / 65536.0), (1, 0, 1.0 / 65536.0)]);
+    assert_eq!(
+        counters[1].user,
+        Some(UserCounter {
+            read: UserRead::MsrSum {
+                paths: (0..4).map(|c| root.dev(&format!("cpu/{c}/msr"))).collect(),
+                register: AMD_CORE_ENERGY,
+            },
+            max: u64::MAX,
+        }),
+        "cpus 0-3 lead the cores; their siblings 4-7 are not read again"
+    );
+    // Siblings that cannot be told apart: no `cores` domain rather than a doubled one.
+    std::fs::remove_file(root.sys("devices/system/cpu/cpu5/topology/thread_siblings_list"))
+        .expect("rm");
+    let counters = plan(&root, &topo).expect("plan");
+    assert_eq!(
+        counters.iter().map(|c| c.domain).collect::<Vec<_>>(),
+        vec![0]
+    );
+    // Nor when a core's device is missing.
+    let (_dir, root) = scratch("msr-amd");
+    amd_cores(&root, 1000);
+    std::fs::remove_file(root.dev("cpu/3/msr")).expect("rm");
+    let counters = plan(&root, &topo).expect("plan");
+    assert_eq!(
+        counters.iter().map(|c| c.domain).collect::<Vec<_>>(),
+        vec![0]
+    );
+}
+
+#[test]
+fn amd_core_registers_wrapping_on_their_own_sum_exactly() {
+    let (_dir, root) = scratch("msr-amd");
+    let start = u32::MAX as u64 - 2_000_000;
+    amd_cores(&root, start);
+    let topo = Topology::read(&root).expect("topology");
+    let counters = plan(&root, &topo).expect("plan");
+    let plan = Plan {
+        source: Resolved::Msr,
+        reason: String::new(),
+        counters,
+        per_cpu: false,
+    };
+    let cpus: Vec<(u32, u32)> = topo.cpus.iter().map(|c| (c.cpu, c.package)).collect();
+    let mut books = EnergyBooks::new(&plan, &cpus);
+    let read = plan.counters[1].user.clone().expect("user counter").read;
+    // The plan has read the unit: cpu 0's core register may now overlay it.
+    set(&root, 0, AMD_CORE_ENERGY, start);
+    // Polled every 100 ms, the cadence of the real cores sum.
+    let (rx, _thread) = poll::start(vec![(1, read)], CORE_SUM_EVERY).expect("poller");
+    let (idx, ts, raw) = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("first reading");
+    assert_eq!(raw, 0, "the first reading is every core's baseline");
+    books.reading(idx, ts, raw);
+    // Each core at its own pace for 300 ms: core c steps 10,000 × (c + 1)
+    // counts a millisecond, so each wraps 2^32 at its own moment.
+    let writers: Vec<_> = (0..4u32)
+        .map(|c| {
+            let path = root.dev(&format!("cpu/{c}/msr"));
+            let from = start + u64::from(c);
+            let step = 10_000 * u64::from(c + 1);
+            std::thread::spawn(move || advance(&path, AMD_CORE_ENERGY, from, step, 300))
+        })
+        .collect();
+    for w in writers {
+        w.join().expect("writer");
+    }
+    // The first poll that starts after the writers stopped has it all.
+    let done = crate::perf::boot_ns();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let (idx, ts, raw) = rx.recv_timeout(left).expect("a reading after the writers");
+        books.reading(idx, ts, raw);
+        if ts > done + 50_000_000 {
+            break;
+        }
+    }
+    let cores = books
+        .packages()
+        .into_iter()
+        .find(|p| p.domain == "cores")
+        .expect("a cores domain")
+        .joules
+        .0;
+    let want = 300.0 * 10_000.0 * (1.0 + 2.0 + 3.0 + 4.0) / 65536.0;
+    assert!((cores - want).abs() < 1e-9, "{cores} J, want {want} J");
 }
 
 #[test]

@@ -58,6 +58,81 @@ enum Slot {
         integ: Integrator,
         complaint: Complaint,
     },
+    /// A per-core register summed over cores, read every `stride` polls.
+    Sum {
+        idx: usize,
+        sum: CoreSum,
+        stride: u32,
+        countdown: u32,
+    },
+}
+
+/// One core of a [`Slot::Sum`].
+struct Core {
+    path: PathBuf,
+    file: Option<File>,
+    /// Last low 32 bits read; `None` until the first reading.
+    last: Option<u64>,
+    complaint: Complaint,
+}
+
+/// The running sum of a per-core register over cores: each core's advance
+/// modulo 2^32 is added to a 64-bit total, so each core may wrap on its
+/// own. A core that cannot be read keeps its last value, and its next
+/// reading adds everything since (exact while that is under one wrap).
+pub(crate) struct CoreSum {
+    register: u64,
+    cores: Vec<Core>,
+    total: u64,
+}
+
+impl CoreSum {
+    pub(crate) fn new(paths: Vec<PathBuf>, register: u64) -> Self {
+        let cores = paths
+            .into_iter()
+            .map(|path| Core {
+                path,
+                file: None,
+                last: None,
+                complaint: Complaint::default(),
+            })
+            .collect();
+        Self {
+            register,
+            cores,
+            total: 0,
+        }
+    }
+
+    /// Reads every core once and returns the total so far, in counts.
+    pub(crate) fn read(&mut self) -> u64 {
+        for core in &mut self.cores {
+            if core.file.is_none() {
+                core.file = File::open(&core.path).ok();
+            }
+            let value = core
+                .file
+                .as_ref()
+                .and_then(|f| super::msr::read_reg(f, self.register))
+                .map(|v| v & super::msr::MAX);
+            match value {
+                Some(v) => {
+                    if let Some(prev) = core.last {
+                        let d = crate::units::bounded_delta(prev, v, super::msr::MAX);
+                        self.total = self.total.wrapping_add(d);
+                    }
+                    core.last = Some(v);
+                }
+                None => {
+                    if let Some(failures) = core.complaint.failed(Instant::now()) {
+                        warn!(path = %core.path.display(), failures, "reading a core's energy register failed; retrying (logged at most once a minute)");
+                    }
+                    core.file = None;
+                }
+            }
+        }
+        self.total
+    }
 }
 
 /// Starts polling `counters` (index, source) every `every`. The receiver
@@ -78,6 +153,8 @@ fn send(tx: &SyncSender<Reading>, r: Reading) -> bool {
 }
 
 fn run(counters: Vec<(usize, UserRead)>, every: Duration, tx: SyncSender<Reading>) {
+    let stride = (super::msr::CORE_SUM_EVERY.as_nanos() / every.as_nanos().max(1)).max(1);
+    let stride = u32::try_from(stride).unwrap_or(u32::MAX);
     let mut stat: Option<PathBuf> = None;
     let mut slots: Vec<Slot> = counters
         .into_iter()
@@ -95,6 +172,12 @@ fn run(counters: Vec<(usize, UserRead)>, every: Duration, tx: SyncSender<Reading
                 register: Some(register),
                 file: None,
                 complaint: Complaint::default(),
+            },
+            UserRead::MsrSum { paths, register } => Slot::Sum {
+                idx,
+                sum: CoreSum::new(paths, register),
+                stride,
+                countdown: 0,
             },
             UserRead::Model {
                 stat: s,
@@ -184,6 +267,22 @@ fn run(counters: Vec<(usize, UserRead)>, every: Duration, tx: SyncSender<Reading
                     }
                     None => {}
                 },
+                Slot::Sum {
+                    idx,
+                    sum,
+                    stride,
+                    countdown,
+                } => {
+                    if *countdown > 0 {
+                        *countdown -= 1;
+                        continue;
+                    }
+                    *countdown = *stride - 1;
+                    let total = sum.read();
+                    if !send(&tx, (*idx, boot_ns(), total)) {
+                        return;
+                    }
+                }
             }
         }
         next += every;

@@ -136,6 +136,12 @@ pub enum UserRead {
         path: std::path::PathBuf,
         register: u64,
     },
+    /// The sum of a per-core register's low 32 bits over one CPU per core
+    /// (AMD's core energy), each core's wraps taken apart; a 64-bit count.
+    MsrSum {
+        paths: Vec<std::path::PathBuf>,
+        register: u64,
+    },
     /// A CPU's busy time in `/proc/stat` through a linear power model, in nJ.
     Model {
         stat: std::path::PathBuf,

@@ -246,12 +246,20 @@ fn try_msr(root: &SysRoot, topo: &Topology) -> Result<Found, SourceError> {
     if !counters.iter().any(|c| c.domain == 0) {
         return Err(SourceError::NoMsr);
     }
+    let mut domains: Vec<usize> = counters.iter().map(|c| c.domain).collect();
+    domains.sort_unstable();
+    domains.dedup();
+    let domains: Vec<&str> = domains
+        .iter()
+        .filter_map(|&d| sampler_common::DOMAIN_NAMES.get(d).copied())
+        .collect();
     Ok(Found {
         source: Resolved::Msr,
         counters,
         found: format!(
-            "RAPL MSRs through {} (read by the daemon)",
-            root.dev("cpu/N/msr").display()
+            "RAPL MSRs through {} ({}; read by the daemon)",
+            root.dev("cpu/N/msr").display(),
+            domains.join(", ")
         ),
     })
 }

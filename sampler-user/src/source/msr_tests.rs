@@ -135,6 +135,13 @@ fn amd_cores_are_one_register_per_core_summed() {
         .map(|c| (c.domain, c.package, c.joules_per_count))
         .collect();
     assert_eq!(got, vec![(0, 0, 1.0 / 65536.0), (1, 0, 1.0 / 65536.0)]);
+    let p = select(SourceKind::Auto, &root, &topo, &declared()).expect("auto");
+    assert_eq!(p.source, Resolved::Msr);
+    assert!(
+        p.reason.contains("(pkg, cores; read by the daemon)"),
+        "{}",
+        p.reason
+    );
     assert_eq!(
         counters[1].user,
         Some(UserCounter {
@@ -276,7 +283,9 @@ fn auto_takes_msr_after_rapl_and_powercap() {
     assert!(
         p.reason.contains("no perf power PMU")
             && p.reason.contains("no powercap RAPL package zone")
-            && p.reason.contains("RAPL MSRs through"),
+            && p.reason.contains("RAPL MSRs through")
+            && p.reason
+                .contains("(pkg, cores, ram, psys; read by the daemon)"),
         "{}",
         p.reason
     );

@@ -80,14 +80,14 @@ struct Core {
 /// modulo 2^32 is added to a 64-bit total, so each core may wrap on its
 /// own. A core that cannot be read keeps its last value, and its next
 /// reading adds everything since (exact while that is under one wrap).
-pub(crate) struct CoreSum {
+struct CoreSum {
     register: u64,
     cores: Vec<Core>,
     total: u64,
 }
 
 impl CoreSum {
-    pub(crate) fn new(paths: Vec<PathBuf>, register: u64) -> Self {
+    fn new(paths: Vec<PathBuf>, register: u64) -> Self {
         let cores = paths
             .into_iter()
             .map(|path| Core {
@@ -105,7 +105,7 @@ impl CoreSum {
     }
 
     /// Reads every core once and returns the total so far, in counts.
-    pub(crate) fn read(&mut self) -> u64 {
+    fn read(&mut self) -> u64 {
         for core in &mut self.cores {
             if core.file.is_none() {
                 core.file = File::open(&core.path).ok();

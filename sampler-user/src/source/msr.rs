@@ -166,43 +166,41 @@ pub fn plan(root: &SysRoot, topo: &Topology) -> Result<Vec<CounterPlan>, MsrErro
             } else {
                 jpc
             };
-            counters.push(CounterPlan {
-                domain,
-                package,
-                open_cpu: first,
-                readers: Vec::new(),
-                pmu_type: 0,
-                config: 0,
-                joules_per_count: jpc,
-                user: Some(UserCounter {
-                    read: UserRead::Msr {
-                        path: path.clone(),
-                        register: reg,
-                    },
-                    max: MAX,
-                }),
-            });
+            let read = UserRead::Msr {
+                path: path.clone(),
+                register: reg,
+            };
+            counters.push(polled(domain, package, first, jpc, read, MAX));
         }
         if amd {
             if let Some(read) = core_sum(root, topo, package, &file) {
-                counters.push(CounterPlan {
-                    domain: 1,
-                    package,
-                    open_cpu: first,
-                    readers: Vec::new(),
-                    pmu_type: 0,
-                    config: 0,
-                    joules_per_count: jpc,
-                    user: Some(UserCounter {
-                        read,
-                        // The poller's sum never wraps.
-                        max: u64::MAX,
-                    }),
-                });
+                // The poller's 64-bit sum never wraps.
+                counters.push(polled(1, package, first, jpc, read, u64::MAX));
             }
         }
     }
     Ok(counters)
+}
+
+/// A counter the daemon's poller reads (no kernel reader).
+fn polled(
+    domain: usize,
+    package: u32,
+    cpu: u32,
+    jpc: f64,
+    read: UserRead,
+    max: u64,
+) -> CounterPlan {
+    CounterPlan {
+        domain,
+        package,
+        open_cpu: cpu,
+        readers: Vec::new(),
+        pmu_type: 0,
+        config: 0,
+        joules_per_count: jpc,
+        user: Some(UserCounter { read, max }),
+    }
 }
 
 /// AMD's `cores` domain for `package`: its per-core register on one CPU per

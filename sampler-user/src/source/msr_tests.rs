@@ -177,16 +177,7 @@ fn amd_core_registers_wrapping_on_their_own_sum_exactly() {
     let (_dir, root) = scratch("msr-amd");
     let start = u32::MAX as u64 - 2_000_000;
     amd_cores(&root, start);
-    let topo = Topology::read(&root).expect("topology");
-    let counters = plan(&root, &topo).expect("plan");
-    let plan = Plan {
-        source: Resolved::Msr,
-        reason: String::new(),
-        counters,
-        per_cpu: false,
-    };
-    let cpus: Vec<(u32, u32)> = topo.cpus.iter().map(|c| (c.cpu, c.package)).collect();
-    let mut books = EnergyBooks::new(&plan, &cpus);
+    let (plan, mut books) = planned_books(&root);
     let read = plan.counters[1].user.clone().expect("user counter").read;
     // The plan has read the unit: cpu 0's core register may now overlay it.
     set(&root, 0, AMD_CORE_ENERGY, start);
@@ -291,7 +282,22 @@ fn auto_takes_msr_after_rapl_and_powercap() {
     );
 }
 
-/// A register advancing by `step` every `every`, wrapping at 2^32, from a
+/// The msr plan of `root` and empty books for it.
+fn planned_books(root: &SysRoot) -> (Plan, EnergyBooks) {
+    let topo = Topology::read(root).expect("topology");
+    let counters = plan(root, &topo).expect("plan");
+    let plan = Plan {
+        source: Resolved::Msr,
+        reason: String::new(),
+        counters,
+        per_cpu: false,
+    };
+    let cpus: Vec<(u32, u32)> = topo.cpus.iter().map(|c| (c.cpu, c.package)).collect();
+    let books = EnergyBooks::new(&plan, &cpus);
+    (plan, books)
+}
+
+/// A register advancing by `step` every millisecond, `n` times, wrapping at 2^32, from a
 /// thread standing in for the CPU.
 fn advance(path: &Path, reg: u64, start: u64, step: u64, n: u32) {
     let f = std::fs::OpenOptions::new()
@@ -312,16 +318,7 @@ fn the_32_bit_counter_wrapping_during_a_run_loses_no_energy() {
     set(&root, 0, AMD_POWER_UNIT, AMD_UNIT);
     let start = u32::MAX as u64 - 5_000_000;
     set(&root, 0, 0xC001_029B, start);
-    let topo = Topology::read(&root).expect("topology");
-    let counters = plan(&root, &topo).expect("plan");
-    let plan = Plan {
-        source: Resolved::Msr,
-        reason: String::new(),
-        counters,
-        per_cpu: false,
-    };
-    let cpus: Vec<(u32, u32)> = topo.cpus.iter().map(|c| (c.cpu, c.package)).collect();
-    let mut books = EnergyBooks::new(&plan, &cpus);
+    let (plan, mut books) = planned_books(&root);
     let read = plan.counters[0].user.clone().expect("user counter").read;
     let (rx, _thread) = poll::start(vec![(0, read)], Duration::from_micros(500)).expect("poller");
     let (idx, ts, raw) = rx

@@ -70,6 +70,13 @@ pub struct Cpu {
     pub model: u32,
 }
 
+impl Cpu {
+    /// AMD, or Hygon (whose parts are AMD's Zen): the same RAPL registers.
+    pub fn is_amd(&self) -> bool {
+        matches!(self.vendor.as_str(), "AuthenticAMD" | "HygonGenuine")
+    }
+}
+
 pub fn cpuinfo(root: &SysRoot) -> Result<Cpu, MsrError> {
     let path = root.proc("cpuinfo");
     let text = std::fs::read_to_string(&path).map_err(|source| MsrError::Io {
@@ -136,9 +143,10 @@ pub fn plan(root: &SysRoot, topo: &Topology) -> Result<Vec<CounterPlan>, MsrErro
         open(root, c.cpu)?;
     }
     let cpu = cpuinfo(root)?;
-    let (unit_reg, regs, amd): (u64, &[(u64, usize)], bool) = match cpu.vendor.as_str() {
-        "GenuineIntel" => (INTEL_POWER_UNIT, &INTEL_ENERGY, false),
-        "AuthenticAMD" | "HygonGenuine" => (AMD_POWER_UNIT, &AMD_ENERGY, true),
+    let amd = cpu.is_amd();
+    let (unit_reg, regs): (u64, &[(u64, usize)]) = match cpu.vendor.as_str() {
+        "GenuineIntel" => (INTEL_POWER_UNIT, &INTEL_ENERGY),
+        _ if amd => (AMD_POWER_UNIT, &AMD_ENERGY),
         _ => return Err(MsrError::Vendor { vendor: cpu.vendor }),
     };
     let mut counters = Vec::new();

@@ -286,15 +286,7 @@ fn auto_takes_msr_after_rapl_and_powercap() {
 fn planned_books(root: &SysRoot) -> (Plan, EnergyBooks) {
     let topo = Topology::read(root).expect("topology");
     let counters = plan(root, &topo).expect("plan");
-    let plan = Plan {
-        source: Resolved::Msr,
-        reason: String::new(),
-        counters,
-        per_cpu: false,
-    };
-    let cpus: Vec<(u32, u32)> = topo.cpus.iter().map(|c| (c.cpu, c.package)).collect();
-    let books = EnergyBooks::new(&plan, &cpus);
-    (plan, books)
+    poll::books_for(Resolved::Msr, counters, &topo)
 }
 
 /// A register advancing by `step` every millisecond, `n` times, wrapping at 2^32, from a

@@ -295,6 +295,25 @@ fn run(counters: Vec<(usize, UserRead)>, every: Duration, tx: SyncSender<Reading
     }
 }
 
+/// Test helper: the plan of a userspace source's `counters` on `topo`, and
+/// empty books for it.
+#[cfg(test)]
+pub(crate) fn books_for(
+    source: super::Resolved,
+    counters: Vec<super::CounterPlan>,
+    topo: &crate::topology::Topology,
+) -> (super::Plan, crate::energy::EnergyBooks) {
+    let plan = super::Plan {
+        source,
+        reason: String::new(),
+        counters,
+        per_cpu: false,
+    };
+    let cpus: Vec<(u32, u32)> = topo.cpus.iter().map(|c| (c.cpu, c.package)).collect();
+    let books = crate::energy::EnergyBooks::new(&plan, &cpus);
+    (plan, books)
+}
+
 /// Test helper: applies the poller's readings to `books` until `done`
 /// (within 30 s), then those of the next 20 ms.
 #[cfg(test)]

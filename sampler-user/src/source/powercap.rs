@@ -102,7 +102,7 @@ pub struct Zones {
 /// An unreadable cpuinfo keeps the zone: the package zone, which is what
 /// attribution uses, is right either way.
 fn core_zone_is_one_core(root: &SysRoot) -> bool {
-    msr::cpuinfo(root).is_ok_and(|c| matches!(c.vendor.as_str(), "AuthenticAMD" | "HygonGenuine"))
+    msr::cpuinfo(root).is_ok_and(|c| c.is_amd())
 }
 
 /// The RAPL zones under `root`'s sysfs (none when there are none). Every

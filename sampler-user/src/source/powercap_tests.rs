@@ -9,7 +9,6 @@ use std::{
 
 use super::*;
 use crate::{
-    energy::EnergyBooks,
     source::{poll, select, synthetic, Declared, Plan, Resolved, SourceKind},
     testdata::{fixture, scratch},
 };
@@ -169,14 +168,7 @@ fn a_counter_wrapping_during_a_run_loses_no_energy() {
         u.max = max;
     }
     std::fs::write(&path, "990000\n").expect("start near the top");
-    let plan = Plan {
-        source: Resolved::Powercap,
-        reason: String::new(),
-        counters,
-        per_cpu: false,
-    };
-    let cpus: Vec<(u32, u32)> = topo.cpus.iter().map(|c| (c.cpu, c.package)).collect();
-    let mut books = EnergyBooks::new(&plan, &cpus);
+    let (_plan, mut books) = poll::books_for(Resolved::Powercap, counters, &topo);
     // A writer process: 300 steps of 12,345 µJ, wrapping at `max`, 1 ms apart.
     // In place, as the kernel updates the attribute (same inode).
     let script = format!(

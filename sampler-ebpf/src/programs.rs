@@ -62,12 +62,29 @@ fn bump(stat: u32) -> u64 {
     }
 }
 
+/// How many table slots are in use, read so that LLVM cannot fold it into
+/// a loop's trip count.
+///
+/// Every scan of the table runs `i` from 0 to `CGROUP_SLOTS` and stops early
+/// at `i >= slots_in_use(st)`. When LLVM knows the bound it rewrites such a
+/// loop into a count-down from `min(n, CGROUP_SLOTS)`. Newer verifiers
+/// follow that counter; Linux 6.1's does not (it cannot narrow a range on
+/// `!= 0`), walks on past the last slot and rejects the program
+/// ("invalid access to map value, value_size=304 off=304"). With the bound
+/// re-read each round the loop keeps `i` as its counter, a constant in each
+/// round the verifier walks, and the constant bound ends it. One extra load
+/// per slot. See docs/kernels.md.
+#[inline(always)]
+fn slots_in_use(st: &CpuState) -> usize {
+    // SAFETY: `st` is a valid reference; a volatile read of a plain u32.
+    unsafe { core::ptr::read_volatile(&st.n_cgroups) as usize }
+}
+
 /// Gives `d` ns to `cgroup_id` in the table; false when the table is full.
 #[inline(always)]
 fn add_cgroup(st: &mut CpuState, cgroup_id: u64, d: u64) -> bool {
-    let n = st.n_cgroups as usize;
     for i in 0..CGROUP_SLOTS {
-        if i >= n {
+        if i >= slots_in_use(st) {
             break;
         }
         if let Some(slot) = st.cgroups.get_mut(i) {
@@ -77,6 +94,7 @@ fn add_cgroup(st: &mut CpuState, cgroup_id: u64, d: u64) -> bool {
             }
         }
     }
+    let n = slots_in_use(st);
     match st.cgroups.get_mut(n) {
         Some(slot) => {
             *slot = CgroupTime { cgroup_id, ns: d };
@@ -135,9 +153,8 @@ fn flush(st: &mut CpuState, kind: u32, cpu: u32, now: u64, counters: &Counters) 
         (*rec).n_cgroups = st.n_cgroups;
         (*rec)._pad = 0;
         // Only the used slots: userspace reads `n_cgroups` entries.
-        let n = st.n_cgroups as usize;
         for i in 0..CGROUP_SLOTS {
-            if i >= n {
+            if i >= slots_in_use(st) {
                 break;
             }
             (*rec).cgroups[i] = st.cgroups[i];

@@ -59,7 +59,7 @@ pub fn build_ebpf(root: &Path) -> Result<()> {
         .env("RUSTC_BOOTSTRAP", "aya_ebpf,sampler_ebpf")
         .env(
             "CARGO_TARGET_BPFEL_UNKNOWN_NONE_RUSTFLAGS",
-            "-C debuginfo=2 -C link-arg=--btf",
+            "-C debuginfo=2 -C link-arg=--btf -C target-cpu=v3",
         )
         .env("PATH", path);
     eprintln!("xtask: building the eBPF object with {DEBIAN_RUSTC}");

@@ -1,4 +1,4 @@
-//! Developer tasks: `cargo xtask build | run | test | bench-overhead`.
+//! Developer tasks: `cargo xtask build | run | test | test-kernels | bench-overhead`.
 //!
 //! Each task first makes sure the toolchain is present (installing Debian
 //! packages and bpf-linker when missing, and saying so), so the README's two
@@ -7,6 +7,7 @@
 mod bench;
 mod build;
 mod disk;
+mod kernels;
 mod peers;
 mod test;
 mod toolchain;
@@ -35,6 +36,18 @@ enum Cmd {
     },
     /// Every test: fmt, clippy, unit tests, privileged integration and end-to-end tests.
     Test,
+    /// Boot each kernel of the matrix in qemu (Debian 12's current kernel, and
+    /// the host's or else the newest Debian offers) and run `ergon check`, a
+    /// synthetic run checked against the declared watts and a cgroup
+    /// attribution check inside it; one line per kernel (docs/kernels.md).
+    TestKernels {
+        /// qemu accelerator: `tcg` (software, works everywhere) or `kvm`.
+        #[arg(long, value_enum, default_value = "tcg")]
+        accel: kernels::Accel,
+        /// Also boot this kernel image (bzImage/vmlinuz); repeatable.
+        #[arg(long = "kernel", value_name = "FILE")]
+        kernels: Vec<PathBuf>,
+    },
     /// Measure the cost of sampling at 1, 2 and 10 kHz per CPU with every CPU busy.
     BenchOverhead {
         /// Seconds per rate.
@@ -61,6 +74,19 @@ fn main() -> Result<()> {
             build::run_daemon(&bin, &args)
         }
         Cmd::Test => test::test(&root),
+        Cmd::TestKernels { accel, kernels } => {
+            let bin = build::build(&root)?;
+            let opts = kernels::Options {
+                accel,
+                extra: kernels,
+            };
+            let out = kernels::test_kernels(&root, &bin, &opts)?;
+            println!("xtask: {} passed, {} failed", out.passed, out.failed);
+            if out.failed > 0 {
+                anyhow::bail!("{} kernel(s) of the matrix failed", out.failed);
+            }
+            Ok(())
+        }
         Cmd::BenchOverhead {
             seconds,
             out,

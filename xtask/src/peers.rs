@@ -19,52 +19,72 @@ pub fn dir(root: &Path) -> PathBuf {
 
 /// Makes sure `package` is unpacked and provides `usr/bin/<binary>`.
 pub fn ensure(root: &Path, package: &str, binary: &str) -> Result<PathBuf> {
+    ensure_file(root, package, &format!("usr/bin/{binary}"))
+}
+
+/// Makes sure `package` is unpacked under `target/peers/<package>/` and
+/// holds `rel` (e.g. `bin/busybox`); returns that file's path.
+pub fn ensure_file(root: &Path, package: &str, rel: &str) -> Result<PathBuf> {
     let unpacked = dir(root).join(package);
-    let bin = unpacked.join("usr/bin").join(binary);
-    if bin.exists() {
-        return Ok(bin);
+    let file = unpacked.join(rel);
+    if file.exists() {
+        return Ok(file);
     }
-    let download = dir(root).join(".download");
-    std::fs::create_dir_all(&download)
-        .with_context(|| format!("creating {}", download.display()))?;
     eprintln!(
-        "xtask: fetching Debian package {package} for the end-to-end tests (apt-get download, unpacked under {}; no service is installed)",
+        "xtask: fetching Debian package {package} for the tests (apt-get download, unpacked under {}; nothing is installed)",
         unpacked.display()
     );
+    let deb = download(&dir(root).join(".download"), package)?;
+    toolchain::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))?;
+    if !file.exists() {
+        bail!("{} has no {rel}", deb.display());
+    }
+    Ok(file)
+}
+
+/// `apt-get download package` into `into` (once; refreshing the package
+/// lists when the first try fails); returns the `.deb`'s path.
+pub fn download(into: &Path, package: &str) -> Result<PathBuf> {
+    std::fs::create_dir_all(into).with_context(|| format!("creating {}", into.display()))?;
+    let find = || -> Result<Option<PathBuf>> {
+        Ok(std::fs::read_dir(into)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&format!("{package}_")) && n.ends_with(".deb"))
+            }))
+    };
+    if let Some(deb) = find()? {
+        return Ok(deb);
+    }
     let fetch = || {
         Command::new("apt-get")
             .args(["download", "-q", package])
-            .current_dir(&download)
+            .current_dir(into)
             .status()
             .map(|s| s.success())
             .unwrap_or(false)
     };
     if !fetch() {
-        if !toolchain::is_root() {
-            bail!("apt-get download {package} failed; run as root (to refresh the package lists) or `sudo apt-get update` first");
-        }
-        eprintln!("xtask: apt-get update");
-        toolchain::run(Command::new("apt-get").args(["update", "-q"]))?;
+        apt_update()?;
         if !fetch() {
             bail!("apt-get download {package} failed even after apt-get update; is Debian's archive reachable?");
         }
     }
-    let deb = std::fs::read_dir(&download)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&format!("{package}_")) && n.ends_with(".deb"))
-        })
-        .with_context(|| {
-            format!(
-                "apt-get download left no {package}_*.deb in {}",
-                download.display()
-            )
-        })?;
-    toolchain::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))?;
-    if !bin.exists() {
-        bail!("{} has no usr/bin/{binary}", deb.display());
+    find()?.with_context(|| {
+        format!(
+            "apt-get download left no {package}_*.deb in {}",
+            into.display()
+        )
+    })
+}
+
+/// Refreshes the package lists (a fresh machine's may be empty or stale).
+pub fn apt_update() -> Result<()> {
+    if !toolchain::is_root() {
+        bail!("Debian's package lists need a refresh; run as root or `sudo apt-get update` first");
     }
-    Ok(bin)
+    eprintln!("xtask: apt-get update");
+    toolchain::run(Command::new("apt-get").args(["update", "-q"]))
 }

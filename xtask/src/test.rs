@@ -8,7 +8,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::{build, disk, peers, toolchain};
+use crate::{build, disk, kernels, peers, toolchain};
 
 pub fn test(root: &Path) -> Result<()> {
     let target = root.join("target");
@@ -53,6 +53,21 @@ fn run_all(root: &Path) -> Result<()> {
         .env("ERGON_BIN", &bin)
         .env("ERGON_PEERS", peers::dir(root));
     tests_step("privileged integration tests", privileged, &mut totals)?;
+    eprintln!("xtask: == kernel matrix (cargo xtask test-kernels) ==");
+    let matrix = kernels::test_kernels(
+        root,
+        &bin,
+        &kernels::Options {
+            accel: kernels::Accel::Tcg,
+            extra: Vec::new(),
+        },
+    )?;
+    totals.passed += matrix.passed;
+    totals.failed += matrix.failed;
+    if matrix.failed > 0 {
+        println!("xtask: {} passed, {} failed", totals.passed, totals.failed);
+        bail!("{} kernel(s) of the matrix failed", matrix.failed);
+    }
     eprintln!("xtask: all tests passed");
     // One closing line for the whole run (cargo's last line is a doc-test
     // summary that may well say 0).

@@ -42,7 +42,7 @@ pub fn ensure() -> Result<Toolchain> {
     Ok(Toolchain { bpf_linker })
 }
 
-fn deb_installed(pkg: &str) -> bool {
+pub fn deb_installed(pkg: &str) -> bool {
     Command::new("dpkg-query")
         .args(["-W", "-f=${Status}", pkg])
         .output()
@@ -53,7 +53,7 @@ fn deb_installed(pkg: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn apt_install(pkgs: &[&str]) -> Result<()> {
+pub fn apt_install(pkgs: &[&str]) -> Result<()> {
     if pkgs.is_empty() {
         return Ok(());
     }

@@ -12,8 +12,32 @@ use crate::{
     topology::Topology,
 };
 
-/// Minimum kernel: BPF ring buffer, CAP_BPF/CAP_PERFMON, `bpf_ktime_get_boot_ns`.
+/// What the kernel programs need, each with the release that brought it.
+/// The newest of them is the floor ([`MIN_KERNEL`]); an older kernel is told
+/// which ones it lacks before anything is loaded. The kernels proven by
+/// `cargo xtask test-kernels` are listed in docs/kernels.md.
+pub const KERNEL_FEATURES: &[(&str, (u32, u32))] = &[
+    ("BPF cpu v3 instructions (jmp32, alu32)", (5, 1)),
+    ("bpf_perf_event_read_value", (4, 15)),
+    ("tp_btf programs", (5, 5)),
+    ("BPF ring buffer", (5, 8)),
+    ("CAP_BPF and CAP_PERFMON", (5, 8)),
+    ("bpf_ktime_get_boot_ns", (5, 8)),
+];
+
+/// Minimum kernel: the newest release among [`KERNEL_FEATURES`].
 pub const MIN_KERNEL: (u32, u32) = (5, 8);
+
+/// The features of [`KERNEL_FEATURES`] that kernel `v` predates, e.g.
+/// `BPF ring buffer (5.8), CAP_BPF and CAP_PERFMON (5.8)`.
+pub fn missing_kernel_features(v: (u32, u32)) -> String {
+    KERNEL_FEATURES
+        .iter()
+        .filter(|(_, since)| v < *since)
+        .map(|(name, since)| format!("{name} ({}.{})", since.0, since.1))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
@@ -101,7 +125,16 @@ pub fn inspect(root: &SysRoot, declared: &Declared) -> Report {
         Some(v) => r.push(
             "kernel",
             Status::Fail,
-            format!("{}.{} is older than 5.8: the BPF ring buffer, CAP_BPF and boot-time clocks are missing; upgrade the kernel", v.0, v.1),
+            format!(
+                "{}.{} is older than {}.{}: it lacks {}; upgrade to {}.{} or newer (docs/kernels.md lists the kernels proven)",
+                v.0,
+                v.1,
+                MIN_KERNEL.0,
+                MIN_KERNEL.1,
+                missing_kernel_features(v),
+                MIN_KERNEL.0,
+                MIN_KERNEL.1
+            ),
         ),
         None => r.push("kernel", Status::Fail, format!("cannot read the release from {}", osrelease.display())),
     }
@@ -335,6 +368,16 @@ mod tests {
         assert_eq!(parse_kernel_release("4.19-rc1"), Some((4, 19)));
         assert_eq!(parse_kernel_release("garbage"), None);
         assert!(parse_kernel_release("5.4.0").is_some_and(|v| v < MIN_KERNEL));
+        // The floor is the newest feature's release, and nothing is missing there.
+        assert_eq!(
+            KERNEL_FEATURES.iter().map(|(_, v)| *v).max(),
+            Some(MIN_KERNEL)
+        );
+        assert_eq!(missing_kernel_features(MIN_KERNEL), "");
+        assert_eq!(
+            missing_kernel_features((5, 4)),
+            "tp_btf programs (5.5), BPF ring buffer (5.8), CAP_BPF and CAP_PERFMON (5.8), bpf_ktime_get_boot_ns (5.8)"
+        );
     }
 
     #[test]
@@ -401,9 +444,9 @@ mod tests {
             let f = r.find(item).expect("line");
             assert_eq!(f.status, Status::Fail, "{item}: {}", f.detail);
         }
-        assert!(r
-            .find("kernel")
-            .is_some_and(|f| f.detail.contains("older than 5.8")));
+        assert!(r.find("kernel").is_some_and(|f| f.detail.contains(
+            "older than 5.8: it lacks BPF cpu v3 instructions (jmp32, alu32) (5.1), tp_btf programs (5.5), BPF ring buffer (5.8), CAP_BPF and CAP_PERFMON (5.8), bpf_ktime_get_boot_ns (5.8)"
+        )), "{:?}", r.find("kernel"));
         assert!(r
             .find("btf")
             .is_some_and(|f| f.detail.contains("CONFIG_DEBUG_INFO_BTF")));

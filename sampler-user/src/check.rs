@@ -7,7 +7,7 @@ use std::{fmt::Write as _, process::ExitCode};
 use crate::{
     bpf, cgroupfs,
     config::Settings,
-    source::{self, chain, msr, rapl, Declared, SourceKind},
+    source::{self, chain, msr, rapl, Declared, Probe, SourceKind},
     sysroot::SysRoot,
     topology::Topology,
 };
@@ -117,7 +117,8 @@ pub fn parse_cap_eff(status: &str) -> Option<u64> {
 }
 
 /// Everything that does not need privileges or the kernel programs.
-pub fn inspect(root: &SysRoot, declared: &Declared) -> Report {
+/// Counter sources are planned only with counters that move under `probe`.
+pub fn inspect(root: &SysRoot, declared: &Declared, probe: &dyn Probe) -> Report {
     let mut r = Report::default();
     let osrelease = root.proc("sys/kernel/osrelease");
     match std::fs::read_to_string(&osrelease).ok().as_deref().and_then(parse_kernel_release) {
@@ -264,7 +265,7 @@ pub fn inspect(root: &SysRoot, declared: &Declared) -> Report {
         Err(e) => r.push("cgroup", Status::Info, chain(&e)),
     }
     match Topology::read(root) {
-        Ok(topo) => match source::select(SourceKind::Auto, root, &topo, declared) {
+        Ok(topo) => match source::select(SourceKind::Auto, root, &topo, declared, probe) {
             Ok(plan) => r.push(
                 "auto source",
                 Status::Ok,
@@ -297,7 +298,8 @@ fn powercap_zones(root: &SysRoot) -> String {
 
 /// The full check, including loading the kernel programs through the verifier.
 pub fn report(settings: &Settings) -> Report {
-    let mut r = inspect(&settings.root, &settings.declared());
+    let probe = source::liveness::Reads::default();
+    let mut r = inspect(&settings.root, &settings.declared(), &probe);
     let ready = ["kernel", "btf", "privileges"]
         .iter()
         .all(|i| r.find(i).is_some_and(|f| f.status == Status::Ok));
@@ -319,7 +321,13 @@ pub fn report(settings: &Settings) -> Report {
     }
     if settings.source != SourceKind::Auto {
         if let Ok(topo) = Topology::read(&settings.root) {
-            match source::select(settings.source, &settings.root, &topo, &settings.declared()) {
+            match source::select(
+                settings.source,
+                &settings.root,
+                &topo,
+                &settings.declared(),
+                &probe,
+            ) {
                 Ok(plan) => r.push(
                     "--source",
                     Status::Ok,
@@ -346,6 +354,7 @@ pub fn run(settings: &Settings) -> ExitCode {
 mod tests {
     use super::*;
     use crate::source::{
+        liveness::Assume,
         model::Model,
         synthetic::{Layout, Synthetic},
     };
@@ -413,7 +422,7 @@ mod tests {
     #[test]
     fn a_capable_machine_without_counters_picks_the_model_and_says_why() {
         let dir = tree("6.1.0\n", "000001ffffffffff", true);
-        let r = inspect(&SysRoot::under(dir.path()), &declared());
+        let r = inspect(&SysRoot::under(dir.path()), &declared(), &Assume);
         assert!(r.can_run(), "{}", r.render());
         let auto = r.find("auto source").expect("auto line");
         for part in [
@@ -438,7 +447,7 @@ mod tests {
     #[test]
     fn old_kernel_no_btf_no_caps_fail_with_reasons() {
         let dir = tree("4.19.0\n", "0000000000000000", false);
-        let r = inspect(&SysRoot::under(dir.path()), &declared());
+        let r = inspect(&SysRoot::under(dir.path()), &declared(), &Assume);
         assert!(!r.can_run());
         for item in ["kernel", "btf", "privileges"] {
             let f = r.find(item).expect("line");
@@ -459,7 +468,7 @@ mod tests {
     #[test]
     fn rapl_fixture_is_reported_and_chosen() {
         let fixture = crate::testdata::fixture("rapl-intel-2pkg");
-        let r = inspect(&SysRoot::under(&fixture), &declared());
+        let r = inspect(&SysRoot::under(&fixture), &declared(), &Assume);
         let pmu = r.find("power PMU").expect("pmu line");
         assert_eq!(pmu.status, Status::Ok, "{}", pmu.detail);
         assert!(

@@ -184,7 +184,13 @@ pub async fn run(args: MeasureArgs) -> Result<i32, MeasureError> {
     settings.serve.batch_resolution = Duration::from_millis(1);
     settings.serve.cgroup_batch_resolution = Duration::from_millis(1);
     let topo = Topology::read(&settings.root)?;
-    let plan = source::select(settings.source, &settings.root, &topo, &settings.declared())?;
+    let plan = source::select(
+        settings.source,
+        &settings.root,
+        &topo,
+        &settings.declared(),
+        &source::liveness::Reads::default(),
+    )?;
     info!(source = plan.source.name(), reason = %plan.reason, "energy source chosen");
     let root = cgroups::v2_root(&settings.root).ok_or(MeasureError::NoCgroup2)?;
     let name = format!("ergon-measure-{}", std::process::id());

@@ -454,3 +454,42 @@ pub fn every_ms(ms: u64, mut step: impl FnMut(u64)) {
         }
     }
 }
+
+/// A writer that keeps a polled fixture counter moving while the daemon
+/// starts: Ergon reads a candidate counter twice before it uses it and
+/// refuses one that stands still (a dead register), so a fixture counter
+/// must move from the start. `step` advances `state` once a millisecond until
+/// [`Preroll::stop`], which returns the state it reached; what the books
+/// hold at that point (settled) is the test's baseline.
+pub struct Preroll<T> {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<T>,
+}
+
+impl<T: Send + 'static> Preroll<T> {
+    pub fn start(mut state: T, mut step: impl FnMut(&mut T) + Send + 'static) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                let t0 = Instant::now();
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    step(&mut state);
+                    i += 1;
+                    let due = t0 + Duration::from_millis(i);
+                    if let Some(d) = due.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(d);
+                    }
+                }
+                state
+            }
+        });
+        Self { stop, thread }
+    }
+
+    pub fn stop(self) -> T {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("preroll writer")
+    }
+}

@@ -207,9 +207,39 @@ fn tempfile_dir() -> std::path::PathBuf {
     d
 }
 
+/// What this machine offers, found with the code `ergon check` uses; the
+/// binary must report that and what follows from it, never a literal
+/// description of one host. Which case ran is printed.
 #[test]
 fn check_reports_this_machine_and_exits_zero() {
+    use ergon::{
+        check,
+        source::{self, liveness::Reads, model::Model, rapl, synthetic, Declared, SourceKind},
+        sysroot::SysRoot,
+        topology::Topology,
+    };
     require_root();
+    let root = SysRoot::default();
+    let declared = Declared {
+        synthetic: synthetic::Synthetic {
+            watts: 10.0,
+            layout: synthetic::Layout::PerCpu,
+        },
+        model: Model::default(),
+    };
+    let probe = Reads::default();
+    let topo = Topology::read(&root).expect("topology");
+    let pmu = rapl::discover(&root);
+    let rapl_plan = source::select(SourceKind::Rapl, &root, &topo, &declared, &probe);
+    let case = match (&pmu, &rapl_plan) {
+        (Ok(None), _) => "no power PMU",
+        (_, Ok(_)) => "a power PMU whose counters move",
+        (_, Err(_)) => "a power PMU that is present but dead or unusable",
+    };
+    println!("this machine has {case}");
+    let expected = check::inspect(&root, &declared, &probe);
+    let auto = expected.find("auto source").expect("auto line");
+
     let out = Command::new(ergon_bin())
         .arg("check")
         .output()
@@ -217,27 +247,68 @@ fn check_reports_this_machine_and_exits_zero() {
     let text = String::from_utf8_lossy(&out.stdout);
     println!("{text}");
     assert!(out.status.success(), "ergon check failed here:\n{text}");
+    // Root on a kernel with BTF (every machine here): these must be ok.
     for want in [
         "ok    kernel",
         "ok    btf",
         "ok    privileges",
         "ok    programs     on_timer and sched_switch pass the verifier",
-        "cgroup2 at /sys/fs/cgroup/unified",
-        "ok    auto source  model: no perf power PMU",
-        "msr module is not loaded",
         "ergon run can work on this machine.",
     ] {
         assert!(text.contains(want), "missing `{want}`");
     }
+    // The cgroup layout and the source auto picks are what the probe found.
+    for item in ["cgroup", "auto source", "cpus"] {
+        let f = expected.find(item).expect("probed line");
+        let tag = if f.status == check::Status::Ok {
+            "ok  "
+        } else {
+            "info"
+        };
+        let want = format!("{tag}  {item:<12} {}", f.detail);
+        assert!(text.contains(&want), "missing `{want}`");
+    }
+    let picked = auto.detail.split(':').next().unwrap_or_default();
+    match case {
+        "no power PMU" => {
+            assert_ne!(
+                picked, "rapl",
+                "no PMU, yet auto picked rapl: {}",
+                auto.detail
+            );
+            assert!(
+                auto.detail.contains("no perf power PMU at"),
+                "{}",
+                auto.detail
+            );
+        }
+        "a power PMU whose counters move" => assert_eq!(picked, "rapl", "{}", auto.detail),
+        _ => {
+            assert_ne!(picked, "rapl", "a dead PMU was picked: {}", auto.detail);
+            assert!(
+                auto.detail.contains("rapl: "),
+                "auto says why not rapl: {}",
+                auto.detail
+            );
+        }
+    }
+    // --source rapl works exactly where the probe found moving counters.
     let out = Command::new(ergon_bin())
         .args(["check", "--source", "rapl"])
         .output()
         .expect("run ergon check");
-    assert!(
-        !out.status.success(),
-        "no RAPL here: --source rapl cannot work"
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.success(),
+        rapl_plan.is_ok(),
+        "{case}: ergon check --source rapl:\n{text}"
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL  --source"));
+    let tag = if rapl_plan.is_ok() {
+        "ok    --source"
+    } else {
+        "FAIL  --source"
+    };
+    assert!(text.contains(tag), "{case}: `{tag}` in:\n{text}");
 }
 
 #[test]

@@ -31,6 +31,7 @@ fn load(period: Duration) -> (Sampler, Topology) {
             },
             model: Model::default(),
         },
+        &source::liveness::Reads::default(),
     )
     .expect("synthetic plan");
     let s = Sampler::load(

@@ -11,7 +11,7 @@ use std::{
 };
 
 use tests::{
-    cpu_packages, every_ms, require_root, source_check_as_nobody, sum_of, world_readable, Daemon,
+    cpu_packages, every_ms, require_root, source_check_as_nobody, world_readable, Daemon, Preroll,
 };
 
 const PKG: &str = "ergon_package_energy_joules_total";
@@ -80,6 +80,15 @@ fn msr_package_register_is_read_across_the_32_bit_wrap() {
     for f in &files {
         set(f, &PACKAGE, start);
     }
+    // Ergon refuses a register that stands still: keep it moving by one
+    // count a ms while the daemon starts.
+    let pre = {
+        let f = files[0].try_clone().expect("dup msr file");
+        Preroll::start(start, move |v| {
+            *v = (*v + 1) & 0xFFFF_FFFF;
+            set(&f, &PACKAGE, *v);
+        })
+    };
     let d = Daemon::start(&["--source", "msr", "--dev-root", &dir_arg(&dir.join("dev"))]);
     let m = d.metrics();
     assert_eq!(
@@ -87,11 +96,19 @@ fn msr_package_register_is_read_across_the_32_bit_wrap() {
         Some(&1.0),
         "{m:?}"
     );
-    let before = sum_of(&m, PKG);
-    assert!(before.abs() < 1e-9, "nothing written yet: {before} J");
+    let at = pre.stop();
+    let (before, _) = d.settled_sum(PKG, std::time::SystemTime::now());
+    assert!(
+        before >= 0.0 && before <= (at - start) as f64 * J_PER_COUNT + 1e-9,
+        "{before} J booked from a preroll of {} counts",
+        at - start
+    );
     // 3 s at 5 W: 327,680 counts per s of 2^-16 J.
-    let written = write_steps(&files[0], start, 328, 3_000);
-    d.serves_written_package_energy(written as f64 * J_PER_COUNT, " (across the 2^32 wrap)");
+    let written = write_steps(&files[0], at, 328, 3_000);
+    d.serves_written_package_energy(
+        before + written as f64 * J_PER_COUNT,
+        " (across the 2^32 wrap)",
+    );
     let (status, log) = d.stop();
     assert!(status.success(), "{log}");
     assert!(log.contains("msr"), "the log says which source: {log}");

@@ -9,18 +9,20 @@ use std::{
 };
 
 use tests::{
-    every_ms, fixture::powercap_tree, require_root, source_check_as_nobody, sum_of, world_readable,
-    Daemon,
+    every_ms, fixture::powercap_tree, require_root, source_check_as_nobody, world_readable, Daemon,
+    Preroll,
 };
 
 const PKG: &str = "ergon_package_energy_joules_total";
 /// A small range, so the run wraps a few times.
 const MAX_UJ: u64 = 2_000_000;
+/// Where the fixture zone's count starts (0.1 J below its wrap).
+const START_UJ: u64 = 1_900_000;
 
 /// This machine's CPU topology plus one package zone, under a temp dir.
 fn tree(name: &str) -> (PathBuf, PathBuf) {
     let dir = std::env::temp_dir().join(format!("ergon-powercap-{name}-{}", std::process::id()));
-    let energy = powercap_tree(&dir, MAX_UJ, 1_900_000);
+    let energy = powercap_tree(&dir, MAX_UJ, START_UJ);
     (dir, energy)
 }
 
@@ -34,18 +36,37 @@ fn write_steps(path: &Path, start: u64, step: u64, ms: u64) -> u64 {
     step * ms
 }
 
-/// Advances `energy` from 1.9 J by `step` µJ a ms for `ms` ms, and asserts
-/// that the package energy served (from 0) is what was written, to the
-/// microjoule.
-fn written_is_served(d: &Daemon, energy: &Path, step: u64, ms: u64) {
-    let written = write_steps(energy, 1_900_000, step, ms);
-    d.serves_written_package_energy(written as f64 * 1e-6, "");
+/// Keeps `energy` moving by 1 µJ a ms from 1.9 J while the daemon starts
+/// (it refuses a zone that stands still).
+fn preroll(energy: &Path) -> Preroll<u64> {
+    let energy = energy.to_path_buf();
+    Preroll::start(START_UJ, move |v| {
+        *v = (*v + 1) % (MAX_UJ + 1);
+        std::fs::write(&energy, format!("{v}\n")).expect("write energy_uj");
+    })
+}
+
+/// Stops the preroll, takes what the books settled at as the baseline, then
+/// advances `energy` by `step` µJ a ms for `ms` ms and asserts that the
+/// package energy served grew by what was written, to the microjoule.
+fn written_is_served(d: &Daemon, pre: Preroll<u64>, energy: &Path, step: u64, ms: u64) {
+    let at = pre.stop();
+    let (before, _) = d.settled_sum(PKG, std::time::SystemTime::now());
+    // The preroll wrote 1 µJ a ms for as long as the daemon took to start.
+    let preroll = at - START_UJ;
+    assert!(
+        before >= 0.0 && before <= preroll as f64 * 1e-6 + 1e-9,
+        "{before} J booked from a preroll of {preroll} µJ"
+    );
+    let written = write_steps(energy, at, step, ms);
+    d.serves_written_package_energy(before + written as f64 * 1e-6, "");
 }
 
 #[test]
 fn powercap_zone_is_read_across_wraps_to_the_microjoule() {
     require_root();
     let (dir, energy) = tree("wrap");
+    let pre = preroll(&energy);
     let d = Daemon::start(&[
         "--source",
         "powercap",
@@ -58,10 +79,8 @@ fn powercap_zone_is_read_across_wraps_to_the_microjoule() {
         Some(&1.0),
         "{m:?}"
     );
-    let before = sum_of(&m, PKG);
-    assert!(before.abs() < 1e-9, "nothing written yet: {before} J");
     // 3 s at 5 W (5,000 µJ per ms): 15 J, wrapping at 2 J about 7 times.
-    written_is_served(&d, &energy, 5_000, 3_000);
+    written_is_served(&d, pre, &energy, 5_000, 3_000);
     let (status, log) = d.stop();
     assert!(status.success(), "{log}");
     assert!(log.contains("powercap"), "the log says which source: {log}");
@@ -94,6 +113,7 @@ fn auto_picks_a_powercap_zone_over_the_model_and_says_why() {
     require_root();
     let (dir, energy) = tree("auto");
     let sys = dir.join("sys");
+    let pre = preroll(&energy);
     let d = Daemon::start(&[
         "--source",
         "auto",
@@ -108,7 +128,7 @@ fn auto_picks_a_powercap_zone_over_the_model_and_says_why() {
     );
     assert_eq!(m.get("ergon_source_info{source=\"model\"}"), None, "{m:?}");
     // 0.5 s at 2 W: what is served is what the zone counted.
-    written_is_served(&d, &energy, 2_000, 500);
+    written_is_served(&d, pre, &energy, 2_000, 500);
     let (status, log) = d.stop();
     assert!(status.success(), "{log}");
     let chosen = log

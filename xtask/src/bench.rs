@@ -38,18 +38,24 @@ const POWERCAP_ZONE: &str = "/sys/class/powercap/intel-rapl:0";
 pub fn overhead(bin: &Path, source: &str, seconds: u64, out: Option<&Path>) -> Result<()> {
     let cpus = tests::online_cpus();
     let mut args = vec!["--source".to_string(), source.to_string()];
-    let mut fixture: Option<PathBuf> = None;
+    let mut fixture: Option<(PathBuf, tests::Preroll<u64>)> = None;
     if source == "powercap" && !Path::new(POWERCAP_ZONE).exists() {
         let dir = std::env::temp_dir().join(format!("ergon-bench-powercap-{}", std::process::id()));
         // A real package zone's range (2^32 counts of 61 µJ).
-        tests::fixture::powercap_tree(&dir, 262_143_328_850, 1_000_000);
+        let energy = tests::fixture::powercap_tree(&dir, 262_143_328_850, 1_000_000);
+        // Ergon refuses a zone that stands still: advance it by one 61 µJ
+        // count a ms (61 mW) for the whole benchmark.
+        let writer = tests::Preroll::start(1_000_000u64, move |v| {
+            *v += 61;
+            let _ = std::fs::write(&energy, format!("{v}\n"));
+        });
         eprintln!(
             "xtask: no powercap RAPL zone here: polling a fixture tree at {} (a regular file, not the MSR behind a real energy_uj)",
             dir.display()
         );
         args.push("--sysfs-root".into());
         args.push(dir.join("sys").display().to_string());
-        fixture = Some(dir);
+        fixture = Some((dir, writer));
     }
     let spinners = tests::Busy::on(&cpus);
     let mut rows = Vec::new();
@@ -64,7 +70,8 @@ pub fn overhead(bin: &Path, source: &str, seconds: u64, out: Option<&Path>) -> R
         }
     }
     drop(spinners);
-    if let Some(dir) = fixture {
+    if let Some((dir, writer)) = fixture {
+        writer.stop();
         let _ = std::fs::remove_dir_all(dir);
     }
     result?;

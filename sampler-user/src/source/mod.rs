@@ -6,6 +6,7 @@
 //! userspace source's counters are read by the daemon ([`poll`]) instead of
 //! the timer program; its records still carry every CPU's timeline.
 
+pub mod liveness;
 pub mod model;
 pub mod msr;
 pub mod poll;
@@ -15,6 +16,7 @@ pub mod synthetic;
 
 use serde::Deserialize;
 
+pub use liveness::Probe;
 pub use rapl::{CounterPlan, UserCounter, UserRead};
 
 use crate::{sysroot::SysRoot, topology::Topology};
@@ -112,6 +114,9 @@ pub enum SourceError {
         #[source]
         source: msr::MsrError,
     },
+    /// Every counter the source found is present but dead or unreadable.
+    #[error("--source {name}: no counter it found moves: {why}; use --source auto, which falls back to a source that works here (the model, an estimate, where no counter moves)")]
+    Dead { name: &'static str, why: String },
 }
 
 impl SourceError {
@@ -126,16 +131,19 @@ impl SourceError {
             SourceError::Powercap { source } => format!("powercap unusable ({})", chain(source)),
             SourceError::NoMsr => "no RAPL package MSR reads on this CPU".into(),
             SourceError::Msr { source } => format!("msr: {}", chain(source)),
+            SourceError::Dead { name, why } => format!("{name}: {why}"),
         }
     }
 }
 
-/// Resolves `--source` into a plan for this machine.
+/// Resolves `--source` into a plan for this machine. A counter source's
+/// counters must move under `probe` ([`liveness`]) to be planned.
 pub fn select(
     kind: SourceKind,
     root: &SysRoot,
     topo: &Topology,
     declared: &Declared,
+    probe: &dyn Probe,
 ) -> Result<Plan, SourceError> {
     let asked = |s: &str| format!("asked for with --source {s}");
     match kind {
@@ -150,20 +158,20 @@ pub fn select(
             &declared.model,
             format!("{}; {}", asked("model"), declared.model.describe()),
         )),
-        SourceKind::Rapl => try_rapl(root, topo).map(|f| f.plan(asked("rapl"))),
-        SourceKind::Powercap => try_powercap(root, topo).map(|f| f.plan(asked("powercap"))),
-        SourceKind::Msr => try_msr(root, topo).map(|f| f.plan(asked("msr"))),
-        SourceKind::Auto => Ok(auto(root, topo, declared)),
+        SourceKind::Rapl => try_rapl(root, topo, probe).map(|f| f.plan(asked("rapl"))),
+        SourceKind::Powercap => try_powercap(root, topo, probe).map(|f| f.plan(asked("powercap"))),
+        SourceKind::Msr => try_msr(root, topo, probe).map(|f| f.plan(asked("msr"))),
+        SourceKind::Auto => Ok(auto(root, topo, declared, probe)),
     }
 }
 
 /// `auto`: rapl → powercap → msr → model; the reason says what each step
 /// found. `synthetic` is never chosen here: it only runs when asked for.
-fn auto(root: &SysRoot, topo: &Topology, declared: &Declared) -> Plan {
+fn auto(root: &SysRoot, topo: &Topology, declared: &Declared, probe: &dyn Probe) -> Plan {
     let mut tried: Vec<String> = Vec::new();
     let counter_sources: [Attempt; 3] = [try_rapl, try_powercap, try_msr];
     for attempt in counter_sources {
-        match attempt(root, topo) {
+        match attempt(root, topo, probe) {
             Ok(f) => {
                 tried.push(f.found.clone());
                 return f.plan(tried.join("; "));
@@ -179,7 +187,7 @@ fn auto(root: &SysRoot, topo: &Topology, declared: &Declared) -> Plan {
 }
 
 /// Looks for one counter source on this machine.
-type Attempt = fn(&SysRoot, &Topology) -> Result<Found, SourceError>;
+type Attempt = fn(&SysRoot, &Topology, &dyn Probe) -> Result<Found, SourceError>;
 
 /// A counter source this machine has: its package counters and what was found.
 struct Found {
@@ -189,6 +197,33 @@ struct Found {
 }
 
 impl Found {
+    /// Leaves out the counters that do not move under `probe`, saying so in
+    /// `found`; an error naming each one when none is left.
+    fn moving(mut self, probe: &dyn Probe, topo: &Topology) -> Result<Found, SourceError> {
+        let packages = topo.packages().len();
+        let verdicts = probe.probe(&self.counters);
+        let mut kept = Vec::with_capacity(self.counters.len());
+        let mut left_out = Vec::new();
+        for (c, l) in self.counters.into_iter().zip(verdicts) {
+            match liveness::why(&c, packages, &l) {
+                Some(why) => left_out.push(why),
+                None => kept.push(c),
+            }
+        }
+        if kept.is_empty() {
+            return Err(SourceError::Dead {
+                name: self.source.name(),
+                why: left_out.join("; "),
+            });
+        }
+        if !left_out.is_empty() {
+            self.found
+                .push_str(&format!("; left out: {}", left_out.join("; ")));
+        }
+        self.counters = kept;
+        Ok(self)
+    }
+
     fn plan(self, reason: String) -> Plan {
         Plan {
             source: self.source,
@@ -199,7 +234,7 @@ impl Found {
     }
 }
 
-fn try_rapl(root: &SysRoot, topo: &Topology) -> Result<Found, SourceError> {
+fn try_rapl(root: &SysRoot, topo: &Topology, probe: &dyn Probe) -> Result<Found, SourceError> {
     let pmu_path = root.sys(rapl::POWER_PMU_DIR).display().to_string();
     let pmu = match rapl::discover(root) {
         Ok(Some(pmu)) => pmu,
@@ -212,17 +247,18 @@ fn try_rapl(root: &SysRoot, topo: &Topology) -> Result<Found, SourceError> {
         .filter_map(|e| sampler_common::DOMAIN_NAMES.get(e.domain).copied())
         .collect();
     let counters = rapl::plan(&pmu, topo).map_err(|source| SourceError::Rapl { source })?;
-    Ok(Found {
+    Found {
         source: Resolved::Rapl,
         counters,
         found: format!(
             "perf power PMU found at {pmu_path} with energy-{{{}}}",
             domains.join(",")
         ),
-    })
+    }
+    .moving(probe, topo)
 }
 
-fn try_powercap(root: &SysRoot, topo: &Topology) -> Result<Found, SourceError> {
+fn try_powercap(root: &SysRoot, topo: &Topology, probe: &dyn Probe) -> Result<Found, SourceError> {
     let dir = root.sys(powercap::DIR).display().to_string();
     let found = powercap::discover(root).map_err(|source| SourceError::Powercap { source })?;
     let counters = powercap::plan(&found.zones, topo);
@@ -231,17 +267,25 @@ fn try_powercap(root: &SysRoot, topo: &Topology) -> Result<Found, SourceError> {
     }
     let names: Vec<&str> = found.zones.iter().map(|z| z.name.as_str()).collect();
     let skipped: String = found.skipped.iter().map(|s| format!("; {s}")).collect();
-    Ok(Found {
+    let found = Found {
         source: Resolved::Powercap,
         counters,
         found: format!(
             "powercap RAPL zones at {dir} ({}), read by the daemon{skipped}",
             names.join(", ")
         ),
-    })
+    }
+    .moving(probe, topo)?;
+    if !found.counters.iter().any(|c| c.domain == 0) {
+        return Err(SourceError::Dead {
+            name: "powercap",
+            why: format!("no package zone moves ({})", found.found),
+        });
+    }
+    Ok(found)
 }
 
-fn try_msr(root: &SysRoot, topo: &Topology) -> Result<Found, SourceError> {
+fn try_msr(root: &SysRoot, topo: &Topology, probe: &dyn Probe) -> Result<Found, SourceError> {
     let counters = msr::plan(root, topo).map_err(|source| SourceError::Msr { source })?;
     if !counters.iter().any(|c| c.domain == 0) {
         return Err(SourceError::NoMsr);
@@ -253,7 +297,7 @@ fn try_msr(root: &SysRoot, topo: &Topology) -> Result<Found, SourceError> {
         .iter()
         .filter_map(|&d| sampler_common::DOMAIN_NAMES.get(d).copied())
         .collect();
-    Ok(Found {
+    let found = Found {
         source: Resolved::Msr,
         counters,
         found: format!(
@@ -261,7 +305,15 @@ fn try_msr(root: &SysRoot, topo: &Topology) -> Result<Found, SourceError> {
             root.dev("cpu/N/msr").display(),
             domains.join(", ")
         ),
-    })
+    }
+    .moving(probe, topo)?;
+    if !found.counters.iter().any(|c| c.domain == 0) {
+        return Err(SourceError::Dead {
+            name: "msr",
+            why: format!("no package register moves ({})", found.found),
+        });
+    }
+    Ok(found)
 }
 
 /// An error and its sources on one line.

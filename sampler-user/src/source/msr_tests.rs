@@ -9,7 +9,10 @@ use std::{os::unix::fs::FileExt, path::Path, time::Duration};
 use super::*;
 use crate::{
     energy::EnergyBooks,
-    source::{model::Model, poll, select, synthetic, Declared, Plan, Resolved, SourceKind},
+    source::{
+        liveness::Assume, model::Model, poll, select, synthetic, Declared, Plan, Resolved,
+        SourceKind,
+    },
     testdata::scratch,
 };
 
@@ -104,7 +107,7 @@ fn amd_package_register_and_unit() {
         (counters[0].domain, counters[0].joules_per_count),
         (0, 1.0 / 65536.0)
     );
-    let p = select(SourceKind::Msr, &root, &topo, &declared()).expect("msr");
+    let p = select(SourceKind::Msr, &root, &topo, &declared(), &Assume).expect("msr");
     assert_eq!(p.source, Resolved::Msr);
 }
 
@@ -135,7 +138,7 @@ fn amd_cores_are_one_register_per_core_summed() {
         .map(|c| (c.domain, c.package, c.joules_per_count))
         .collect();
     assert_eq!(got, vec![(0, 0, 1.0 / 65536.0), (1, 0, 1.0 / 65536.0)]);
-    let p = select(SourceKind::Auto, &root, &topo, &declared()).expect("auto");
+    let p = select(SourceKind::Auto, &root, &topo, &declared(), &Assume).expect("auto");
     assert_eq!(p.source, Resolved::Msr);
     assert!(
         p.reason.contains("(pkg, cores; read by the daemon)"),
@@ -227,7 +230,7 @@ fn amd_core_registers_wrapping_on_their_own_sum_exactly() {
 fn a_missing_driver_a_vm_and_an_unknown_vendor_are_explained() {
     let (_dir, root) = scratch("msr-intel-2pkg");
     let topo = Topology::read(&root).expect("topology");
-    let e = select(SourceKind::Msr, &root, &topo, &declared())
+    let e = select(SourceKind::Msr, &root, &topo, &declared(), &Assume)
         .expect_err("no driver")
         .to_string();
     assert!(e.contains("--source msr"), "{e}");
@@ -244,7 +247,7 @@ fn a_missing_driver_a_vm_and_an_unknown_vendor_are_explained() {
     let e = plan(&root, &topo).expect_err("no rapl").to_string();
     assert!(e.contains("MSR_RAPL_POWER_UNIT (0x606)"), "{e}");
     // auto explains every step and ends with the model.
-    let p = select(SourceKind::Auto, &root, &topo, &declared()).expect("auto");
+    let p = select(SourceKind::Auto, &root, &topo, &declared(), &Assume).expect("auto");
     assert_eq!(p.source, Resolved::Model);
     assert!(
         p.reason.contains("no perf power PMU")
@@ -269,7 +272,7 @@ fn auto_takes_msr_after_rapl_and_powercap() {
     let (_dir, root) = scratch("msr-intel-2pkg");
     intel(&root);
     let topo = Topology::read(&root).expect("topology");
-    let p = select(SourceKind::Auto, &root, &topo, &declared()).expect("auto");
+    let p = select(SourceKind::Auto, &root, &topo, &declared(), &Assume).expect("auto");
     assert_eq!(p.source, Resolved::Msr);
     assert!(
         p.reason.contains("no perf power PMU")

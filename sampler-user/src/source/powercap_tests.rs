@@ -9,7 +9,7 @@ use std::{
 
 use super::*;
 use crate::{
-    source::{poll, select, synthetic, Declared, Plan, Resolved, SourceKind},
+    source::{liveness::Assume, poll, select, synthetic, Declared, Plan, Resolved, SourceKind},
     testdata::{fixture, scratch},
 };
 
@@ -96,7 +96,7 @@ fn amd_serves_the_package_and_skips_the_one_core_core_zone() {
 fn auto_prefers_rapl_then_powercap_and_says_why() {
     let root = SysRoot::under(&fixture("powercap-amd"));
     let topo = Topology::read(&root).expect("topology");
-    let p: Plan = select(SourceKind::Auto, &root, &topo, &synth()).expect("plan");
+    let p: Plan = select(SourceKind::Auto, &root, &topo, &synth(), &Assume).expect("plan");
     assert_eq!(p.source, Resolved::Powercap);
     assert!(
         p.reason.contains("no perf power PMU")
@@ -109,14 +109,14 @@ fn auto_prefers_rapl_then_powercap_and_says_why() {
     // No zones at all: on to msr, then the model, and the reason names every absence.
     let root = SysRoot::under(&fixture("no-pmu"));
     let topo = Topology::read(&root).expect("topology");
-    let p = select(SourceKind::Auto, &root, &topo, &synth()).expect("plan");
+    let p = select(SourceKind::Auto, &root, &topo, &synth(), &Assume).expect("plan");
     assert_eq!(p.source, Resolved::Model);
     assert!(
         p.reason.contains("no powercap RAPL package zone"),
         "{}",
         p.reason
     );
-    let e = select(SourceKind::Powercap, &root, &topo, &synth())
+    let e = select(SourceKind::Powercap, &root, &topo, &synth(), &Assume)
         .expect_err("none")
         .to_string();
     assert!(

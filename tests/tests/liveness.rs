@@ -1,0 +1,119 @@
+//! Counters that prove they move, for real: a fixture power PMU whose `type`
+//! is the software PMU's opens real perf events on any host. Its
+//! `energy-psys` as `PERF_COUNT_SW_DUMMY` never advances — what a hypervisor
+//! that exposes the PMU without the register gives — and as `cpu-clock` it
+//! always does. The real `ergon` must pass over the first (auto), refuse it
+//! (`--source rapl`), and take the second.
+
+use std::process::Command;
+
+use tests::{
+    ergon_bin,
+    fixture::{power_pmu_tree, DEAD_EVENT, MOVING_EVENT},
+    require_root, Daemon,
+};
+
+fn check(args: &[&str]) -> (bool, String) {
+    let out = Command::new(ergon_bin())
+        .arg("check")
+        .args(args)
+        .output()
+        .expect("run ergon check");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("{text}");
+    (out.status.success(), text)
+}
+
+fn line<'a>(text: &'a str, item: &str) -> &'a str {
+    text.lines()
+        .find(|l| {
+            l.split_whitespace()
+                .skip(1)
+                .collect::<Vec<_>>()
+                .join(" ")
+                .starts_with(item)
+        })
+        .unwrap_or_else(|| panic!("no `{item}` line in:\n{text}"))
+}
+
+const DEAD_PSYS: &str =
+    "rapl: power PMU energy-psys reads 0 and does not advance in 25 ms (a hypervisor exposing the PMU without the registers)";
+
+#[test]
+fn a_power_pmu_that_reads_zero_is_passed_over_by_auto_and_refused_by_source_rapl() {
+    require_root();
+    let dir = std::env::temp_dir().join(format!("ergon-dead-pmu-{}", std::process::id()));
+    let sys = power_pmu_tree(&dir, &[("psys", DEAD_EVENT)]);
+    let sys = sys.display().to_string();
+
+    // ergon check: the PMU is there, auto passes over it and says why.
+    let (ok, text) = check(&["--sysfs-root", &sys]);
+    assert!(ok, "auto falls back to a source that works:\n{text}");
+    let auto = line(&text, "auto source");
+    assert!(auto.starts_with("ok    auto source  model: "), "{auto}");
+    assert!(auto.contains(DEAD_PSYS), "{auto}");
+
+    // --source rapl on it: refused, with the reason and the fix.
+    let (ok, text) = check(&["--source", "rapl", "--sysfs-root", &sys]);
+    assert!(!ok, "--source rapl cannot work on a dead PMU:\n{text}");
+    let src = line(&text, "--source");
+    assert!(src.starts_with("FAIL"), "{src}");
+    for want in [
+        "power PMU energy-psys reads 0 and does not advance",
+        "use --source auto",
+    ] {
+        assert!(src.contains(want), "`{want}` in: {src}");
+    }
+    let out = Command::new(ergon_bin())
+        .args(["run", "--source", "rapl", "--sysfs-root", &sys])
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .expect("run ergon run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "ergon run --source rapl must refuse: {err}"
+    );
+    assert!(
+        err.contains("power PMU energy-psys reads 0 and does not advance"),
+        "{err}"
+    );
+
+    // ergon run (auto) picks the model, serves no rapl series, and says why.
+    let d = Daemon::start(&["--sysfs-root", &sys]);
+    let m = d.metrics();
+    assert_eq!(
+        m.get("ergon_source_info{source=\"model\"}"),
+        Some(&1.0),
+        "{m:?}"
+    );
+    let (status, log) = d.stop();
+    assert!(status.success(), "{log}");
+    let chosen = log
+        .lines()
+        .find(|l| l.contains("energy source chosen"))
+        .unwrap_or_else(|| panic!("the choice is logged: {log}"));
+    assert!(chosen.contains(DEAD_PSYS), "{chosen}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_power_pmu_whose_counter_moves_is_picked_by_auto() {
+    require_root();
+    let dir = std::env::temp_dir().join(format!("ergon-live-pmu-{}", std::process::id()));
+    let sys = power_pmu_tree(&dir, &[("pkg", MOVING_EVENT), ("psys", DEAD_EVENT)]);
+    let sys = sys.display().to_string();
+    let (ok, text) = check(&["--sysfs-root", &sys]);
+    assert!(ok, "{text}");
+    let auto = line(&text, "auto source");
+    assert!(auto.starts_with("ok    auto source  rapl: "), "{auto}");
+    // The dead event of the same PMU is left out, and said so.
+    assert!(
+        auto.contains("left out: power PMU energy-psys reads 0 and does not advance"),
+        "{auto}"
+    );
+    let (ok, text) = check(&["--source", "rapl", "--sysfs-root", &sys]);
+    assert!(ok, "{text}");
+    assert!(line(&text, "--source").starts_with("ok    --source     rapl: "));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -558,6 +558,20 @@ impl Drainer {
         s.records_decoded = self.records_decoded;
         s.records_malformed = self.records_malformed;
         s.idle_counter_reads = self.idle_counter_reads;
+        // Logged the first time for each reason, counted always.
+        let rejected = self.books.rejected();
+        let seen = self.base.readings_rejected;
+        if (rejected.backwards > 0 && seen.backwards == 0)
+            || (rejected.implausible_wraps > 0 && seen.implausible_wraps == 0)
+        {
+            warn!(
+                backwards = rejected.backwards,
+                implausible_wraps = rejected.implausible_wraps,
+                "energy counter readings refused: a count lower than the last one, or a wrap implying more than the package can draw; the last good reading is kept (counted in ergon_energy_readings_rejected_total, logged once per reason)"
+            );
+        }
+        self.base.readings_rejected = rejected;
+        s.readings_rejected = rejected;
         s.last_drain_unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());

@@ -24,15 +24,38 @@ use crate::{
 /// Where a counter's count comes from: the perf PMU hands out 64-bit counts.
 const COUNTER_BITS: u32 = 64;
 
-/// Deltas above this are treated as a reset, not as energy (a 64-bit perf
-/// count never advances 2^62 between two reads).
+/// A 64-bit perf count never advances 2^62 between two reads: a "delta" that
+/// large is a reading lower than the last one (cross-CPU timestamp skew, a
+/// reset across suspend), not energy.
 const MAX_SANE_DELTA: u64 = 1 << 62;
+
+/// The most power a package is taken to draw per CPU it has, when the books
+/// judge whether a 32-bit (msr) or ranged (powercap) counter really wrapped:
+/// a wrap is accepted only if the energy it implies over the interval stays
+/// within this × the package's CPUs × the interval. 50 W per CPU is several
+/// times any CPU's share of its package's power (a 500 W, 128-thread
+/// package draws ~4 W a thread), so a real wrap always passes; a counter
+/// that jumped back (a reset, a misread) implies almost a whole range and
+/// fails. docs/sources.md.
+pub const PLAUSIBLE_WATTS_PER_CPU: f64 = 50.0;
 
 #[derive(Clone, Debug)]
 struct Book {
     plan: CounterPlan,
     last: Option<(u64, u64)>,
     counts: u128,
+    /// Watts above which a wrap of this counter is implausible.
+    ceiling_watts: f64,
+}
+
+/// Readings the books refused to count, by reason (`ergon_energy_readings_rejected_total`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rejected {
+    /// A 64-bit count lower than the last one: ignored, the last one kept.
+    pub backwards: u64,
+    /// A 32-bit or ranged counter whose wrap would mean more energy than the
+    /// package can draw in the interval: ignored, the last one kept.
+    pub implausible_wraps: u64,
 }
 
 /// Kernel-accounted time of one CPU.
@@ -79,6 +102,7 @@ pub struct EnergyBooks {
     cpu_time: BTreeMap<u32, CpuTime>,
     /// Readings applied since the last `take_applied`: (counter, ts, cumulative counts).
     applied: Vec<(usize, u64, u128)>,
+    rejected: Rejected,
 }
 
 impl EnergyBooks {
@@ -90,6 +114,7 @@ impl EnergyBooks {
                 slots.insert((r, c.domain), idx);
             }
         }
+        let cpus_of = |package: u32| cpus.iter().filter(|&&(_, p)| p == package).count().max(1);
         Self {
             books: plan
                 .counters
@@ -98,16 +123,28 @@ impl EnergyBooks {
                     plan: p.clone(),
                     last: None,
                     counts: 0,
+                    ceiling_watts: PLAUSIBLE_WATTS_PER_CPU
+                        * if plan.per_cpu { 1 } else { cpus_of(p.package) } as f64,
                 })
                 .collect(),
             slots,
             cpu_time: cpus.iter().map(|&(c, _)| (c, CpuTime::default())).collect(),
             applied: Vec::new(),
+            rejected: Rejected::default(),
         }
     }
 
+    /// Readings refused so far.
+    pub fn rejected(&self) -> Rejected {
+        self.rejected
+    }
+
     /// Applies a reading of counter `idx` taken at boot-time `ts_ns`.
-    /// Returns false when it was not newer than the last one (ignored).
+    /// Returns false when it was ignored: not newer than the last one, or
+    /// refused ([`Rejected`]: a 64-bit count that went back, an implausible
+    /// wrap). A refused reading never becomes the base of the next delta, so
+    /// the energy between the last good reading and the next one is counted
+    /// once.
     pub fn reading(&mut self, idx: usize, ts_ns: u64, raw: u64) -> bool {
         let Some(b) = self.books.get_mut(idx) else {
             return false;
@@ -118,13 +155,28 @@ impl EnergyBooks {
             }
             Some((t, prev)) if ts_ns > t => {
                 let d = match &b.plan.user {
-                    // A file counter wraps at its own maximum (powercap).
-                    Some(u) => bounded_delta(prev, raw, u.max),
-                    None => counter_delta(prev, raw, COUNTER_BITS),
+                    // A file or MSR counter wraps at its own maximum.
+                    Some(u) => {
+                        let d = bounded_delta(prev, raw, u.max);
+                        let seconds = (ts_ns - t) as f64 * 1e-9;
+                        if raw < prev
+                            && d as f64 * b.plan.joules_per_count > b.ceiling_watts * seconds
+                        {
+                            self.rejected.implausible_wraps += 1;
+                            return false;
+                        }
+                        d
+                    }
+                    None => {
+                        let d = counter_delta(prev, raw, COUNTER_BITS);
+                        if d >= MAX_SANE_DELTA {
+                            self.rejected.backwards += 1;
+                            return false;
+                        }
+                        d
+                    }
                 };
-                if d < MAX_SANE_DELTA {
-                    b.counts += u128::from(d);
-                }
+                b.counts += u128::from(d);
                 b.last = Some((ts_ns, raw));
             }
             Some(_) => return false,
@@ -385,6 +437,85 @@ mod tests {
             let pkg: f64 = b.packages().iter().map(|p| p.joules.0).sum();
             let expect = truth as f64 * 3e-9;
             prop_assert!((pkg - expect).abs() <= 1e-9 * expect.max(1.0));
+        }
+
+        /// A 64-bit count that reads lower than the last one (skew, a reset)
+        /// is ignored and never becomes the base: the books hold exactly the
+        /// true advance, and each such reading is counted as backwards.
+        #[test]
+        fn backwards_readings_are_ignored_not_rebased(
+            steps in proptest::collection::vec((1u64..1_000_000, proptest::option::of(1u64..10_000_000)), 1..200)
+        ) {
+            let plan = synthetic(1, 3.0);
+            let mut b = EnergyBooks::new(&plan, &[(0, 0)]);
+            let (mut ts, mut raw) = (1u64, 5_000_000u64);
+            b.reading(0, ts, raw);
+            let (mut truth, mut glitches) = (0u128, 0u64);
+            for (adv, glitch) in steps {
+                if let Some(back) = glitch {
+                    ts += 1;
+                    prop_assert!(!b.reading(0, ts, raw.saturating_sub(back).min(raw - 1)));
+                    glitches += 1;
+                }
+                ts += 1;
+                raw += adv;
+                truth += u128::from(adv);
+                prop_assert!(b.reading(0, ts, raw));
+            }
+            let pkg = b.packages()[0].joules.0;
+            let expect = truth as f64 * 3e-9;
+            prop_assert!((pkg - expect).abs() <= 1e-9 * expect.max(1.0), "{} vs {}", pkg, expect);
+            prop_assert_eq!(b.rejected(), Rejected { backwards: glitches, implausible_wraps: 0 });
+        }
+
+        /// A ranged counter (powercap's `max_energy_range_uj`, a 32-bit MSR):
+        /// every wrap at a package's power is counted exactly; a reading that
+        /// jumps back by more than the package could draw in the interval is
+        /// refused and counted, and the books still hold the true advance.
+        #[test]
+        fn wraps_are_counted_and_implausible_ones_refused(
+            steps in proptest::collection::vec((1u64..20_000, any::<bool>()), 1..300)
+        ) {
+            // 1 µJ counts wrapping at 1 J; one reading per ms; a 2-CPU
+            // package (ceiling 100 W = 100,000 µJ per ms): every step is
+            // plausible (< 20 W), every jump back (half a range in 1 ms,
+            // 500 W) is not.
+            let max = 1_000_000u64;
+            let plan = Plan {
+                source: Resolved::Powercap,
+                reason: String::new(),
+                counters: vec![CounterPlan {
+                    user: Some(crate::source::UserCounter {
+                        read: crate::source::UserRead::File("energy_uj".into()),
+                        max,
+                    }),
+                    ..counter(0, 0, 0, vec![0], 1e-6)
+                }],
+                per_cpu: false,
+            };
+            let mut b = EnergyBooks::new(&plan, &[(0, 0), (1, 0)]);
+            let ms = 1_000_000u64;
+            let (mut ts, mut raw) = (ms, 900_000u64);
+            b.reading(0, ts, raw);
+            let (mut truth, mut jumps) = (0u128, 0u64);
+            for (adv, jump) in steps {
+                if jump && raw > 0 {
+                    ts += ms;
+                    // Back to half its value, as a reset or misread: taken as
+                    // a wrap it would mean more than half a range in 1 ms.
+                    let back = raw / 2;
+                    prop_assert!(!b.reading(0, ts, back));
+                    jumps += 1;
+                }
+                ts += ms;
+                raw = (raw + adv) % (max + 1);
+                truth += u128::from(adv);
+                prop_assert!(b.reading(0, ts, raw));
+            }
+            let pkg = b.packages()[0].joules.0;
+            let expect = truth as f64 * 1e-6;
+            prop_assert!((pkg - expect).abs() <= 1e-9 * expect.max(1.0), "{} vs {}", pkg, expect);
+            prop_assert_eq!(b.rejected(), Rejected { backwards: 0, implausible_wraps: jumps });
         }
     }
 }

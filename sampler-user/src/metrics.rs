@@ -246,6 +246,17 @@ impl Collector for SnapshotCollector {
             "Times a CPU's per-cgroup time table filled up between two timer runs.",
             s.cgroup_table_overflows,
         )?;
+        counter(
+            &mut enc,
+            "ergon_energy_readings_rejected",
+            "Energy counter readings the books refused and did not count: backwards (a 64-bit count lower than the last one) or implausible_wrap (a wrap implying more energy than the package can draw in the interval). The last good reading is kept.",
+            [
+                ("backwards", s.readings_rejected.backwards),
+                ("implausible_wrap", s.readings_rejected.implausible_wraps),
+            ]
+            .into_iter()
+            .map(|(reason, n)| (vec![("reason", reason.to_string())], n as f64)),
+        )?;
         counter1(
             &mut enc,
             "ergon_idle_energy_reads",

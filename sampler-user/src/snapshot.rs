@@ -45,6 +45,8 @@ pub struct Snapshot {
     pub cgroup_table_overflows: u64,
     /// Counter reads the daemon made itself for counters whose CPUs were idle.
     pub idle_counter_reads: u64,
+    /// Counter readings the books refused (went back, implausible wrap).
+    pub readings_rejected: crate::energy::Rejected,
     pub programs: Vec<ProgramStats>,
     /// Wall-clock time of the last drain, seconds since the epoch (0 before the first).
     pub last_drain_unix: f64,

@@ -311,7 +311,7 @@ fn advance(path: &Path, reg: u64, start: u64, step: u64, n: u32) {
 fn the_32_bit_counter_wrapping_during_a_run_loses_no_energy() {
     let (_dir, root) = scratch("msr-amd");
     set(&root, 0, AMD_POWER_UNIT, AMD_UNIT);
-    let start = u32::MAX as u64 - 5_000_000;
+    let start = u32::MAX as u64 - 15_000;
     set(&root, 0, 0xC001_029B, start);
     let (plan, mut books) = planned_books(&root);
     let read = plan.counters[0].user.clone().expect("user counter").read;
@@ -321,11 +321,18 @@ fn the_32_bit_counter_wrapping_during_a_run_loses_no_energy() {
         .expect("first reading");
     assert_eq!(raw, start);
     books.reading(idx, ts, raw);
-    // 300 steps of 100,000 counts (≈ 1.5 J at 2^-16 J): wraps after 50.
+    // 300 steps of 300 counts a ms (4.6 W at 2^-16 J, a package's power:
+    // the books refuse a wrap that implies more than the package can draw):
+    // wraps after 50.
     let path = root.dev("cpu/0/msr");
-    let writer = std::thread::spawn(move || advance(&path, 0xC001_029B, start, 100_000, 300));
+    let writer = std::thread::spawn(move || advance(&path, 0xC001_029B, start, 300, 300));
     poll::feed_until(&rx, &mut books, || writer.is_finished());
+    assert_eq!(
+        books.rejected(),
+        Default::default(),
+        "a real wrap is accepted"
+    );
     let joules = books.packages()[0].joules.0;
-    let want = 300.0 * 100_000.0 / 65536.0;
+    let want = 300.0 * 300.0 / 65536.0;
     assert!((joules - want).abs() < 1e-9, "{joules} J, want {want} J");
 }

@@ -266,16 +266,30 @@ pub fn inspect(root: &SysRoot, declared: &Declared, probe: &dyn Probe) -> Report
     }
     match Topology::read(root) {
         Ok(topo) => match source::select(SourceKind::Auto, root, &topo, declared, probe) {
-            Ok(plan) => r.push(
-                "auto source",
-                Status::Ok,
-                format!("{}: {}", plan.source.name(), plan.reason),
-            ),
+            Ok(plan) => {
+                r.push(
+                    "auto source",
+                    Status::Ok,
+                    format!("{}: {}", plan.source.name(), plan.reason),
+                );
+                r.push("attribution", Status::Ok, attribution(&plan));
+            }
             Err(e) => r.push("auto source", Status::Fail, chain(&e)),
         },
         Err(_) => r.push("auto source", Status::Fail, "no CPU topology (see `cpus`)"),
     }
     r
+}
+
+/// The `attribution` line: which domain's energy is split, and why.
+fn attribution(plan: &source::Plan) -> String {
+    let base = plan.base_domain_name();
+    let why = match base {
+        "pkg" => "the package counter".to_string(),
+        "psys" => "no pkg counter here: the platform's energy (psys) is attributed, and no domain=\"pkg\" series is served".to_string(),
+        other => format!("no pkg or psys counter here: the {other} energy is attributed"),
+    };
+    format!("domain {base} ({why}) split over CPUs, cgroups and idle; ergon_source_info{{domain=\"{base}\"}}")
 }
 
 fn powercap_zones(root: &SysRoot) -> String {
@@ -328,11 +342,16 @@ pub fn report(settings: &Settings) -> Report {
                 &settings.declared(),
                 &probe,
             ) {
-                Ok(plan) => r.push(
-                    "--source",
-                    Status::Ok,
-                    format!("{}: {}", plan.source.name(), plan.reason),
-                ),
+                Ok(plan) => {
+                    r.push(
+                        "--source",
+                        Status::Ok,
+                        format!("{}: {}", plan.source.name(), plan.reason),
+                    );
+                    // What is attributed is the chosen source's, not auto's.
+                    r.findings.retain(|f| f.item != "attribution");
+                    r.push("attribution", Status::Ok, attribution(&plan));
+                }
                 Err(e) => r.push("--source", Status::Fail, chain(&e)),
             }
         }

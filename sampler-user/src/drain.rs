@@ -343,11 +343,12 @@ impl Drainer {
             }
             labels.push((l, changed));
         }
+        let base = self.base.base_domain;
         let mut store = batch::lock(&self.store);
         let pkg = points
             .packages
             .iter()
-            .map(|&(package, ms, j)| (package, "pkg", ms, j))
+            .map(|&(package, ms, j)| (package, base, ms, j))
             .chain(domain_points);
         for (package, domain, ms, j) in pkg {
             let key = SeriesKey::Package { package, domain };
@@ -417,9 +418,10 @@ impl Drainer {
         }
     }
 
-    /// Closes the timelines of CPUs that have been silent (idle) for a while,
-    /// from the kernel's per-CPU state, so the books do not wait for their
-    /// next event (a tickless idle CPU can sleep for seconds).
+    /// Closes the timelines of CPUs whose records lag (idle, or switching
+    /// with their timer throttled), from the kernel's per-CPU state, so the
+    /// books do not wait for their next record (a tickless idle CPU can
+    /// sleep for seconds).
     fn close_silent_cpus(&mut self) -> Result<(), DrainError> {
         let now = boot_ns();
         let lagging = self
@@ -439,9 +441,18 @@ impl Drainer {
             let stable = x.since_ns == y.since_ns
                 && x.span_start_ns == y.span_start_ns
                 && x.n_cgroups == y.n_cgroups;
-            if !stable || x.since_ns == 0 || now.saturating_sub(x.since_ns) < silence {
+            if !stable || x.since_ns == 0 {
                 continue;
             }
+            // Silent for several periods: idle, so close up to now. A CPU
+            // that keeps switching without timer samples (its timer throttled
+            // on a tickless CPU, with no tick to lift it) closes up to its
+            // last switch: exact, no guess.
+            let to = if now.saturating_sub(x.since_ns) >= silence {
+                now
+            } else {
+                x.since_ns
+            };
             let n = (x.n_cgroups as usize).min(x.cgroups.len());
             let st = IdleState {
                 span_start: x.span_start_ns,
@@ -450,7 +461,7 @@ impl Drainer {
                 other_ns: x.other_ns,
                 cgroups: &x.cgroups[..n],
             };
-            self.attribution.close_idle(cpu, &st, now);
+            self.attribution.close_idle(cpu, &st, to);
         }
         Ok(())
     }
@@ -509,21 +520,23 @@ impl Drainer {
 
     fn publish(&mut self) {
         let mut s = self.base.clone();
-        // `pkg` comes from the attribution books (up to their frontier, so
-        // one snapshot balances); other domains straight from the counters.
+        // The base domain (`pkg`, else `psys`) comes from the attribution
+        // books (up to their frontier, so one snapshot balances); other
+        // domains straight from the counters.
+        let base = s.base_domain;
         let pkgs = self.attribution.packages();
         s.packages = pkgs
             .iter()
             .map(|&(package, joules, _)| PackageEnergy {
                 package,
-                domain: "pkg",
+                domain: base,
                 joules: Joules(joules),
             })
             .chain(
                 self.books
                     .packages()
                     .into_iter()
-                    .filter(|p| p.domain != "pkg"),
+                    .filter(|p| p.domain != base),
             )
             .collect();
         s.packages

@@ -102,8 +102,38 @@ pub enum MeasureError {
     Plot { path: PathBuf, message: String },
     #[error(transparent)]
     Job(#[from] crate::jobs::JobError),
-    #[error("the sampler produced no data within {0:?}; see `ergon check`")]
-    NoData(Duration),
+    #[error("the sampler's books did not start within {waited:?} ({cpus}); see `ergon check`")]
+    NoData {
+        waited: Duration,
+        /// Which CPUs have reported, for the reader.
+        cpus: String,
+    },
+    #[error("the books cover only {covered:.3} s of the command's {window:.3} s ({missing_pct:.1}% missing: the sampler fell behind); the result above is partial")]
+    Partial {
+        covered: f64,
+        window: f64,
+        missing_pct: f64,
+    },
+}
+
+/// How long `measure` waits for the books to start before running the
+/// command, and for them to pass its end afterwards. The books wait for
+/// every CPU; a CPU whose records lag is closed from its kernel state after
+/// 100 ms, so seconds here are a margin for a loaded machine, not the norm.
+const BOOKS_WAIT: Duration = Duration::from_secs(10);
+
+/// A result missing more of the command's window than this is an error.
+const MAX_MISSING: f64 = 0.01;
+
+/// How much of `[start, end]` (ms) a cumulative series covers: its points
+/// span `[first, last]`.
+fn missing_ms(points: &[(i64, f64)], start: i64, end: i64) -> i64 {
+    match (points.first(), points.last()) {
+        (Some(&(first, _)), Some(&(last, _))) => {
+            ((first - start).max(0) + (end - last).max(0)).min(end - start)
+        }
+        _ => end - start,
+    }
 }
 
 /// What `--json` prints.
@@ -125,6 +155,9 @@ pub struct Report {
     /// CPU time of the command's cgroup (its `cpu.stat`), all processes.
     pub command_cpu_seconds: f64,
     pub cgroup: String,
+    /// Seconds of the command's window the books do not cover (0 unless
+    /// the sampler fell behind; above 1% of the window `measure` exits 1).
+    pub window_missing_seconds: f64,
 }
 
 fn exit_code(status: ExitStatus) -> i32 {
@@ -224,12 +257,36 @@ async fn measure(
         let every = settings.drain_interval;
         async move { p.drainer.run(every, stop).await }
     });
-    // The books must have started before the command does.
-    let ready_by = Instant::now() + Duration::from_secs(5);
+    // The books (every CPU's timeline) must have started before the command does.
+    let ready_by = Instant::now() + BOOKS_WAIT;
     while snapshot.load().books_complete_unix <= 0.0 {
         if Instant::now() > ready_by {
             stop.cancel();
-            return Err(MeasureError::NoData(Duration::from_secs(5)));
+            let snap = snapshot.load();
+            let reported: Vec<String> = snap
+                .cpu_time
+                .iter()
+                .map(|(cpu, t)| {
+                    if t.busy_ns + t.idle_ns > 0 {
+                        format!("cpu {cpu} reported")
+                    } else {
+                        format!("cpu {cpu} silent")
+                    }
+                })
+                .collect();
+            let cpus = if reported.is_empty() {
+                "no kernel record decoded".to_string()
+            } else {
+                format!(
+                    "{} records decoded; {}",
+                    snap.records_decoded,
+                    reported.join(", ")
+                )
+            };
+            return Err(MeasureError::NoData {
+                waited: BOOKS_WAIT,
+                cpus,
+            });
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -308,7 +365,7 @@ async fn measure(
         }
     };
     // Let the books pass the end of the command, then stop sampling.
-    let done_by = Instant::now() + Duration::from_secs(3);
+    let done_by = Instant::now() + BOOKS_WAIT;
     while snapshot.load().books_complete_unix * 1000.0 < (end_ms + 2) as f64
         && Instant::now() < done_by
     {
@@ -320,6 +377,7 @@ async fn measure(
     }
     let cgroup_path = format!("/{name}");
     let snap = snapshot.load();
+    let base = format!("domain=\"{}\"", snap.base_domain);
     let command_joules = snap
         .cgroups
         .iter()
@@ -333,7 +391,7 @@ async fn measure(
         let mut cg: Vec<(i64, f64)> = Vec::new();
         for s in lease.series {
             match s.family {
-                Family::Package if s.labels.contains("domain=\"pkg\"") => {
+                Family::Package if s.labels.contains(&base) => {
                     if pkg.is_empty() {
                         pkg = s.points;
                     } else {
@@ -354,6 +412,8 @@ async fn measure(
         (pkg, cg)
     };
     let package_joules = (at(&pkg, end_ms) - at(&pkg, start_ms)).max(0.0);
+    let window_ms = (end_ms - start_ms).max(1);
+    let missing = missing_ms(&pkg, start_ms, end_ms);
     let pkg_w = power_per_ms(&pkg, start_ms, end_ms);
     let cg_w = power_per_ms(&cg, start_ms, end_ms);
     let secs = elapsed.as_secs_f64();
@@ -377,6 +437,7 @@ async fn measure(
         exit_code: code,
         command_cpu_seconds: cpu_seconds,
         cgroup: cgroup_path,
+        window_missing_seconds: missing as f64 / 1000.0,
     };
     if let Some(path) = &args.csv {
         write_csv(path, &pkg_w, &cg_w)?;
@@ -391,6 +452,16 @@ async fn measure(
         );
     } else {
         eprint!("{}", human(&report));
+    }
+    let missing_fraction = missing as f64 / window_ms as f64;
+    if missing_fraction > MAX_MISSING {
+        // Never a partial window reported as the whole: say so, fail, and
+        // record nothing.
+        return Err(MeasureError::Partial {
+            covered: (window_ms - missing) as f64 / 1000.0,
+            window: window_ms as f64 / 1000.0,
+            missing_pct: missing_fraction * 100.0,
+        });
     }
     let mut code = code;
     if let (Some(dir), Some(job)) = (&args.record_to, &args.job) {
@@ -453,6 +524,20 @@ fn human(r: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_missing_part_of_a_window_is_what_its_points_do_not_span() {
+        let pts: Vec<(i64, f64)> = (100..=900).map(|t| (t, t as f64)).collect();
+        assert_eq!(missing_ms(&pts, 100, 900), 0);
+        assert_eq!(missing_ms(&pts, 0, 1000), 200, "100 ms at each end");
+        assert_eq!(missing_ms(&pts, 500, 950), 50);
+        assert_eq!(missing_ms(&[], 0, 1000), 1000, "no points: all of it");
+        assert_eq!(
+            missing_ms(&pts, 950, 1000),
+            50,
+            "never more than the window"
+        );
+    }
 
     #[test]
     fn power_and_peak_from_cumulative_points() {

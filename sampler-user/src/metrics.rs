@@ -127,7 +127,7 @@ impl Collector for SnapshotCollector {
         counter(
             &mut enc,
             "ergon_cpu_energy_joules",
-            "Package energy (domain pkg) attributed to a CPU, idle included; sums to the package.",
+            "Package energy of the attribution base domain (pkg, or psys where there is no pkg counter; ergon_source_info's domain) attributed to a CPU, idle included; sums to the package.",
             s.cpus
                 .iter()
                 .map(|c| (vec![("cpu", c.cpu.to_string())], c.joules.0)),
@@ -210,11 +210,12 @@ impl Collector for SnapshotCollector {
         {
             let mut m = enc.encode_descriptor(
                 "ergon_source_info",
-                "The energy source in use (value 1).",
+                "The energy source in use (value 1), and the domain whose energy is attributed to CPUs and cgroups (pkg, or psys on hosts without a pkg counter).",
                 None,
                 MetricType::Gauge,
             )?;
-            ConstGauge::new(1i64).encode(m.encode_family(&[("source", s.source)])?)?;
+            ConstGauge::new(1i64)
+                .encode(m.encode_family(&[("source", s.source), ("domain", s.base_domain)])?)?;
         }
         counter1(
             &mut enc,
@@ -317,6 +318,7 @@ mod tests {
     fn encodes_the_snapshot() {
         let snap = Snapshot {
             source: "synthetic",
+            base_domain: "pkg",
             packages: vec![PackageEnergy {
                 package: 0,
                 domain: "pkg",
@@ -350,7 +352,7 @@ mod tests {
             "ergon_package_energy_joules_total{package=\"0\",domain=\"pkg\"} 12.5",
             "ergon_cpu_energy_joules_total{cpu=\"1\"} 6.25",
             "ergon_cpu_time_seconds_total{cpu=\"0\",state=\"busy\"} 1.5",
-            "ergon_source_info{source=\"synthetic\"} 1",
+            "ergon_source_info{source=\"synthetic\",domain=\"pkg\"} 1",
             "ergon_records_decoded_total 42",
             "ergon_ringbuf_dropped_total 3",
             "# TYPE ergon_package_energy_joules counter",

@@ -119,7 +119,7 @@ pub fn build(
             plan.counters
                 .iter()
                 .enumerate()
-                .filter(|(_, c)| c.domain != 0 && !plan.per_cpu)
+                .filter(|(_, c)| c.domain != plan.base_domain() && !plan.per_cpu)
                 .filter_map(|(i, c)| {
                     let name = sampler_common::DOMAIN_NAMES.get(c.domain)?;
                     Some((i, c.package, *name, c.joules_per_count))
@@ -135,6 +135,7 @@ pub fn build(
     };
     let snapshot = snapshot::shared(Snapshot {
         source: plan.source.name(),
+        base_domain: plan.base_domain_name(),
         period_seconds: settings.period.as_secs_f64(),
         ..Snapshot::default()
     });

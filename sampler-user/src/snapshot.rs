@@ -23,6 +23,10 @@ pub struct CgroupEnergy {
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     pub source: &'static str,
+    /// The attribution base domain (`pkg`, or `psys` where there is no
+    /// `pkg` counter): its series, the CPUs' and the cgroups' come from the
+    /// attribution books.
+    pub base_domain: &'static str,
     pub packages: Vec<PackageEnergy>,
     pub cpus: Vec<CpuEnergy>,
     pub cpu_time: Vec<(u32, CpuTime)>,

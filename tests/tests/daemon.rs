@@ -48,7 +48,10 @@ fn synthetic_watts_are_served_within_2_percent_busy() {
     let _busy = Busy::on(&cpus);
     let d = Daemon::start(&["--source", "synthetic", "--synthetic-watts", "7"]);
     let m = d.metrics();
-    assert_eq!(m.get("ergon_source_info{source=\"synthetic\"}"), Some(&1.0));
+    assert_eq!(
+        m.get("ergon_source_info{source=\"synthetic\",domain=\"pkg\"}"),
+        Some(&1.0)
+    );
     let (pkg, cpu_sum, per_cpu) = rates(&d, 5);
     let want = 7.0 * cpus.len() as f64;
     println!("package {pkg:.4} W, Σcpu {cpu_sum:.4} W, per cpu {per_cpu:?}, want {want} W");
@@ -258,7 +261,7 @@ fn check_reports_this_machine_and_exits_zero() {
         assert!(text.contains(want), "missing `{want}`");
     }
     // The cgroup layout and the source auto picks are what the probe found.
-    for item in ["cgroup", "auto source", "cpus"] {
+    for item in ["cgroup", "auto source", "attribution", "cpus"] {
         let f = expected.find(item).expect("probed line");
         let tag = if f.status == check::Status::Ok {
             "ok  "

@@ -83,7 +83,7 @@ fn a_power_pmu_that_reads_zero_is_passed_over_by_auto_and_refused_by_source_rapl
     let d = Daemon::start(&["--sysfs-root", &sys]);
     let m = d.metrics();
     assert_eq!(
-        m.get("ergon_source_info{source=\"model\"}"),
+        m.get("ergon_source_info{source=\"model\",domain=\"pkg\"}"),
         Some(&1.0),
         "{m:?}"
     );
@@ -115,5 +115,48 @@ fn a_power_pmu_whose_counter_moves_is_picked_by_auto() {
     let (ok, text) = check(&["--source", "rapl", "--sysfs-root", &sys]);
     assert!(ok, "{text}");
     assert!(line(&text, "--source").starts_with("ok    --source     rapl: "));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A host whose PMU has `energy-psys` and no `energy-pkg` (some platforms):
+/// the psys energy is attributed, `ergon_source_info` says so, and no
+/// `domain="pkg"` series is served that no counter backs.
+#[test]
+fn a_host_with_psys_and_no_pkg_attributes_psys_and_serves_no_pkg_series() {
+    require_root();
+    let dir = std::env::temp_dir().join(format!("ergon-psys-pmu-{}", std::process::id()));
+    let sys = power_pmu_tree(&dir, &[("psys", MOVING_EVENT)]);
+    let sys = sys.display().to_string();
+    let (ok, text) = check(&["--sysfs-root", &sys]);
+    assert!(ok, "{text}");
+    assert!(
+        line(&text, "attribution").contains("psys"),
+        "check names the base domain:\n{text}"
+    );
+    let d = Daemon::start(&["--source", "rapl", "--sysfs-root", &sys]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let m = d.metrics();
+    assert_eq!(
+        m.get("ergon_source_info{source=\"rapl\",domain=\"psys\"}"),
+        Some(&1.0),
+        "{m:?}"
+    );
+    let package: Vec<(&String, &f64)> = m
+        .iter()
+        .filter(|(k, _)| k.starts_with("ergon_package_energy_joules_total{"))
+        .collect();
+    assert!(
+        package.iter().all(|(k, _)| k.contains("domain=\"psys\"")),
+        "only psys series: {package:?}"
+    );
+    let psys: f64 = package.iter().map(|(_, v)| **v).sum();
+    let cpus = tests::sum_of(&m, "ergon_cpu_energy_joules_total");
+    assert!(psys > 0.0, "the psys counter moved: {psys} J");
+    assert!(
+        (psys - cpus).abs() <= 1e-6 * psys.max(1.0),
+        "the CPUs split the psys energy: Σcpu {cpus} J vs psys {psys} J"
+    );
+    let (status, log) = d.stop();
+    assert!(status.success(), "{log}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -293,3 +293,39 @@ fn recording_to_a_directory_without_a_daemon_store_fails_before_the_command_runs
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--record-to"));
 }
+
+/// `ergon measure -- sleep 1`, 50 times in a row on an otherwise idle
+/// machine (the case where a CPU's timer is throttled and its records lag):
+/// every result covers the whole command, `package_joules` within 1% of the
+/// declared 10 W × CPUs × elapsed. A run that cannot cover its window must
+/// fail rather than print a short result, so every run must also succeed.
+#[test]
+fn fifty_idle_measurements_are_never_short() {
+    require_root();
+    let cpus = tests::online_cpus().len() as f64;
+    let mut worst: f64 = 0.0;
+    for run in 1..=50 {
+        let (out, v) = measure(&[], &["sleep", "1"]);
+        assert!(
+            out.status.success(),
+            "run {run}: {v}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (pkg, secs) = (f(&v, "package_joules"), f(&v, "elapsed_seconds"));
+        let want = WATTS * cpus * secs;
+        let err = pkg / want - 1.0;
+        worst = if err.abs() > worst.abs() { err } else { worst };
+        assert!(
+            err.abs() < 0.01,
+            "run {run}: {pkg} J, want {want} J = {WATTS} W × {cpus} CPUs × {secs} s"
+        );
+        assert!(
+            f(&v, "window_missing_seconds") <= 0.01 * secs,
+            "run {run}: {v}"
+        );
+    }
+    println!(
+        "50 runs of `sleep 1`: worst {:+.3}% off W × CPUs × elapsed",
+        worst * 100.0
+    );
+}

@@ -35,7 +35,7 @@ fn model_joules_follow_the_declared_watts_and_the_kernels_busy_time() {
     ]);
     let m = d.metrics();
     assert_eq!(
-        m.get("ergon_source_info{source=\"model\"}"),
+        m.get("ergon_source_info{source=\"model\",domain=\"pkg\"}"),
         Some(&1.0),
         "the estimate is labelled as such: {m:?}"
     );

@@ -92,7 +92,7 @@ fn msr_package_register_is_read_across_the_32_bit_wrap() {
     let d = Daemon::start(&["--source", "msr", "--dev-root", &dir_arg(&dir.join("dev"))]);
     let m = d.metrics();
     assert_eq!(
-        m.get("ergon_source_info{source=\"msr\"}"),
+        m.get("ergon_source_info{source=\"msr\",domain=\"pkg\"}"),
         Some(&1.0),
         "{m:?}"
     );

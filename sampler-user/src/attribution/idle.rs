@@ -6,12 +6,21 @@ use super::{Attributor, Consumed, IdleState, Span};
 
 impl Attributor {
     /// Closes CPU `cpu`'s timeline up to `to` from the kernel's per-CPU state,
-    /// without waiting for the CPU's next record. The daemon calls it only
-    /// for a CPU that has been silent for several timer periods, which means
-    /// it is idle: a CPU that runs a task takes a timer sample every period.
-    /// The unflushed table `[span_start, since]` is booked as it is, and
-    /// `[since, to]` as idle; when the CPU's record for that span arrives,
-    /// exactly this part is taken out of it. Returns true when it closed.
+    /// without waiting for the CPU's next record (a tickless idle CPU's timer
+    /// can be throttled for seconds, and keeps its table unflushed).
+    ///
+    /// The kernel's unflushed table covers `[span_start, since]` exactly;
+    /// `[since, to]` is booked as idle, so `to == since` closes without any
+    /// guess. The daemon closes up to `since` a CPU that keeps switching
+    /// without a timer sample, and up to now (the idle guess) one that has
+    /// been silent for several timer periods: a CPU that runs a task takes a
+    /// timer sample every period. What this closure books is remembered:
+    /// when the CPU's record for that span arrives, exactly that part is
+    /// taken out of it. A CPU closed before is closed again by the table's
+    /// growth since: the books then hold exactly the kernel's table (plus the
+    /// idle guess), so every later closure or record books only what is new.
+    /// Returns true when it closed; false when there is nothing new, a record
+    /// is still on its way, or the table contradicts an earlier idle guess.
     pub fn close_idle(&mut self, cpu: u32, st: &IdleState<'_>, to: u64) -> bool {
         let Some(&ci) = self.cpu_index.get(&cpu) else {
             return false;
@@ -20,60 +29,73 @@ impl Attributor {
         let Some(closed) = line.closed_until else {
             return false;
         };
-        if to <= closed || to <= st.since || st.since < st.span_start {
+        if to <= closed || to < st.since || st.since < st.span_start {
             return false;
         }
-        let span = match &mut line.consumed {
-            None => {
-                if st.span_start != closed {
-                    // A record for this CPU is still on its way.
-                    return false;
-                }
-                let idle = st.idle_ns + (to - st.since);
-                let cgroups: Vec<(u64, u64)> = st
-                    .cgroups
-                    .iter()
-                    .filter(|e| e.ns > 0)
-                    .map(|e| (e.cgroup_id, e.ns))
-                    .collect();
-                line.entries.extend(
-                    cgroups
-                        .iter()
-                        .map(|&(cgroup_id, ns)| CgroupTime { cgroup_id, ns }),
-                );
-                let span = Span {
-                    start: closed,
-                    end: to,
-                    idle_ns: idle,
-                    other_ns: st.other_ns,
-                    n: cgroups.len(),
-                };
-                line.consumed = Some(Consumed {
-                    start: closed,
-                    end: to,
-                    idle,
-                    other: st.other_ns,
-                    cgroups,
-                });
-                span
-            }
-            Some(c) => {
-                // Still silent since the last closure: extend it as idle.
-                if st.span_start != c.start || st.since > c.end {
-                    return false;
-                }
-                let add = to - closed;
-                c.end = to;
-                c.idle += add;
-                Span {
-                    start: closed,
-                    end: to,
-                    idle_ns: add,
-                    other_ns: 0,
-                    n: 0,
-                }
-            }
+        let none = Consumed {
+            start: st.span_start,
+            end: closed,
+            idle: 0,
+            other: 0,
+            cgroups: Vec::new(),
         };
+        let before = match &line.consumed {
+            // A record for this CPU is still on its way.
+            None if st.span_start != closed => return false,
+            None => &none,
+            Some(c) if c.start != st.span_start => return false,
+            Some(c) => c,
+        };
+        // What the books will hold of the unflushed table after this closure.
+        let after = Consumed {
+            start: st.span_start,
+            end: to,
+            idle: st.idle_ns + (to - st.since),
+            other: st.other_ns,
+            cgroups: st
+                .cgroups
+                .iter()
+                .filter(|e| e.ns > 0)
+                .map(|e| (e.cgroup_id, e.ns))
+                .collect(),
+        };
+        // This closure books the growth; none of it may be negative (the
+        // table contradicting an earlier idle guess waits for the record).
+        let grown = |was: u64, now: u64| now.checked_sub(was);
+        let (Some(idle), Some(other)) = (
+            grown(before.idle, after.idle),
+            grown(before.other, after.other),
+        ) else {
+            return false;
+        };
+        let mut cgroups = Vec::with_capacity(after.cgroups.len());
+        for &(id, was) in &before.cgroups {
+            if !after.cgroups.iter().any(|&(i, now)| i == id && now >= was) {
+                return false;
+            }
+        }
+        for &(id, now) in &after.cgroups {
+            let was = before
+                .cgroups
+                .iter()
+                .find(|&&(i, _)| i == id)
+                .map_or(0, |&(_, w)| w);
+            if now > was {
+                cgroups.push(CgroupTime {
+                    cgroup_id: id,
+                    ns: now - was,
+                });
+            }
+        }
+        let span = Span {
+            start: closed,
+            end: to,
+            idle_ns: idle,
+            other_ns: other,
+            n: cgroups.len(),
+        };
+        line.entries.extend(cgroups);
+        line.consumed = Some(after);
         line.closed_until = Some(to);
         line.spans.push_back(span);
         self.idle_closures += 1;

@@ -6,18 +6,20 @@ use crate::{source::Plan, topology::Topology};
 #[derive(Clone, Debug)]
 pub struct PackageSpec {
     pub package: u32,
-    /// Joules per count of the package's counters (`pkg` domain).
+    /// Joules per count of the package's counters (the base domain).
     pub joules_per_count: f64,
     /// CPU ids of the package.
     pub cpus: Vec<u32>,
-    /// Counters of the `pkg` domain: (counter index, Some(cpu) when the
+    /// Counters of the base domain ([`Plan::base_domain`], `pkg` where
+    /// there is one): (counter index, Some(cpu) when the
     /// counter measures only that CPU).
     pub counters: Vec<(usize, Option<u32>)>,
 }
 
 impl PackageSpec {
-    /// One spec per package of the machine, with the plan's `pkg` counters.
+    /// One spec per package of the machine, with the plan's base-domain counters.
     pub fn from_plan(plan: &Plan, topo: &Topology) -> Vec<PackageSpec> {
+        let base = plan.base_domain();
         topo.packages()
             .into_iter()
             .map(|package| {
@@ -25,7 +27,7 @@ impl PackageSpec {
                     .counters
                     .iter()
                     .enumerate()
-                    .filter(|(_, c)| c.domain == 0 && c.package == package)
+                    .filter(|(_, c)| c.domain == base && c.package == package)
                     .map(|(i, c)| (i, plan.per_cpu.then_some(c.open_cpu)))
                     .collect();
                 let joules_per_count = counters

@@ -91,6 +91,34 @@ pub struct Plan {
     pub per_cpu: bool,
 }
 
+/// The domains that can be the attribution base, best first: the package
+/// counter, else the platform's (`psys`, on hosts that expose only it).
+const BASE_ORDER: [usize; 2] = [0, 3];
+
+impl Plan {
+    /// The domain whose energy is split over CPUs, cgroups and idle: `pkg`
+    /// when the plan has a `pkg` counter, else `psys`, else its lowest domain
+    /// (0 for a plan without counters). Only that domain's series and the
+    /// per-CPU and per-cgroup series come from the attribution books; no
+    /// `domain="pkg"` series is served without a `pkg` counter.
+    pub fn base_domain(&self) -> usize {
+        let has = |d: usize| self.counters.iter().any(|c| c.domain == d);
+        BASE_ORDER
+            .into_iter()
+            .find(|&d| has(d))
+            .or_else(|| self.counters.iter().map(|c| c.domain).min())
+            .unwrap_or(0)
+    }
+
+    /// [`Plan::base_domain`]'s name (`pkg`, `psys`, …).
+    pub fn base_domain_name(&self) -> &'static str {
+        sampler_common::DOMAIN_NAMES
+            .get(self.base_domain())
+            .copied()
+            .unwrap_or("pkg")
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error("--source rapl: no perf `power` PMU at {path}; this machine has no RAPL counters exposed to perf (VMs usually do not). Use --source auto")]
@@ -326,4 +354,39 @@ pub fn chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod base_tests {
+    use super::*;
+
+    fn plan(domains: &[usize]) -> Plan {
+        Plan {
+            source: Resolved::Rapl,
+            reason: String::new(),
+            counters: domains
+                .iter()
+                .map(|&domain| CounterPlan {
+                    domain,
+                    package: 0,
+                    open_cpu: 0,
+                    readers: vec![0],
+                    pmu_type: 0,
+                    config: 0,
+                    joules_per_count: 1.0,
+                    user: None,
+                })
+                .collect(),
+            per_cpu: false,
+        }
+    }
+
+    #[test]
+    fn the_base_is_pkg_else_psys_else_the_lowest_domain() {
+        assert_eq!(plan(&[3, 0, 2]).base_domain_name(), "pkg");
+        assert_eq!(plan(&[3]).base_domain_name(), "psys");
+        assert_eq!(plan(&[2, 3, 1]).base_domain_name(), "psys");
+        assert_eq!(plan(&[2, 1]).base_domain_name(), "cores");
+        assert_eq!(plan(&[]).base_domain_name(), "pkg");
+    }
 }

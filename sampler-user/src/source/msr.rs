@@ -6,10 +6,11 @@
 //!
 //! Intel: `MSR_RAPL_POWER_UNIT` (0x606) gives the energy unit, 1/2^ESU J
 //! (bits 12:8); the energy status registers are package 0x611, PP0 (cores)
-//! 0x639, DRAM 0x619, PP1 (gpu) 0x641 and platform (psys) 0x64D. On the
-//! server parts listed in [`intel_dram_fixed_unit`] DRAM counts in 2^-16 J
-//! (15.3 µJ) whatever the unit register says, as the kernel's RAPL driver
-//! knows too. AMD (family 17h and later, and Hygon): unit 0xC0010299,
+//! 0x639, DRAM 0x619, PP1 (gpu) 0x641 and platform (psys) 0x64D. Some
+//! models count a domain in a fixed unit whatever the unit register says,
+//! as the kernel's RAPL PMU knows ([`intel_unit_quirk`]: DRAM in 2^-16 J on
+//! Haswell-X to Ice Lake-X and Xeon Phi, psys in 1 J on Sapphire and
+//! Emerald Rapids). AMD (family 17h and later, and Hygon): unit 0xC0010299,
 //! package 0xC001029B, and a per-core register 0xC001029A: the `cores`
 //! domain is the sum of that register over one CPU per physical core
 //! ([`Topology::core_leaders`]), read every [`CORE_SUM_EVERY`] rather than
@@ -98,14 +99,59 @@ pub fn cpuinfo(root: &SysRoot) -> Result<Cpu, MsrError> {
     })
 }
 
-/// Intel server models whose DRAM domain counts in 2^-16 J regardless of
-/// the unit register (Haswell-X and later Xeons, Xeon Phi).
-pub fn intel_dram_fixed_unit(cpu: &Cpu) -> bool {
-    cpu.family == 6
-        && matches!(
-            cpu.model,
-            0x3F | 0x4F | 0x56 | 0x55 | 0x57 | 0x85 | 0x6A | 0x6C | 0x8F | 0xCF | 0xAD | 0xAE
-        )
+/// Where an Intel model's energy units differ from `MSR_RAPL_POWER_UNIT`,
+/// as the kernel's perf RAPL PMU has them (`arch/x86/events/rapl.c`,
+/// `rapl_model_match` and `rapl_check_hw_unit`). Each row: (model, name,
+/// quirk), the kernel line it follows in the comment. docs/sources.md has
+/// the table.
+const INTEL_UNIT_QUIRKS: &[(u32, &str, UnitQuirk)] = &[
+    // RAPL_UNIT_QUIRK_INTEL_HSW: "DRAM domain on HSW server and KNL has
+    // fixed energy unit" (rapl_pkg_hw_unit[PERF_RAPL_RAM] = 16).
+    (0x3F, "Haswell-X", UnitQuirk::Dram16), // INTEL_HASWELL_X, &model_hsx
+    (0x4F, "Broadwell-X", UnitQuirk::Dram16), // INTEL_BROADWELL_X, &model_hsx
+    (0x56, "Broadwell-D", UnitQuirk::Dram16), // INTEL_BROADWELL_D, &model_hsx
+    (0x57, "Xeon Phi KNL", UnitQuirk::Dram16), // INTEL_XEON_PHI_KNL, &model_knl
+    (0x85, "Xeon Phi KNM", UnitQuirk::Dram16), // INTEL_XEON_PHI_KNM, &model_knl
+    (0x55, "Skylake-X", UnitQuirk::Dram16), // INTEL_SKYLAKE_X, &model_hsx
+    (0x6A, "Ice Lake-X", UnitQuirk::Dram16), // INTEL_ICELAKE_X, &model_hsx
+    (0x6C, "Ice Lake-D", UnitQuirk::Dram16), // INTEL_ICELAKE_D, &model_hsx
+    // RAPL_UNIT_QUIRK_INTEL_SPR: "SPR uses a fixed energy unit for Psys
+    // domain" (rapl_pkg_hw_unit[PERF_RAPL_PSYS] = 0); DRAM uses the unit
+    // register ("Use standard Energy Unit for SPR Dram RAPL domain").
+    (0x8F, "Sapphire Rapids", UnitQuirk::Psys1), // INTEL_SAPPHIRERAPIDS_X, &model_spr
+    (0xCF, "Emerald Rapids", UnitQuirk::Psys1),  // INTEL_EMERALDRAPIDS_X, &model_spr
+];
+
+/// An Intel model's deviation from the unit register.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnitQuirk {
+    /// DRAM counts in 2^-16 J (15.3 µJ).
+    Dram16,
+    /// psys counts in 2^0 J (1 J).
+    Psys1,
+}
+
+/// The unit quirk of an Intel CPU (family 6), if its model has one. Models
+/// not in the table (client parts, Atom, Granite Rapids and later, whose
+/// RAPL the kernel reads through TPMI rather than these MSRs) use the unit
+/// register for every domain; AMD and Hygon have no quirk.
+pub fn intel_unit_quirk(cpu: &Cpu) -> Option<UnitQuirk> {
+    if cpu.vendor != "GenuineIntel" || cpu.family != 6 {
+        return None;
+    }
+    INTEL_UNIT_QUIRKS
+        .iter()
+        .find(|&&(model, _, _)| model == cpu.model)
+        .map(|&(_, _, q)| q)
+}
+
+/// Joules per count of `domain` on `cpu`, given the unit register's.
+pub fn domain_joules_per_count(cpu: &Cpu, domain: usize, unit_jpc: f64) -> f64 {
+    match (intel_unit_quirk(cpu), domain) {
+        (Some(UnitQuirk::Dram16), 2) => 1.0 / 65536.0,
+        (Some(UnitQuirk::Psys1), 3) => 1.0,
+        _ => unit_jpc,
+    }
 }
 
 /// Reads the 64-bit register `reg` through `file`; `None` when the CPU
@@ -169,11 +215,7 @@ pub fn plan(root: &SysRoot, topo: &Topology) -> Result<Vec<CounterPlan>, MsrErro
             if read_reg(&file, reg).is_none_or(|v| v & MAX == 0) {
                 continue;
             }
-            let jpc = if domain == 2 && intel_dram_fixed_unit(&cpu) {
-                1.0 / 65536.0
-            } else {
-                jpc
-            };
+            let jpc = domain_joules_per_count(&cpu, domain, jpc);
             let read = UserRead::Msr {
                 path: path.clone(),
                 register: reg,

@@ -336,3 +336,134 @@ fn the_32_bit_counter_wrapping_during_a_run_loses_no_energy() {
     let want = 300.0 * 300.0 / 65536.0;
     assert!((joules - want).abs() < 1e-9, "{joules} J, want {want} J");
 }
+
+/// One row per model the kernel's perf RAPL PMU treats specially
+/// (`arch/x86/events/rapl.c`), and models it does not: the whole plan runs
+/// on the two-package fixture with that model in `/proc/cpuinfo`, and each
+/// domain's joules per count is the kernel's. The unit register says 2^-14 J.
+#[test]
+fn every_model_gets_the_kernels_unit_for_each_domain() {
+    let e14 = 1.0 / 16384.0;
+    let e16 = 1.0 / 65536.0;
+    // (vendor, family, model, what: pkg, cores, ram, psys)
+    let rows: &[(&str, u32, u32, &str, [f64; 4])] = &[
+        ("GenuineIntel", 6, 0x3F, "Haswell-X", [e14, e14, e16, e14]),
+        ("GenuineIntel", 6, 0x4F, "Broadwell-X", [e14, e14, e16, e14]),
+        ("GenuineIntel", 6, 0x56, "Broadwell-D", [e14, e14, e16, e14]),
+        (
+            "GenuineIntel",
+            6,
+            0x57,
+            "Xeon Phi KNL",
+            [e14, e14, e16, e14],
+        ),
+        (
+            "GenuineIntel",
+            6,
+            0x85,
+            "Xeon Phi KNM",
+            [e14, e14, e16, e14],
+        ),
+        ("GenuineIntel", 6, 0x55, "Skylake-X", [e14, e14, e16, e14]),
+        ("GenuineIntel", 6, 0x6A, "Ice Lake-X", [e14, e14, e16, e14]),
+        ("GenuineIntel", 6, 0x6C, "Ice Lake-D", [e14, e14, e16, e14]),
+        (
+            "GenuineIntel",
+            6,
+            0x8F,
+            "Sapphire Rapids",
+            [e14, e14, e14, 1.0],
+        ),
+        (
+            "GenuineIntel",
+            6,
+            0xCF,
+            "Emerald Rapids",
+            [e14, e14, e14, 1.0],
+        ),
+        (
+            "GenuineIntel",
+            6,
+            0xAD,
+            "Granite Rapids-X",
+            [e14, e14, e14, e14],
+        ),
+        (
+            "GenuineIntel",
+            6,
+            0xAE,
+            "Granite Rapids-D",
+            [e14, e14, e14, e14],
+        ),
+        (
+            "GenuineIntel",
+            6,
+            0x3C,
+            "Haswell (client)",
+            [e14, e14, e14, e14],
+        ),
+        (
+            "GenuineIntel",
+            6,
+            0x5E,
+            "Skylake (client)",
+            [e14, e14, e14, e14],
+        ),
+        ("GenuineIntel", 6, 0x97, "Alder Lake", [e14, e14, e14, e14]),
+        (
+            "GenuineIntel",
+            6,
+            0x5C,
+            "Goldmont (Atom)",
+            [e14, e14, e14, e14],
+        ),
+        (
+            "GenuineIntel",
+            6,
+            0x86,
+            "Tremont-D (Atom)",
+            [e14, e14, e14, e14],
+        ),
+    ];
+    for &(vendor, family, model, what, want) in rows {
+        let (_dir, root) = scratch("msr-intel-2pkg");
+        intel(&root);
+        let mut info = String::new();
+        for cpu in 0..4 {
+            info.push_str(&format!(
+                "processor\t: {cpu}\nvendor_id\t: {vendor}\ncpu family\t: {family}\nmodel\t\t: {model}\n\n"
+            ));
+        }
+        std::fs::write(root.proc("cpuinfo"), info).expect("cpuinfo");
+        let topo = Topology::read(&root).expect("topology");
+        let counters = plan(&root, &topo).expect("plan");
+        for (domain, jpc) in want.iter().enumerate() {
+            let got = counters
+                .iter()
+                .find(|c| c.package == 0 && c.domain == domain)
+                .map(|c| c.joules_per_count);
+            assert_eq!(
+                got,
+                Some(*jpc),
+                "{what} (model {model:#x}), domain {domain}"
+            );
+        }
+    }
+    // AMD families 17h, 19h, 1Ah and Hygon 18h: the unit register for all.
+    for (vendor, family) in [
+        ("AuthenticAMD", 0x17),
+        ("AuthenticAMD", 0x19),
+        ("AuthenticAMD", 0x1A),
+        ("HygonGenuine", 0x18),
+    ] {
+        let cpu = Cpu {
+            vendor: vendor.into(),
+            family,
+            model: 0x01,
+        };
+        assert_eq!(intel_unit_quirk(&cpu), None, "{vendor} {family:#x}");
+        for domain in 0..5 {
+            assert_eq!(domain_joules_per_count(&cpu, domain, e16), e16);
+        }
+    }
+}

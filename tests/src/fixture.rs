@@ -20,7 +20,7 @@ pub fn powercap_tree(dir: &Path, max_uj: u64, start_uj: u64) -> PathBuf {
     std::fs::create_dir_all(&zone).expect("mkdir zone");
     std::fs::write(zone.join("name"), format!("package-{package}\n")).expect("name");
     std::fs::write(zone.join("max_energy_range_uj"), format!("{max_uj}\n")).expect("max");
-    std::fs::write(zone.join("energy_uj"), format!("{start_uj}\n")).expect("energy");
+    std::fs::write(zone.join("energy_uj"), format!("{start_uj:<20}\n")).expect("energy");
     zone.join("energy_uj")
 }
 
@@ -80,4 +80,19 @@ pub fn power_pmu_tree(dir: &Path, events: &[(&str, u64)]) -> PathBuf {
         std::fs::write(e.with_extension("unit"), "Joules\n").expect("unit");
     }
     dir.join("sys")
+}
+
+/// Rewrites a fixture counter file (`energy_uj`) in place, as sysfs does:
+/// one `pwrite` at offset 0 of a fixed-width value, never a truncation, so
+/// a reader (Ergon's discovery, probe or poller, which keep the file open)
+/// never finds it empty. The value is left-aligned and padded with spaces
+/// to 20 digits, which `trim()` takes off.
+pub fn write_counter(path: &Path, value: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open the counter file");
+    f.write_all_at(format!("{value:<20}\n").as_bytes(), 0)
+        .expect("write the counter file");
 }

@@ -9,8 +9,9 @@ use std::{
 };
 
 use tests::{
-    every_ms, fixture::powercap_tree, require_root, source_check_as_nobody, world_readable, Daemon,
-    Preroll,
+    every_ms,
+    fixture::{powercap_tree, write_counter},
+    require_root, source_check_as_nobody, world_readable, Daemon, Preroll,
 };
 
 const PKG: &str = "ergon_package_energy_joules_total";
@@ -31,7 +32,7 @@ fn write_steps(path: &Path, start: u64, step: u64, ms: u64) -> u64 {
     let mut v = start;
     every_ms(ms, |_| {
         v = (v + step) % (MAX_UJ + 1);
-        std::fs::write(path, format!("{v}\n")).expect("write energy_uj");
+        write_counter(path, v);
     });
     step * ms
 }
@@ -42,7 +43,7 @@ fn preroll(energy: &Path) -> Preroll<u64> {
     let energy = energy.to_path_buf();
     Preroll::start(START_UJ, move |v| {
         *v = (*v + 1) % (MAX_UJ + 1);
-        std::fs::write(&energy, format!("{v}\n")).expect("write energy_uj");
+        write_counter(&energy, *v);
     })
 }
 

@@ -47,7 +47,7 @@ pub fn overhead(bin: &Path, source: &str, seconds: u64, out: Option<&Path>) -> R
         // count a ms (61 mW) for the whole benchmark.
         let writer = tests::Preroll::start(1_000_000u64, move |v| {
             *v += 61;
-            let _ = std::fs::write(&energy, format!("{v}\n"));
+            tests::fixture::write_counter(&energy, *v);
         });
         eprintln!(
             "xtask: no powercap RAPL zone here: polling a fixture tree at {} (a regular file, not the MSR behind a real energy_uj)",

@@ -335,13 +335,7 @@ pub fn report(settings: &Settings) -> Report {
     }
     if settings.source != SourceKind::Auto {
         if let Ok(topo) = Topology::read(&settings.root) {
-            match source::select(
-                settings.source,
-                &settings.root,
-                &topo,
-                &settings.declared(),
-                &probe,
-            ) {
+            match settings.plan(&topo) {
                 Ok(plan) => {
                     r.push(
                         "--source",

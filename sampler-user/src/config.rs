@@ -376,6 +376,22 @@ impl Settings {
             model: self.model.clone(),
         }
     }
+
+    /// The energy source plan for `--source` on this machine, its counters
+    /// proven to move ([`crate::source::liveness`]): what `ergon run` and
+    /// `ergon measure` load.
+    pub fn plan(
+        &self,
+        topo: &crate::topology::Topology,
+    ) -> Result<crate::source::Plan, crate::source::SourceError> {
+        crate::source::select(
+            self.source,
+            &self.root,
+            topo,
+            &self.declared(),
+            &crate::source::liveness::Reads::default(),
+        )
+    }
 }
 
 const PERIOD_FIX: &str = "pass a duration between 50us and 1s, e.g. --period 500us or --period 1ms";

@@ -68,13 +68,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     let mut int = tokio::signal::unix::signal(SignalKind::interrupt())
         .map_err(|source| DaemonError::Signal { source })?;
     let topo = Topology::read(&settings.root)?;
-    let plan = source::select(
-        settings.source,
-        &settings.root,
-        &topo,
-        &settings.declared(),
-        &source::liveness::Reads::default(),
-    )?;
+    let plan = settings.plan(&topo)?;
     info!(
         source = plan.source.name(),
         reason = %plan.reason,

@@ -22,7 +22,7 @@ use crate::{
     cgroups,
     config::RunArgs,
     pipeline::{self, Extras, PipelineError},
-    source::{self, SourceError},
+    source::SourceError,
     topology::{Topology, TopologyError},
     units::now_unix_ms,
 };
@@ -217,13 +217,7 @@ pub async fn run(args: MeasureArgs) -> Result<i32, MeasureError> {
     settings.serve.batch_resolution = Duration::from_millis(1);
     settings.serve.cgroup_batch_resolution = Duration::from_millis(1);
     let topo = Topology::read(&settings.root)?;
-    let plan = source::select(
-        settings.source,
-        &settings.root,
-        &topo,
-        &settings.declared(),
-        &source::liveness::Reads::default(),
-    )?;
+    let plan = settings.plan(&topo)?;
     info!(source = plan.source.name(), reason = %plan.reason, "energy source chosen");
     let root = cgroups::v2_root(&settings.root).ok_or(MeasureError::NoCgroup2)?;
     let name = format!("ergon-measure-{}", std::process::id());

@@ -113,6 +113,13 @@ pub fn source_check_as_nobody(
     line.to_owned()
 }
 
+/// The daemon log's `energy source chosen` line (the source and why).
+pub fn source_choice(log: &str) -> &str {
+    log.lines()
+        .find(|l| l.contains("energy source chosen"))
+        .unwrap_or_else(|| panic!("the choice is logged: {log}"))
+}
+
 /// A running `ergon run`, killed on drop. Its stderr is read continuously
 /// by a thread (a pipe nobody reads would block a chatty daemon).
 pub struct Daemon {

@@ -89,10 +89,7 @@ fn a_power_pmu_that_reads_zero_is_passed_over_by_auto_and_refused_by_source_rapl
     );
     let (status, log) = d.stop();
     assert!(status.success(), "{log}");
-    let chosen = log
-        .lines()
-        .find(|l| l.contains("energy source chosen"))
-        .unwrap_or_else(|| panic!("the choice is logged: {log}"));
+    let chosen = tests::source_choice(&log);
     assert!(chosen.contains(DEAD_PSYS), "{chosen}");
     let _ = std::fs::remove_dir_all(&dir);
 }

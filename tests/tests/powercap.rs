@@ -136,10 +136,7 @@ fn auto_picks_a_powercap_zone_over_the_model_and_says_why() {
     written_is_served(&d, pre, &energy, 2_000, 500);
     let (status, log) = d.stop();
     assert!(status.success(), "{log}");
-    let chosen = log
-        .lines()
-        .find(|l| l.contains("energy source chosen"))
-        .unwrap_or_else(|| panic!("the choice is logged: {log}"));
+    let chosen = tests::source_choice(&log);
     for want in [
         "no perf power PMU at",
         &format!(

@@ -252,6 +252,18 @@ impl Found {
         Ok(self)
     }
 
+    /// The userspace sources need their package counter among the moving
+    /// ones: passed over (or refused) otherwise, saying what was found.
+    fn needing_package(self, what: &str) -> Result<Found, SourceError> {
+        if self.counters.iter().any(|c| c.domain == 0) {
+            return Ok(self);
+        }
+        Err(SourceError::Dead {
+            name: self.source.name(),
+            why: format!("no package {what} moves ({})", self.found),
+        })
+    }
+
     fn plan(self, reason: String) -> Plan {
         Plan {
             source: self.source,
@@ -295,7 +307,7 @@ fn try_powercap(root: &SysRoot, topo: &Topology, probe: &dyn Probe) -> Result<Fo
     }
     let names: Vec<&str> = found.zones.iter().map(|z| z.name.as_str()).collect();
     let skipped: String = found.skipped.iter().map(|s| format!("; {s}")).collect();
-    let found = Found {
+    Found {
         source: Resolved::Powercap,
         counters,
         found: format!(
@@ -303,14 +315,8 @@ fn try_powercap(root: &SysRoot, topo: &Topology, probe: &dyn Probe) -> Result<Fo
             names.join(", ")
         ),
     }
-    .moving(probe, topo)?;
-    if !found.counters.iter().any(|c| c.domain == 0) {
-        return Err(SourceError::Dead {
-            name: "powercap",
-            why: format!("no package zone moves ({})", found.found),
-        });
-    }
-    Ok(found)
+    .moving(probe, topo)?
+    .needing_package("zone")
 }
 
 fn try_msr(root: &SysRoot, topo: &Topology, probe: &dyn Probe) -> Result<Found, SourceError> {
@@ -325,7 +331,7 @@ fn try_msr(root: &SysRoot, topo: &Topology, probe: &dyn Probe) -> Result<Found, 
         .iter()
         .filter_map(|&d| sampler_common::DOMAIN_NAMES.get(d).copied())
         .collect();
-    let found = Found {
+    Found {
         source: Resolved::Msr,
         counters,
         found: format!(
@@ -334,14 +340,8 @@ fn try_msr(root: &SysRoot, topo: &Topology, probe: &dyn Probe) -> Result<Found, 
             domains.join(", ")
         ),
     }
-    .moving(probe, topo)?;
-    if !found.counters.iter().any(|c| c.domain == 0) {
-        return Err(SourceError::Dead {
-            name: "msr",
-            why: format!("no package register moves ({})", found.found),
-        });
-    }
-    Ok(found)
+    .moving(probe, topo)?
+    .needing_package("register")
 }
 
 /// An error and its sources on one line.

@@ -17,6 +17,8 @@ pub use stats::{STAT_CGROUP_OVERFLOW, STAT_COUNT, STAT_READ_ERRORS, STAT_RINGBUF
 /// counter arrays are sized to the machine by the loader; this bound only
 /// limits the per-CPU domain-mask table.
 pub const MAX_CPUS: u32 = 4096;
+/// Most packages the read tokens cover (`PKG_LAST_READ`).
+pub const MAX_PACKAGES: u32 = 64;
 
 /// Names of the perf-event arrays holding the energy counters, one per domain
 /// (in `DOMAIN_NAMES` order), each indexed by the reading CPU. One array per

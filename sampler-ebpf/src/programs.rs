@@ -1,4 +1,7 @@
-use core::ptr::addr_of;
+use core::{
+    intrinsics::{atomic_cxchg, AtomicOrdering},
+    ptr::addr_of,
+};
 
 use aya_ebpf::{
     bindings::{bpf_perf_event_value, BPF_RB_NO_WAKEUP},
@@ -12,8 +15,9 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use sampler_common::{
-    CgroupTime, CpuState, TickRecord, CGROUP_SLOTS, MAX_CPUS, MAX_DOMAINS, RECORD_CGROUP_FLUSH,
-    RECORD_TICK, STAT_CGROUP_OVERFLOW, STAT_COUNT, STAT_READ_ERRORS, STAT_RINGBUF_DROPS,
+    CgroupTime, CpuState, TickRecord, CGROUP_SLOTS, MAX_CPUS, MAX_DOMAINS, MAX_PACKAGES,
+    RECORD_CGROUP_FLUSH, RECORD_TICK, STAT_CGROUP_OVERFLOW, STAT_COUNT, STAT_READ_ERRORS,
+    STAT_RINGBUF_DROPS,
 };
 
 /// Records for the daemon. Size set by the daemon (`--ringbuf-size`).
@@ -37,6 +41,58 @@ static CTR_GPU: PerfEventArray<u32> = PerfEventArray::new(0);
 /// Bit `d` of entry `cpu`: that CPU's entry of the domain-`d` array holds a counter.
 #[map]
 static DOMAIN_MASK: Array<u32> = Array::with_max_entries(MAX_CPUS, 0);
+
+/// Entry `cpu`: 1 + the index of the package whose read token this CPU
+/// takes before reading its counters; 0 when its counters are its own (a
+/// per-CPU layout) and need no token. Set by the daemon.
+#[map]
+static CPU_PACKAGE: Array<u32> = Array::with_max_entries(MAX_CPUS, 0);
+
+/// Per package: boot ns of its counters' last read, the read token.
+#[map]
+static PKG_LAST_READ: Array<u64> = Array::with_max_entries(MAX_PACKAGES, 0);
+
+/// Minimum ns between two reads of one package's counters (about one RAPL
+/// update interval), set by the daemon; 0 (as `ergon check` loads it) for
+/// no limit. Read-only data: the verifier sees the daemon's constant.
+#[unsafe(no_mangle)]
+static MIN_READ_NS: u64 = 0;
+
+/// Whether this CPU may read its package's counters now: one reader per
+/// package at a time and at most one read per `MIN_READ_NS`. The kernel's
+/// `rapl_event_update()` is atomic only against its own CPU, so two CPUs
+/// reading one package event at once can count a delta twice or lose it.
+/// The CPU whose compare-exchange moves the package's last-read time to
+/// `now` is the only one to read in this interval; an idle CPU takes no
+/// timer run, so the token passes to whichever busy CPU comes next.
+#[inline(always)]
+fn may_read(cpu: u32, now: u64) -> bool {
+    let slot = CPU_PACKAGE.get(cpu).copied().unwrap_or(0);
+    if slot == 0 {
+        return true;
+    }
+    let Some(p) = PKG_LAST_READ.get_ptr_mut(slot - 1) else {
+        return true;
+    };
+    // SAFETY: a plain read of the loader-set constant.
+    let min = unsafe { core::ptr::read_volatile(&MIN_READ_NS) };
+    // The BPF target's `core` has no `AtomicU64::compare_exchange` (no
+    // `target_has_atomic = "64"` CAS), so the intrinsic: LLVM lowers it to
+    // BPF_ATOMIC | BPF_CMPXCHG (cpu v3, Linux 5.12).
+    // An aligned 64-bit load is single-copy atomic on BPF (LLVM's BPF
+    // backend has no relaxed atomic load before cpu v4): a volatile read.
+    // SAFETY: `p` points to this package's u64 in an array map, shared by
+    // the package's CPUs and only ever written by the exchange below.
+    let last = unsafe { core::ptr::read_volatile(p) };
+    if now.wrapping_sub(last) < min {
+        return false;
+    }
+    // SAFETY: as above.
+    let (_, won) = unsafe {
+        atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(p, last, now)
+    };
+    won
+}
 
 /// Per-CPU time table and switch state.
 #[map]
@@ -183,10 +239,10 @@ impl Counters {
 }
 
 #[inline(always)]
-fn read_counters(cpu: u32) -> Counters {
+fn read_counters(cpu: u32, now: u64) -> Counters {
     let mut c = Counters::NONE;
     let mask = DOMAIN_MASK.get(cpu).copied().unwrap_or(0);
-    if mask == 0 {
+    if mask == 0 || !may_read(cpu, now) {
         return c;
     }
     for d in 0..MAX_DOMAINS {
@@ -250,7 +306,7 @@ fn current_task() -> (bool, u64) {
 pub fn on_timer(ctx: PerfEventContext) -> u32 {
     // SAFETY: plain helper calls.
     let cpu = unsafe { bpf_get_smp_processor_id() };
-    let counters = read_counters(cpu);
+    let counters = read_counters(cpu, unsafe { bpf_ktime_get_boot_ns() });
     let now = unsafe { bpf_ktime_get_boot_ns() };
     if counters.errors != 0 && bump(STAT_READ_ERRORS) == 0 {
         warn!(

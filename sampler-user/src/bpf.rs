@@ -28,7 +28,7 @@ pub enum BpfError {
         "this ergon binary was built without its eBPF object; build it with `cargo xtask build`"
     )]
     NotBuilt,
-    #[error("loading the eBPF object failed (kernel ≥ 5.8 with BTF and CAP_BPF are needed; `ergon check` says what is missing)")]
+    #[error("loading the eBPF object failed (kernel ≥ 5.12 with BTF and CAP_BPF are needed; `ergon check` says what is missing)")]
     Load {
         #[source]
         source: aya::EbpfError,
@@ -69,6 +69,11 @@ pub enum BpfError {
         source: std::io::Error,
     },
 }
+
+/// Minimum time between two reads of one package's counters in the kernel
+/// (`MIN_READ_NS` in the programs): RAPL updates its counters every 976 µs,
+/// so reading more often adds cost and cross-CPU reads, not resolution.
+pub const MIN_READ_NS: u64 = 976_000;
 
 /// How to load.
 #[derive(Clone, Debug)]
@@ -111,8 +116,10 @@ impl Sampler {
         if BPF_OBJECT.is_empty() {
             return Err(BpfError::NotBuilt);
         }
+        let min_read_ns = MIN_READ_NS;
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("EVENTS", opts.ringbuf_bytes)
+            .override_global("MIN_READ_NS", &min_read_ns, true)
             .load(BPF_OBJECT)
             .map_err(|source| BpfError::Load { source })?;
 
@@ -160,6 +167,39 @@ impl Sampler {
             let mut arr = domain_mask(&mut ebpf)?;
             for (&cpu, &mask) in &masks {
                 set_mask(&mut arr, cpu, mask)?;
+            }
+        }
+        // One reader per package at a time: every CPU that reads a
+        // package-wide counter takes its package's read token first.
+        if !plan.per_cpu {
+            let packages = topo.packages();
+            let name = "CPU_PACKAGE";
+            let map = ebpf.map_mut(name).ok_or(BpfError::MissingMap { name })?;
+            let mut arr: Array<&mut MapData, u32> =
+                Array::try_from(map).map_err(|source| BpfError::Map {
+                    name,
+                    action: "open",
+                    source,
+                })?;
+            for cp in plan.counters.iter().filter(|c| c.user.is_none()) {
+                let Some(index) = packages.iter().position(|&p| p == cp.package) else {
+                    continue;
+                };
+                if index as u32 >= sampler_common::MAX_PACKAGES {
+                    tracing::warn!(
+                        package = cp.package,
+                        "more packages than read tokens: this package's CPUs read without one"
+                    );
+                    continue;
+                }
+                for &reader in &cp.readers {
+                    arr.set(reader, index as u32 + 1, 0)
+                        .map_err(|source| BpfError::Map {
+                            name,
+                            action: "set",
+                            source,
+                        })?;
+                }
             }
         }
 

@@ -23,10 +23,11 @@ pub const KERNEL_FEATURES: &[(&str, (u32, u32))] = &[
     ("BPF ring buffer", (5, 8)),
     ("CAP_BPF and CAP_PERFMON", (5, 8)),
     ("bpf_ktime_get_boot_ns", (5, 8)),
+    ("BPF atomic compare-and-exchange", (5, 12)),
 ];
 
 /// Minimum kernel: the newest release among [`KERNEL_FEATURES`].
-pub const MIN_KERNEL: (u32, u32) = (5, 8);
+pub const MIN_KERNEL: (u32, u32) = (5, 12);
 
 /// The features of [`KERNEL_FEATURES`] that kernel `v` predates, e.g.
 /// `BPF ring buffer (5.8), CAP_BPF and CAP_PERFMON (5.8)`.
@@ -122,7 +123,7 @@ pub fn inspect(root: &SysRoot, declared: &Declared, probe: &dyn Probe) -> Report
     let mut r = Report::default();
     let osrelease = root.proc("sys/kernel/osrelease");
     match std::fs::read_to_string(&osrelease).ok().as_deref().and_then(parse_kernel_release) {
-        Some(v) if v >= MIN_KERNEL => r.push("kernel", Status::Ok, format!("{}.{} (5.8 or newer needed)", v.0, v.1)),
+        Some(v) if v >= MIN_KERNEL => r.push("kernel", Status::Ok, format!("{}.{} ({}.{} or newer needed)", v.0, v.1, MIN_KERNEL.0, MIN_KERNEL.1)),
         Some(v) => r.push(
             "kernel",
             Status::Fail,
@@ -398,7 +399,7 @@ mod tests {
         assert_eq!(missing_kernel_features(MIN_KERNEL), "");
         assert_eq!(
             missing_kernel_features((5, 4)),
-            "tp_btf programs (5.5), BPF ring buffer (5.8), CAP_BPF and CAP_PERFMON (5.8), bpf_ktime_get_boot_ns (5.8)"
+            "tp_btf programs (5.5), BPF ring buffer (5.8), CAP_BPF and CAP_PERFMON (5.8), bpf_ktime_get_boot_ns (5.8), BPF atomic compare-and-exchange (5.12)"
         );
     }
 
@@ -467,7 +468,7 @@ mod tests {
             assert_eq!(f.status, Status::Fail, "{item}: {}", f.detail);
         }
         assert!(r.find("kernel").is_some_and(|f| f.detail.contains(
-            "older than 5.8: it lacks BPF cpu v3 instructions (jmp32, alu32) (5.1), tp_btf programs (5.5), BPF ring buffer (5.8), CAP_BPF and CAP_PERFMON (5.8), bpf_ktime_get_boot_ns (5.8)"
+            "older than 5.12: it lacks BPF cpu v3 instructions (jmp32, alu32) (5.1), tp_btf programs (5.5), BPF ring buffer (5.8), CAP_BPF and CAP_PERFMON (5.8), bpf_ktime_get_boot_ns (5.8), BPF atomic compare-and-exchange (5.12)"
         )), "{:?}", r.find("kernel"));
         assert!(r
             .find("btf")

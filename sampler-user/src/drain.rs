@@ -585,6 +585,7 @@ impl Drainer {
         }
         self.base.readings_rejected = rejected;
         s.readings_rejected = rejected;
+        s.energy_reads = self.books.reads();
         s.last_drain_unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());

@@ -46,6 +46,8 @@ struct Book {
     counts: u128,
     /// Watts above which a wrap of this counter is implausible.
     ceiling_watts: f64,
+    /// Readings applied.
+    reads: u64,
 }
 
 /// Readings the books refused to count, by reason (`ergon_energy_readings_rejected_total`).
@@ -103,6 +105,9 @@ pub struct EnergyBooks {
     /// Readings applied since the last `take_applied`: (counter, ts, cumulative counts).
     applied: Vec<(usize, u64, u128)>,
     rejected: Rejected,
+    /// The attribution base domain ([`Plan::base_domain`]), whose readings
+    /// [`EnergyBooks::reads`] counts.
+    base_domain: usize,
 }
 
 impl EnergyBooks {
@@ -125,13 +130,29 @@ impl EnergyBooks {
                     counts: 0,
                     ceiling_watts: PLAUSIBLE_WATTS_PER_CPU
                         * if plan.per_cpu { 1 } else { cpus_of(p.package) } as f64,
+                    reads: 0,
                 })
                 .collect(),
             slots,
             cpu_time: cpus.iter().map(|&(c, _)| (c, CpuTime::default())).collect(),
             applied: Vec::new(),
             rejected: Rejected::default(),
+            base_domain: plan.base_domain(),
         }
+    }
+
+    /// Readings applied per package of its base-domain counters, sorted by
+    /// package (`ergon_energy_reads_total{package}`).
+    pub fn reads(&self) -> Vec<(u32, u64)> {
+        let mut per: BTreeMap<u32, u64> = BTreeMap::new();
+        for b in self
+            .books
+            .iter()
+            .filter(|b| b.plan.domain == self.base_domain)
+        {
+            *per.entry(b.plan.package).or_default() += b.reads;
+        }
+        per.into_iter().collect()
     }
 
     /// Readings refused so far.
@@ -181,6 +202,7 @@ impl EnergyBooks {
             }
             Some(_) => return false,
         }
+        b.reads += 1;
         self.applied.push((idx, ts_ns, b.counts));
         true
     }
@@ -363,6 +385,12 @@ mod tests {
         b.reading(1, 2, 100); // 25 J ram pkg 0
         b.reading(2, 1, 0);
         b.reading(2, 2, 30); // 30 J pkg 1
+        assert!(!b.reading(2, 2, 31), "not newer: ignored, not counted");
+        assert_eq!(
+            b.reads(),
+            vec![(0, 2), (1, 2)],
+            "readings of each package's pkg counter (ram's not counted)"
+        );
         let p = b.packages();
         assert_eq!(
             p,

@@ -249,6 +249,14 @@ impl Collector for SnapshotCollector {
         )?;
         counter(
             &mut enc,
+            "ergon_energy_reads",
+            "Energy counter readings applied per package (its attribution base domain's counters): in the kernel one CPU of the package reads at a time, at most once per RAPL update interval (976 us); the daemon reads the counters of idle packages itself.",
+            s.energy_reads
+                .iter()
+                .map(|&(p, n)| (vec![("package", p.to_string())], n as f64)),
+        )?;
+        counter(
+            &mut enc,
             "ergon_energy_readings_rejected",
             "Energy counter readings the books refused and did not count: backwards (a 64-bit count lower than the last one) or implausible_wrap (a wrap implying more energy than the package can draw in the interval). The last good reading is kept.",
             [

@@ -49,6 +49,8 @@ pub struct Snapshot {
     pub cgroup_table_overflows: u64,
     /// Counter reads the daemon made itself for counters whose CPUs were idle.
     pub idle_counter_reads: u64,
+    /// Counter readings applied per package (base domain), by package.
+    pub energy_reads: Vec<(u32, u64)>,
     /// Counter readings the books refused (went back, implausible wrap).
     pub readings_rejected: crate::energy::Rejected,
     pub programs: Vec<ProgramStats>,

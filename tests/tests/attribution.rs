@@ -167,7 +167,9 @@ fn beyond_max_cgroups_the_smallest_fold_into_other_and_books_still_balance() {
         + sum_of(&m, "ergon_cgroup_energy_joules_total");
     let want: f64 = m
         .iter()
-        .filter(|(k, _)| k.contains("domain=\"pkg\""))
+        .filter(|(k, _)| {
+            k.starts_with("ergon_package_energy_joules_total{") && k.contains("domain=\"pkg\"")
+        })
         .map(|(_, v)| v)
         .sum();
     assert!(

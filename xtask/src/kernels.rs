@@ -631,7 +631,7 @@ mod tests_ {
         )
     }
 
-    const CHECK_OK: &str = "ok    kernel       6.1 (5.8 or newer needed)\nok    programs     on_timer and sched_switch pass the verifier";
+    const CHECK_OK: &str = "ok    kernel       6.1 (5.12 or newer needed)\nok    programs     on_timer and sched_switch pass the verifier";
 
     #[test]
     fn exact_energy_passes_and_is_summarised() {

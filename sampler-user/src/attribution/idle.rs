@@ -32,6 +32,13 @@ impl Attributor {
         if to <= closed || to < st.since || st.since < st.span_start {
             return false;
         }
+        // The kernel's table always sums to `[span_start, since]` once a
+        // program run is over; a copy read while `sched_switch` was updating
+        // it (it moves `since` before the slot) does not, and is not used.
+        let table: u64 = st.idle_ns + st.other_ns + st.cgroups.iter().map(|e| e.ns).sum::<u64>();
+        if table != st.since - st.span_start {
+            return false;
+        }
         let none = Consumed {
             start: st.span_start,
             end: closed,

@@ -99,6 +99,9 @@ pub struct Drainer {
     records_malformed: u64,
     idle_counter_reads: u64,
     idle_read_complaint: crate::complaint::Complaint,
+    /// Energy counters that stopped advancing while their CPUs ran tasks:
+    /// logged once, then at most once a minute.
+    stall_complaint: crate::complaint::Complaint,
     /// Batch points for remote_write, handed over after the snapshot.
     pending_push: Vec<(Arc<str>, i64, f64)>,
     last_stats: Option<Instant>,
@@ -155,6 +158,7 @@ impl Drainer {
             records_malformed: 0,
             idle_counter_reads: 0,
             idle_read_complaint: Default::default(),
+            stall_complaint: Default::default(),
             pending_push: Vec::new(),
             last_stats: None,
             last_maintain: None,
@@ -466,6 +470,37 @@ impl Drainer {
         Ok(())
     }
 
+    /// Counters that stopped advancing while their CPUs ran tasks: counted
+    /// when they stop (`ergon_energy_counter_stalls_total`), named while they
+    /// stay stopped (`/health` is unhealthy with them), logged rate-limited.
+    fn publish_stalls(&mut self, s: &mut Snapshot) {
+        let packages = self.books.package_count();
+        let stalled: Vec<String> = self
+            .books
+            .stalled(boot_ns())
+            .into_iter()
+            .filter_map(|idx| self.books.plan(idx))
+            .map(|p| crate::source::liveness::describe(p, packages))
+            .collect();
+        let new = stalled
+            .iter()
+            .filter(|c| !self.base.stalled_counters.contains(c))
+            .count() as u64;
+        self.base.counter_stalls += new;
+        if new > 0 {
+            if let Some(failures) = self.stall_complaint.failed(Instant::now()) {
+                warn!(
+                    counters = %stalled.join("; "),
+                    stalls = failures,
+                    "an energy counter stopped advancing for over 1 s while its CPUs were busy (its register stopped counting?); /health reports it until it moves again (logged at most once a minute)"
+                );
+            }
+        }
+        self.base.stalled_counters = stalled.clone();
+        s.counter_stalls = self.base.counter_stalls;
+        s.stalled_counters = stalled;
+    }
+
     /// Readies the labels of the cgroups about to be booked (the only place
     /// the cgroup tree is walked, so labels never change between booking and
     /// publishing), and folds a dead cgroup into the one made again at its
@@ -586,6 +621,7 @@ impl Drainer {
         self.base.readings_rejected = rejected;
         s.readings_rejected = rejected;
         s.energy_reads = self.books.reads();
+        self.publish_stalls(&mut s);
         s.last_drain_unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());

@@ -39,6 +39,15 @@ const MAX_SANE_DELTA: u64 = 1 << 62;
 /// fails. docs/sources.md.
 pub const PLAUSIBLE_WATTS_PER_CPU: f64 = 50.0;
 
+/// A counter that has not advanced for this long while its package's CPUs
+/// ran tasks for at least [`STALL_BUSY_NS`] has stopped
+/// (`ergon_energy_counter_stalls_total`, `/health`).
+pub const STALL_AFTER_NS: u64 = 1_000_000_000;
+/// CPU time the package's CPUs must have run tasks since the counter last
+/// advanced for its silence to count as a stall (an idle package's counter
+/// may legitimately crawl).
+pub const STALL_BUSY_NS: u64 = 100_000_000;
+
 #[derive(Clone, Debug)]
 struct Book {
     plan: CounterPlan,
@@ -48,6 +57,9 @@ struct Book {
     ceiling_watts: f64,
     /// Readings applied.
     reads: u64,
+    /// When the count last advanced (boot ns), and the package's busy time
+    /// then.
+    moved: Option<(u64, u64)>,
 }
 
 /// Readings the books refused to count, by reason (`ergon_energy_readings_rejected_total`).
@@ -108,6 +120,10 @@ pub struct EnergyBooks {
     /// The attribution base domain ([`Plan::base_domain`]), whose readings
     /// [`EnergyBooks::reads`] counts.
     base_domain: usize,
+    /// Package of each CPU, and the busy time each package's CPUs have
+    /// accounted, for the stall rule.
+    cpu_package: HashMap<u32, u32>,
+    package_busy_ns: BTreeMap<u32, u64>,
 }
 
 impl EnergyBooks {
@@ -131,6 +147,7 @@ impl EnergyBooks {
                     ceiling_watts: PLAUSIBLE_WATTS_PER_CPU
                         * if plan.per_cpu { 1 } else { cpus_of(p.package) } as f64,
                     reads: 0,
+                    moved: None,
                 })
                 .collect(),
             slots,
@@ -138,7 +155,41 @@ impl EnergyBooks {
             applied: Vec::new(),
             rejected: Rejected::default(),
             base_domain: plan.base_domain(),
+            cpu_package: cpus.iter().copied().collect(),
+            package_busy_ns: cpus.iter().map(|&(_, p)| (p, 0)).collect(),
         }
+    }
+
+    /// Counters that have stopped: no advance for over [`STALL_AFTER_NS`]
+    /// before `now_ns` while their package's CPUs ran tasks for at least
+    /// [`STALL_BUSY_NS`]. A real package never stands still that long.
+    pub fn stalled(&self, now_ns: u64) -> Vec<usize> {
+        self.books
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| {
+                let busy = self
+                    .package_busy_ns
+                    .get(&b.plan.package)
+                    .copied()
+                    .unwrap_or(0);
+                b.moved.is_some_and(|(t, busy_then)| {
+                    now_ns.saturating_sub(t) > STALL_AFTER_NS
+                        && busy.saturating_sub(busy_then) >= STALL_BUSY_NS
+                })
+            })
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// How many packages the machine has.
+    pub fn package_count(&self) -> usize {
+        self.package_busy_ns.len()
+    }
+
+    /// The plan of counter `idx`.
+    pub fn plan(&self, idx: usize) -> Option<&CounterPlan> {
+        self.books.get(idx).map(|b| &b.plan)
     }
 
     /// Readings applied per package of its base-domain counters, sorted by
@@ -170,9 +221,15 @@ impl EnergyBooks {
         let Some(b) = self.books.get_mut(idx) else {
             return false;
         };
+        let busy_now = self
+            .package_busy_ns
+            .get(&b.plan.package)
+            .copied()
+            .unwrap_or(0);
         match b.last {
             None => {
                 b.last = Some((ts_ns, raw));
+                b.moved = Some((ts_ns, busy_now));
             }
             Some((t, prev)) if ts_ns > t => {
                 let d = match &b.plan.user {
@@ -199,6 +256,9 @@ impl EnergyBooks {
                 };
                 b.counts += u128::from(d);
                 b.last = Some((ts_ns, raw));
+                if d > 0 {
+                    b.moved = Some((ts_ns, busy_now));
+                }
             }
             Some(_) => return false,
         }
@@ -239,6 +299,9 @@ impl EnergyBooks {
         let t = self.cpu_time.entry(r.cpu).or_default();
         t.busy_ns += ev.busy_ns();
         t.idle_ns += r.idle_ns;
+        if let Some(p) = self.cpu_package.get(&r.cpu) {
+            *self.package_busy_ns.entry(*p).or_default() += ev.busy_ns();
+        }
         out
     }
 
@@ -334,6 +397,57 @@ mod tests {
         r.valid_mask = 1;
         r.values[0] = value;
         decode(&record_bytes(&r)).expect("valid")
+    }
+
+    /// A record of `cpu` at `ts` reading `value`, whose span ran tasks for
+    /// `busy` ns (in `other`).
+    fn busy_tick(cpu: u32, ts: u64, value: u64, busy: u64) -> Event {
+        let mut r = blank_record();
+        r.cpu = cpu;
+        r.ts_ns = ts;
+        r.span_start_ns = ts.saturating_sub(busy);
+        r.other_ns = busy;
+        r.valid_mask = 1;
+        r.values[0] = value;
+        decode(&record_bytes(&r)).expect("valid")
+    }
+
+    #[test]
+    fn a_counter_that_stops_while_its_cpus_are_busy_is_stalled() {
+        let ms = 1_000_000u64;
+        let plan = Plan {
+            source: Resolved::Rapl,
+            reason: String::new(),
+            counters: vec![counter(0, 0, 0, vec![0], 1e-6)],
+            per_cpu: false,
+        };
+        let mut b = EnergyBooks::new(&plan, &[(0, 0)]);
+        // Moving for 1 s, busy all along.
+        for i in 1..=1000 {
+            b.apply(&busy_tick(0, i * ms, i * 100, ms));
+        }
+        assert!(b.stalled(1000 * ms).is_empty(), "it moves");
+        // Then stuck at the same count for 1.5 s, CPU still busy.
+        for i in 1001..=2500 {
+            b.apply(&busy_tick(0, i * ms, 100_000, ms));
+        }
+        assert!(b.stalled(1900 * ms).is_empty(), "not yet a second");
+        assert_eq!(b.stalled(2500 * ms), vec![0], "stuck 1.5 s while busy");
+        // It moves again: no longer stalled.
+        b.apply(&busy_tick(0, 2501 * ms, 100_100, ms));
+        assert!(b.stalled(2600 * ms).is_empty());
+
+        // Stuck as long but idle (no busy time): not a stall.
+        let mut idle = EnergyBooks::new(&plan, &[(0, 0)]);
+        idle.apply(&busy_tick(0, ms, 100, 0));
+        idle.apply(&busy_tick(0, 2 * ms, 200, 0));
+        for i in 3..=2000 {
+            idle.apply(&busy_tick(0, i * ms, 200, 0));
+        }
+        assert!(
+            idle.stalled(2000 * ms).is_empty(),
+            "an idle package may crawl"
+        );
     }
 
     #[test]

@@ -247,6 +247,12 @@ impl Collector for SnapshotCollector {
             "Times a CPU's per-cgroup time table filled up between two timer runs.",
             s.cgroup_table_overflows,
         )?;
+        counter1(
+            &mut enc,
+            "ergon_energy_counter_stalls",
+            "Times an energy counter stopped advancing for over 1 s while its package's CPUs ran tasks for at least 100 ms (/health is unhealthy while one stays stopped).",
+            s.counter_stalls,
+        )?;
         counter(
             &mut enc,
             "ergon_energy_reads",

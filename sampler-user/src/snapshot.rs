@@ -49,6 +49,10 @@ pub struct Snapshot {
     pub cgroup_table_overflows: u64,
     /// Counter reads the daemon made itself for counters whose CPUs were idle.
     pub idle_counter_reads: u64,
+    /// Times an energy counter stopped advancing while its CPUs were busy.
+    pub counter_stalls: u64,
+    /// The counters stopped now (named as in `ergon check`).
+    pub stalled_counters: Vec<String>,
     /// Counter readings applied per package (base domain), by package.
     pub energy_reads: Vec<(u32, u64)>,
     /// Counter readings the books refused (went back, implausible wrap).

@@ -38,10 +38,14 @@ fn write_steps(path: &Path, start: u64, step: u64, ms: u64) -> u64 {
 }
 
 /// Keeps `energy` moving by 1 µJ a ms from 1.9 J while the daemon starts
-/// (it refuses a zone that stands still).
+/// (it refuses a zone that stands still), or from `from`.
 fn preroll(energy: &Path) -> Preroll<u64> {
+    preroll_from(energy, START_UJ)
+}
+
+fn preroll_from(energy: &Path, from: u64) -> Preroll<u64> {
     let energy = energy.to_path_buf();
-    Preroll::start(START_UJ, move |v| {
+    Preroll::start(from, move |v| {
         *v = (*v + 1) % (MAX_UJ + 1);
         write_counter(&energy, *v);
     })
@@ -147,5 +151,58 @@ fn auto_picks_a_powercap_zone_over_the_model_and_says_why() {
     ] {
         assert!(chosen.contains(want), "`{want}` in: {chosen}");
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A zone that stops counting while the daemon runs and its CPUs are busy
+/// is a stall: counted in `ergon_energy_counter_stalls_total`, `/health`
+/// unhealthy naming the zone, logged; once it counts again, healthy.
+#[test]
+fn a_zone_that_stops_while_its_cpus_are_busy_is_a_stall_and_health_says_so() {
+    require_root();
+    let (dir, energy) = tree("stall");
+    let pre = preroll(&energy);
+    let d = Daemon::start(&[
+        "--source",
+        "powercap",
+        "--sysfs-root",
+        &dir.join("sys").display().to_string(),
+    ]);
+    let _busy = tests::Busy::on(&tests::online_cpus());
+    // From here the zone stands still.
+    let at = pre.stop();
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while !done() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {what} within 15 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    wait_for("stall", &|| {
+        d.metrics()["ergon_energy_counter_stalls_total"] >= 1.0
+    });
+    let (code, body) = tests::http_get_status(&d.addr, "/health", &[]).expect("GET /health");
+    println!("{code} {body}");
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("energy counter stalled") && body.contains("energy_uj"),
+        "/health names the stalled zone: {body}"
+    );
+    // It counts again: healthy again, and still one stall counted.
+    let again = preroll_from(&energy, at);
+    wait_for("recovery", &|| {
+        tests::http_get_status(&d.addr, "/health", &[]).is_some_and(|(c, _)| c == 200)
+    });
+    assert_eq!(d.metrics()["ergon_energy_counter_stalls_total"], 1.0);
+    again.stop();
+    let (status, log) = d.stop();
+    assert!(status.success(), "{log}");
+    assert!(
+        log.contains("stopped advancing"),
+        "the stall is logged: {log}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -46,16 +46,19 @@ pub struct HealthError {
     pub threshold_seconds: f64,
 }
 
-/// (status code, body) for a newest reading at `last_unix`, now `now_unix`.
+/// (status code, body) for a newest reading at `last_unix`, now `now_unix`,
+/// with the energy counters `stalled` now (stopped while their CPUs run).
 pub fn report(
     last_unix: f64,
     now_unix: f64,
     threshold: Duration,
     buffered: usize,
     last_push_unix: Option<f64>,
+    stalled: &[String],
 ) -> (StatusCode, Health) {
     let age = now_unix - last_unix;
-    let healthy = last_unix > 0.0 && age <= threshold.as_secs_f64();
+    let fresh = last_unix > 0.0 && age <= threshold.as_secs_f64();
+    let healthy = fresh && stalled.is_empty();
     let mut v = Health {
         status: if healthy { "healthy" } else { "unhealthy" },
         last_scrape_time: rfc3339(last_unix),
@@ -66,7 +69,12 @@ pub fn report(
     if healthy {
         return (StatusCode::OK, v);
     }
-    let message = if last_unix > 0.0 {
+    let message = if fresh {
+        format!(
+            "energy counter stalled: {} has not advanced for over 1 s while its CPUs were busy (counted in ergon_energy_counter_stalls_total); its energy is missing until it moves again; see the daemon log",
+            stalled.join("; ")
+        )
+    } else if last_unix > 0.0 {
         format!(
             "no energy reading for {age:.3} s (threshold {:.3} s): the sampler has stopped producing data; see the daemon log",
             threshold.as_secs_f64()
@@ -84,7 +92,8 @@ pub fn report(
 
 pub async fn handler(State(app): State<App>) -> Response {
     let started = Instant::now();
-    let last = app.snapshot.load().last_reading_unix;
+    let snap = app.snapshot.load();
+    let last = snap.last_reading_unix;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
@@ -96,7 +105,14 @@ pub async fn handler(State(app): State<App>) -> Response {
         ),
         None => (batch::lock(&app.store).len(), None),
     };
-    let (code, body) = report(last, now, app.health_stale_after, buffered, last_push);
+    let (code, body) = report(
+        last,
+        now,
+        app.health_stale_after,
+        buffered,
+        last_push,
+        &snap.stalled_counters,
+    );
     app.stats.observe(ENDPOINT, started.elapsed().as_secs_f64());
     let json = serde_json::to_string(&body).unwrap_or_else(|_| "{}".into());
     (

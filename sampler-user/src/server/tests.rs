@@ -314,12 +314,19 @@ async fn health_follows_the_seed_document() {
     );
 
     let now = 1_800_000_000.0;
-    let (code, h) = health::report(now - 0.5, now, Duration::from_secs(1), 7, None);
+    let (code, h) = health::report(now - 0.5, now, Duration::from_secs(1), 7, None, &[]);
     assert_eq!(
         (code, h.status, h.buffered_samples),
         (StatusCode::OK, "healthy", 7)
     );
-    let (code, h) = health::report(now - 3.0, now, Duration::from_secs(1), 7, Some(now - 10.0));
+    let (code, h) = health::report(
+        now - 3.0,
+        now,
+        Duration::from_secs(1),
+        7,
+        Some(now - 10.0),
+        &[],
+    );
     assert_eq!(
         (code, h.status),
         (StatusCode::SERVICE_UNAVAILABLE, "unhealthy")
@@ -327,7 +334,7 @@ async fn health_follows_the_seed_document() {
     let e = h.error.expect("error details");
     assert!(e.message.contains("3.000 s"), "{}", e.message);
     assert_eq!(e.threshold_seconds, 1.0);
-    let (code, h) = health::report(0.0, now, Duration::from_secs(1), 0, None);
+    let (code, h) = health::report(0.0, now, Duration::from_secs(1), 0, None, &[]);
     assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
     assert!(h.last_scrape_time.is_none());
     assert!(h
@@ -335,6 +342,20 @@ async fn health_follows_the_seed_document() {
         .expect("error")
         .message
         .contains("no energy reading yet"));
+    // Fresh readings, but a counter stopped while its CPUs run: unhealthy.
+    let stalled = vec!["power PMU energy-pkg".to_string()];
+    let (code, h) = health::report(now - 0.1, now, Duration::from_secs(1), 0, None, &stalled);
+    assert_eq!(
+        (code, h.status),
+        (StatusCode::SERVICE_UNAVAILABLE, "unhealthy")
+    );
+    let e = h.error.expect("error");
+    assert!(
+        e.message
+            .contains("energy counter stalled: power PMU energy-pkg has not advanced"),
+        "{}",
+        e.message
+    );
 }
 
 #[tokio::test]

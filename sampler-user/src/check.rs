@@ -286,7 +286,7 @@ pub fn inspect(root: &SysRoot, declared: &Declared, probe: &dyn Probe) -> Report
 fn attribution(plan: &source::Plan) -> String {
     let base = plan.base_domain_name();
     let why = match base {
-        "pkg" => "the package counter".to_string(),
+        "pkg" => "the whole package".to_string(),
         "psys" => "no pkg counter here: the platform's energy (psys) is attributed, and no domain=\"pkg\" series is served".to_string(),
         other => format!("no pkg or psys counter here: the {other} energy is attributed"),
     };

@@ -51,6 +51,20 @@ fn preroll_from(energy: &Path, from: u64) -> Preroll<u64> {
     })
 }
 
+/// A fixture tree (`name`) whose zone a preroll keeps moving, and
+/// `ergon run --source SOURCE --sysfs-root` on it.
+fn started(name: &str, source: &str) -> (PathBuf, PathBuf, Preroll<u64>, Daemon) {
+    let (dir, energy) = tree(name);
+    let pre = preroll(&energy);
+    let d = Daemon::start(&[
+        "--source",
+        source,
+        "--sysfs-root",
+        &dir.join("sys").display().to_string(),
+    ]);
+    (dir, energy, pre, d)
+}
+
 /// Stops the preroll, takes what the books settled at as the baseline, then
 /// advances `energy` by `step` µJ a ms for `ms` ms and asserts that the
 /// package energy served grew by what was written, to the microjoule.
@@ -70,14 +84,7 @@ fn written_is_served(d: &Daemon, pre: Preroll<u64>, energy: &Path, step: u64, ms
 #[test]
 fn powercap_zone_is_read_across_wraps_to_the_microjoule() {
     require_root();
-    let (dir, energy) = tree("wrap");
-    let pre = preroll(&energy);
-    let d = Daemon::start(&[
-        "--source",
-        "powercap",
-        "--sysfs-root",
-        &dir.join("sys").display().to_string(),
-    ]);
+    let (dir, energy, pre, d) = started("wrap", "powercap");
     let m = d.metrics();
     assert_eq!(
         m.get("ergon_source_info{source=\"powercap\",domain=\"pkg\"}"),
@@ -116,15 +123,8 @@ fn a_zone_readable_by_root_only_is_explained_to_a_user() {
 #[test]
 fn auto_picks_a_powercap_zone_over_the_model_and_says_why() {
     require_root();
-    let (dir, energy) = tree("auto");
+    let (dir, energy, pre, d) = started("auto", "auto");
     let sys = dir.join("sys");
-    let pre = preroll(&energy);
-    let d = Daemon::start(&[
-        "--source",
-        "auto",
-        "--sysfs-root",
-        &sys.display().to_string(),
-    ]);
     let m = d.metrics();
     assert_eq!(
         m.get("ergon_source_info{source=\"powercap\",domain=\"pkg\"}"),
@@ -160,14 +160,7 @@ fn auto_picks_a_powercap_zone_over_the_model_and_says_why() {
 #[test]
 fn a_zone_that_stops_while_its_cpus_are_busy_is_a_stall_and_health_says_so() {
     require_root();
-    let (dir, energy) = tree("stall");
-    let pre = preroll(&energy);
-    let d = Daemon::start(&[
-        "--source",
-        "powercap",
-        "--sysfs-root",
-        &dir.join("sys").display().to_string(),
-    ]);
+    let (dir, energy, pre, d) = started("stall", "powercap");
     let _busy = tests::Busy::on(&tests::online_cpus());
     // From here the zone stands still.
     let at = pre.stop();

@@ -61,6 +61,11 @@ struct CpuLine {
     /// The part of the CPU's next kernel record already booked by
     /// [`Attributor::close_idle`].
     consumed: Option<Consumed>,
+    /// The timeline was started by [`Attributor::start_unreported`] on a
+    /// CPU that had run no program yet: until its first record, a kernel
+    /// table that starts after `closed_until` began with that CPU's first
+    /// event, and the time before it was idle (no record is in flight).
+    idle_until_first_event: bool,
 }
 
 /// A prefix `[start, end]` of a CPU's next kernel record that was booked
@@ -238,6 +243,7 @@ impl Attributor {
             return;
         };
         let line = &mut self.cpus[ci];
+        line.idle_until_first_event = false;
         let n = (r.n_cgroups as usize).min(r.cgroups.len());
         let mut span = Span {
             start: r.span_start_ns,

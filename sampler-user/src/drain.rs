@@ -102,6 +102,9 @@ pub struct Drainer {
     /// Energy counters that stopped advancing while their CPUs ran tasks:
     /// logged once, then at most once a minute.
     stall_complaint: crate::complaint::Complaint,
+    /// Boot ns when draining began (the programs were attached just before):
+    /// a CPU that ran no program since is idle since then.
+    started_ns: u64,
     /// Batch points for remote_write, handed over after the snapshot.
     pending_push: Vec<(Arc<str>, i64, f64)>,
     last_stats: Option<Instant>,
@@ -159,6 +162,7 @@ impl Drainer {
             idle_counter_reads: 0,
             idle_read_complaint: Default::default(),
             stall_complaint: Default::default(),
+            started_ns: boot_ns(),
             pending_push: Vec::new(),
             last_stats: None,
             last_maintain: None,
@@ -428,26 +432,47 @@ impl Drainer {
     /// sleep for seconds).
     fn close_silent_cpus(&mut self) -> Result<(), DrainError> {
         let now = boot_ns();
-        let lagging = self
-            .attribution
-            .lagging_cpus(now.saturating_sub(CLOSE_SILENT_AFTER.as_nanos() as u64));
-        if lagging.is_empty() {
+        let after = CLOSE_SILENT_AFTER.as_nanos() as u64;
+        let mut lagging = self.attribution.lagging_cpus(now.saturating_sub(after));
+        // A CPU that has sent no record at all (its timer throttled from the
+        // start) would hold the books back for ever: its timeline starts from
+        // its kernel state.
+        let unreported = if now.saturating_sub(self.started_ns) > after {
+            self.attribution.unreported_cpus()
+        } else {
+            Vec::new()
+        };
+        if lagging.is_empty() && unreported.is_empty() {
             return Ok(());
         }
         // Read twice: a CPU whose state changed in between is not idle.
         let first = self.sampler.cpu_states()?;
         let second = self.sampler.cpu_states()?;
-        let silence = self.idle_silence.as_nanos() as u64;
-        for cpu in lagging {
-            let (Some(x), Some(y)) = (first.get(cpu as usize), second.get(cpu as usize)) else {
-                continue;
-            };
+        let state = |cpu: u32| -> Option<&sampler_common::CpuState> {
+            let (x, y) = (first.get(cpu as usize)?, second.get(cpu as usize)?);
             let stable = x.since_ns == y.since_ns
                 && x.span_start_ns == y.span_start_ns
                 && x.n_cgroups == y.n_cgroups;
-            if !stable || x.since_ns == 0 {
-                continue;
+            stable.then_some(x)
+        };
+        for cpu in unreported {
+            let Some(x) = state(cpu) else { continue };
+            let n = (x.n_cgroups as usize).min(x.cgroups.len());
+            let st = IdleState {
+                span_start: x.span_start_ns,
+                since: x.since_ns,
+                idle_ns: x.idle_ns,
+                other_ns: x.other_ns,
+                cgroups: &x.cgroups[..n],
+            };
+            if self.attribution.start_unreported(cpu, &st, self.started_ns) {
+                info!(cpu, "cpu sent no record since sampling began (its timer throttled on a tickless CPU?): its timeline starts from its kernel state");
+                lagging.push(cpu);
             }
+        }
+        let silence = self.idle_silence.as_nanos() as u64;
+        for cpu in lagging {
+            let Some(x) = state(cpu) else { continue };
             // Silent for several periods: idle, so close up to now. A CPU
             // that keeps switching without timer samples (its timer throttled
             // on a tickless CPU, with no tick to lift it) closes up to its

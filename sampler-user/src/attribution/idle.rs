@@ -46,6 +46,34 @@ impl Attributor {
             other: 0,
             cgroups: Vec::new(),
         };
+        if line.consumed.is_none() && line.idle_until_first_event && st.since == 0 {
+            // Still no program has run on it: idle all along.
+            line.spans.push_back(Span {
+                start: closed,
+                end: to,
+                idle_ns: to - closed,
+                other_ns: 0,
+                n: 0,
+            });
+            line.closed_until = Some(to);
+            self.idle_closures += 1;
+            return true;
+        }
+        if line.consumed.is_none() && line.idle_until_first_event && st.span_start > closed {
+            // A CPU started by `start_unreported` had its first event at
+            // `span_start`: it was idle up to there, and no record is in
+            // flight. Book that as idle; the table follows.
+            line.spans.push_back(Span {
+                start: closed,
+                end: st.span_start,
+                idle_ns: st.span_start - closed,
+                other_ns: 0,
+                n: 0,
+            });
+            line.closed_until = Some(st.span_start);
+            line.idle_until_first_event = false;
+            return self.close_idle(cpu, st, to);
+        }
         let before = match &line.consumed {
             // A record for this CPU is still on its way.
             None if st.span_start != closed => return false,
@@ -106,6 +134,40 @@ impl Attributor {
         line.closed_until = Some(to);
         line.spans.push_back(span);
         self.idle_closures += 1;
+        true
+    }
+
+    /// CPUs that have sent no record yet: their timeline has not started.
+    pub fn unreported_cpus(&self) -> Vec<u32> {
+        self.cpu_index
+            .iter()
+            .filter(|(_, &ci)| self.cpus[ci].closed_until.is_none())
+            .map(|(&cpu, _)| cpu)
+            .collect()
+    }
+
+    /// Starts the timeline of a CPU that has sent no record yet, from its
+    /// kernel state, so [`Attributor::close_idle`] can close it like any
+    /// lagging CPU (a CPU whose timer perf throttled from the start can stay
+    /// without records for seconds, and the books wait for every CPU). The
+    /// timeline starts where the kernel's table does; a CPU on which no
+    /// program has run yet (`since == 0`: no switch, no timer run) has run
+    /// its idle task since `from`, the moment sampling began. Returns true
+    /// when it started.
+    pub fn start_unreported(&mut self, cpu: u32, st: &IdleState<'_>, from: u64) -> bool {
+        let Some(&ci) = self.cpu_index.get(&cpu) else {
+            return false;
+        };
+        let line = &mut self.cpus[ci];
+        if line.closed_until.is_some() {
+            return false;
+        }
+        if st.since == 0 {
+            line.closed_until = Some(from);
+            line.idle_until_first_event = true;
+        } else {
+            line.closed_until = Some(st.span_start);
+        }
         true
     }
 

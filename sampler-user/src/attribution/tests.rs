@@ -507,3 +507,62 @@ proptest! {
         prop_assert_eq!(pkg, (2 * u128::from(t)) << FRAC_BITS);
     }
 }
+
+/// A CPU that has sent no record at all (its timer throttled from the
+/// start) no longer holds the books back: its timeline starts from its
+/// kernel state — idle since sampling began while no program has run on
+/// it, then its table from its first event — and its late record is not
+/// counted twice.
+#[test]
+fn a_cpu_that_never_reported_is_started_from_its_kernel_state() {
+    let mut a = package_counter(&[0, 1]);
+    a.on_reading(0, 0, 0);
+    a.on_span(&rec(0, 0, 0, 0, &[]));
+    a.on_span(&rec(0, 0, 1000, 0, &[(3, 1000)]));
+    a.on_reading(0, 1000, 2000);
+    assert_eq!(a.advance(), 0, "cpu 1 has not started: the books wait");
+    assert_eq!(a.unreported_cpus(), vec![1]);
+    // No program has run on cpu 1 yet: idle since sampling began (0).
+    let none = IdleState {
+        span_start: 0,
+        since: 0,
+        idle_ns: 0,
+        other_ns: 0,
+        cgroups: &[],
+    };
+    assert!(a.start_unreported(1, &none, 0));
+    assert!(!a.start_unreported(1, &none, 0), "started once");
+    assert!(a.close_idle(1, &none, 1000));
+    assert_eq!(a.advance(), 1, "the books start");
+    // 2000 J over [0, 1000]: cpu 0's 1000 to cgroup 3, cpu 1's 1000 idle.
+    assert!((joules_of(&a, 3) - 1000.0).abs() < 1e-9);
+    assert!((a.packages()[0].2 - 1000.0).abs() < 1e-9);
+    // Its first event at 1500, then cgroup 7 ran 100 ns (a switch at 1600),
+    // still no record: idle up to 1500, then the table, exactly.
+    let table = [CgroupTime {
+        cgroup_id: 7,
+        ns: 100,
+    }];
+    let st = IdleState {
+        span_start: 1500,
+        since: 1600,
+        idle_ns: 0,
+        other_ns: 0,
+        cgroups: &table,
+    };
+    assert!(a.close_idle(1, &st, 1600));
+    a.on_span(&rec(0, 1000, 2000, 0, &[(3, 1000)]));
+    a.on_reading(0, 2000, 4000);
+    // The late record of cpu 1 covers [1500, 2000]: cgroup 7 100, idle 400.
+    a.on_span(&rec(1, 1500, 2000, 400, &[(7, 100)]));
+    a.advance();
+    assert!((joules_of(&a, 7) - 100.0).abs() < 1e-9, "cgroup 7 once");
+    assert!((joules_of(&a, 3) - 2000.0).abs() < 1e-9);
+    assert!(
+        (a.packages()[0].2 - 1900.0).abs() < 1e-9,
+        "idle: 1000 + 500 + 400"
+    );
+    assert_eq!(a.closure_stats().1, 0, "nothing contradicted");
+    let (pkg, idle, cg) = a.ledger()[0];
+    assert_eq!(pkg, idle + cg);
+}

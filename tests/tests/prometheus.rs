@@ -197,8 +197,19 @@ fn promtool_check_metrics_is_clean_on_metrics() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    // One lint is known and kept: `ergon_energy_counter_stalls_total` is a
+    // name users' alerts depend on (the issue that asked for it fixed it),
+    // and promtool flags any name with "counter" in it. Every other line
+    // of the report fails the test.
+    const KEPT: &str =
+        "ergon_energy_counter_stalls_total metric name should not include type 'counter'";
+    let other: Vec<&str> = report
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && *l != KEPT)
+        .collect();
     assert!(
-        out.status.success() && report.trim().is_empty(),
+        other.is_empty() && (out.status.success() || report.contains(KEPT)),
         "promtool: {report}"
     );
 }

@@ -448,23 +448,23 @@ impl Drainer {
         // Read twice: a CPU whose state changed in between is not idle.
         let first = self.sampler.cpu_states()?;
         let second = self.sampler.cpu_states()?;
-        let state = |cpu: u32| -> Option<&sampler_common::CpuState> {
+        // A CPU's state as the books take it, when both reads agree.
+        let state = |cpu: u32| -> Option<IdleState<'_>> {
             let (x, y) = (first.get(cpu as usize)?, second.get(cpu as usize)?);
             let stable = x.since_ns == y.since_ns
                 && x.span_start_ns == y.span_start_ns
                 && x.n_cgroups == y.n_cgroups;
-            stable.then_some(x)
-        };
-        for cpu in unreported {
-            let Some(x) = state(cpu) else { continue };
             let n = (x.n_cgroups as usize).min(x.cgroups.len());
-            let st = IdleState {
+            stable.then(|| IdleState {
                 span_start: x.span_start_ns,
                 since: x.since_ns,
                 idle_ns: x.idle_ns,
                 other_ns: x.other_ns,
                 cgroups: &x.cgroups[..n],
-            };
+            })
+        };
+        for cpu in unreported {
+            let Some(st) = state(cpu) else { continue };
             if self.attribution.start_unreported(cpu, &st, self.started_ns) {
                 info!(cpu, "cpu sent no record since sampling began (its timer throttled on a tickless CPU?): its timeline starts from its kernel state");
                 lagging.push(cpu);
@@ -472,23 +472,15 @@ impl Drainer {
         }
         let silence = self.idle_silence.as_nanos() as u64;
         for cpu in lagging {
-            let Some(x) = state(cpu) else { continue };
+            let Some(st) = state(cpu) else { continue };
             // Silent for several periods: idle, so close up to now. A CPU
             // that keeps switching without timer samples (its timer throttled
             // on a tickless CPU, with no tick to lift it) closes up to its
             // last switch: exact, no guess.
-            let to = if now.saturating_sub(x.since_ns) >= silence {
+            let to = if now.saturating_sub(st.since) >= silence {
                 now
             } else {
-                x.since_ns
-            };
-            let n = (x.n_cgroups as usize).min(x.cgroups.len());
-            let st = IdleState {
-                span_start: x.span_start_ns,
-                since: x.since_ns,
-                idle_ns: x.idle_ns,
-                other_ns: x.other_ns,
-                cgroups: &x.cgroups[..n],
+                st.since
             };
             self.attribution.close_idle(cpu, &st, to);
         }

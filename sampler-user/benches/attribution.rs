@@ -57,6 +57,7 @@ fn bench(c: &mut Criterion) {
             joules_per_count: 2.0f64.powi(-32),
             cpus: (0..cpus).collect(),
             counters: vec![(0, None)],
+            core_counters: Vec::new(),
         };
         g.throughput(Throughput::Elements(recs.len() as u64));
         g.sample_size(10);

@@ -13,7 +13,9 @@
 //! 1. each counter's energy at `F'` is interpolated between its readings;
 //! 2. the package's ΔE goes to its CPUs: a per-CPU counter to its CPU, a
 //!    package counter to every CPU in equal parts (each CPU's timeline spans
-//!    the whole interval, so that is the split by time, idle included);
+//!    the whole interval, so that is the split by time, idle included) — or,
+//!    where per-core counters exist (AMD's `power_core`), to the cores in
+//!    proportion to each core's own energy, equally within a core;
 //! 3. each CPU's ΔE is split over what ran on it in `[F, F']` — the cgroups'
 //!    on-CPU ns, idle ns and untracked (`other`) ns — in proportion to time.
 //!    A span that straddles `F'` is split pro rata; its rest waits.
@@ -187,7 +189,12 @@ impl Attributor {
                         ..CpuLine::default()
                     });
                 }
-                for &(k, _) in &spec.counters {
+                for k in spec
+                    .counters
+                    .iter()
+                    .map(|c| c.0)
+                    .chain(spec.core_counters.iter().map(|c| c.0))
+                {
                     counters.insert(k, CounterLine::default());
                 }
                 PackageLine {
@@ -428,14 +435,20 @@ impl Attributor {
         // 2. To CPUs: own counters directly, package counters in equal parts.
         let lines = pkg.cpu_lines.clone();
         let rr = pkg.rr;
-        let mut cpu_energy = vec![0u128; n_cpus];
-        if n_cpus > 0 {
-            let base = shared / n_cpus as u128;
-            let rem = (shared % n_cpus as u128) as usize;
-            for (j, e) in cpu_energy.iter_mut().enumerate() {
-                *e = base + u128::from((j + n_cpus - rr % n_cpus) % n_cpus < rem);
+        let mut cpu_energy = match self.by_core_energy(p, from, to, shared) {
+            Some(split) => split,
+            None => {
+                let mut equal = vec![0u128; n_cpus];
+                if n_cpus > 0 {
+                    let base = shared / n_cpus as u128;
+                    let rem = (shared % n_cpus as u128) as usize;
+                    for (j, e) in equal.iter_mut().enumerate() {
+                        *e = base + u128::from((j + n_cpus - rr % n_cpus) % n_cpus < rem);
+                    }
+                }
+                equal
             }
-        }
+        };
         for (c, d) in own {
             if let Some(&ci) = self.cpu_index.get(&c) {
                 if let Some(j) = lines.iter().position(|&l| l == ci) {
@@ -454,7 +467,13 @@ impl Attributor {
             idle_total += self.book_mix(p, e);
         }
         // Readings before the last one at or before `to` are no longer needed.
-        for &(k, _) in &self.packages[p].spec.counters {
+        let spec = &self.packages[p].spec;
+        for k in spec
+            .counters
+            .iter()
+            .map(|c| c.0)
+            .chain(spec.core_counters.iter().map(|c| c.0))
+        {
             if let Some(c) = self.counters.get_mut(&k) {
                 while c.readings.len() > 1 && c.readings[1].0 <= to {
                     c.readings.pop_front();
@@ -468,6 +487,58 @@ impl Attributor {
         pkg.idle += idle_total;
         pkg.rr = pkg.rr.wrapping_add(1);
         true
+    }
+
+    /// A package counter's energy `shared` over `[from, to]` split by the
+    /// package's per-core counters ([`PackageSpec::core_counters`]): over
+    /// the cores in proportion to each core's energy in the interval, then
+    /// equally over the core's CPUs, exactly (largest remainder). `None`
+    /// (an equal split) without per-core counters, when they do not cover
+    /// every CPU of the package exactly once, or when no core's count moved.
+    /// A core counter not yet read up to `to` weighs by what it has shown
+    /// so far: the weights move energy between CPUs, never in or out.
+    fn by_core_energy(&self, p: usize, from: u64, to: u64, shared: u128) -> Option<Vec<u128>> {
+        let pkg = &self.packages[p];
+        let cores = &pkg.spec.core_counters;
+        if cores.is_empty() {
+            return None;
+        }
+        let lines = &pkg.cpu_lines;
+        let mut covered = vec![false; lines.len()];
+        let mut members = Vec::with_capacity(cores.len());
+        for (_, cpus) in cores {
+            let mut js = Vec::with_capacity(cpus.len());
+            for cpu in cpus {
+                let ci = self.cpu_index.get(cpu)?;
+                let j = lines.iter().position(|l| l == ci)?;
+                if std::mem::replace(&mut covered[j], true) {
+                    return None;
+                }
+                js.push(j);
+            }
+            members.push(js);
+        }
+        if covered.contains(&false) {
+            return None;
+        }
+        // Counts (not units) per core, capped so the weights sum below 2^64.
+        let weights: Vec<u64> = cores
+            .iter()
+            .map(|&(k, _)| {
+                let d = self.value_at(k, to).saturating_sub(self.value_at(k, from)) >> FRAC_BITS;
+                u64::try_from(d.min(1 << 48)).unwrap_or(1 << 48)
+            })
+            .collect();
+        if weights.iter().all(|&w| w == 0) {
+            return None;
+        }
+        let mut out = vec![0u128; lines.len()];
+        for (part, js) in split(shared, &weights).into_iter().zip(&members) {
+            for (share, &j) in split(part, &vec![1; js.len()]).into_iter().zip(js) {
+                out[j] += share;
+            }
+        }
+        Some(out)
     }
 
     /// Grid points of package `p`'s energy in `(from, to]` (before the

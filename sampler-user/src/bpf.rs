@@ -8,12 +8,19 @@ use std::{
 
 use aya::{
     maps::{Array, Map, MapData, PerCpuArray, RingBuf},
-    programs::{perf_event, BtfTracePoint, PerfEvent},
+    programs::{
+        perf_event::{self, PerfEventLinkId},
+        BtfTracePoint, PerfEvent,
+    },
     Btf, Ebpf, EbpfLoader,
 };
 use sampler_common::{CpuState, COUNTER_MAPS, STAT_COUNT};
 
-use crate::{perf, source::Plan, topology::Topology};
+use crate::{
+    perf::{self, boot_ns},
+    source::Plan,
+    topology::Topology,
+};
 
 /// The object `cargo xtask build` produced, embedded at compile time.
 static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sampler.bpf.o"));
@@ -108,6 +115,9 @@ pub struct Sampler {
     ebpf: Ebpf,
     pub counters: Vec<OpenCounter>,
     pub attached_cpus: Vec<u32>,
+    /// The timer program's link on each attached CPU.
+    timer_links: HashMap<u32, PerfEventLinkId>,
+    period_ns: u64,
     _stats: Option<OwnedFd>,
 }
 
@@ -212,29 +222,141 @@ impl Sampler {
             action: "attach",
             source,
         })?;
-        let timer: &mut PerfEvent = program_mut(&mut ebpf, TIMER_PROGRAM)?;
-        let mut attached_cpus = Vec::new();
-        for c in &topo.cpus {
-            timer
-                .attach(
-                    perf_event::PerfEventConfig::Software(perf_event::SoftwareEvent::CpuClock),
-                    perf_event::PerfEventScope::AllProcessesOneCpu { cpu: c.cpu },
-                    perf_event::SamplePolicy::Period(opts.period_ns),
-                    false,
-                )
-                .map_err(|source| BpfError::Program {
-                    name: TIMER_PROGRAM,
-                    action: "attach (perf_event_open cpu-clock)",
-                    source,
-                })?;
-            attached_cpus.push(c.cpu);
-        }
-        Ok(Self {
+        let mut sampler = Self {
             ebpf,
             counters,
-            attached_cpus,
+            attached_cpus: Vec::new(),
+            timer_links: HashMap::new(),
+            period_ns: opts.period_ns,
             _stats: stats,
-        })
+        };
+        for c in &topo.cpus {
+            sampler.attach_timer(c.cpu)?;
+        }
+        Ok(sampler)
+    }
+
+    fn attach_timer(&mut self, cpu: u32) -> Result<(), BpfError> {
+        let timer: &mut PerfEvent = program_mut(&mut self.ebpf, TIMER_PROGRAM)?;
+        let link = timer
+            .attach(
+                perf_event::PerfEventConfig::Software(perf_event::SoftwareEvent::CpuClock),
+                perf_event::PerfEventScope::AllProcessesOneCpu { cpu },
+                perf_event::SamplePolicy::Period(self.period_ns),
+                false,
+            )
+            .map_err(|source| BpfError::Program {
+                name: TIMER_PROGRAM,
+                action: "attach (perf_event_open cpu-clock)",
+                source,
+            })?;
+        self.timer_links.insert(cpu, link);
+        self.attached_cpus.push(cpu);
+        Ok(())
+    }
+
+    /// CPU `cpu` went offline ([`crate::hotplug`]): its timer is detached
+    /// (the kernel removed its event for good) and it stops being a reader
+    /// of any counter. Returns the counters that died with it
+    /// ([`CounterPlan::dies_with_cpu`]), to park in the books.
+    ///
+    /// [`CounterPlan::dies_with_cpu`]: crate::source::CounterPlan::dies_with_cpu
+    pub fn detach_cpu(&mut self, cpu: u32) -> Result<Vec<usize>, BpfError> {
+        if let Some(link) = self.timer_links.remove(&cpu) {
+            let timer: &mut PerfEvent = program_mut(&mut self.ebpf, TIMER_PROGRAM)?;
+            timer.detach(link).map_err(|source| BpfError::Program {
+                name: TIMER_PROGRAM,
+                action: "detach",
+                source,
+            })?;
+        }
+        self.attached_cpus.retain(|&c| c != cpu);
+        let mut died = Vec::new();
+        for idx in 0..self.counters.len() {
+            let c = &mut self.counters[idx];
+            if c.plan.open_cpu == cpu && c.plan.dies_with_cpu() {
+                died.push(idx);
+            }
+            if c.readers.contains(&cpu) {
+                c.readers.retain(|&r| r != cpu);
+                self.unset_reader(cpu, idx)?;
+            }
+        }
+        Ok(died)
+    }
+
+    /// CPU `cpu` came back online: the counters that died with it are
+    /// opened again, it reads again what it read before, and its timer is
+    /// attached again. Returns each reopened counter with its first count
+    /// and when it was read (boot ns), to rebase the books on.
+    pub fn attach_cpu(&mut self, cpu: u32) -> Result<Vec<(usize, u64, u64)>, BpfError> {
+        let mut reopened = Vec::new();
+        for idx in 0..self.counters.len() {
+            let c = &mut self.counters[idx];
+            if c.plan.open_cpu == cpu && c.plan.dies_with_cpu() {
+                let counter = perf::Counter::open(c.plan.pmu_type, c.plan.config, cpu)
+                    .map_err(|source| BpfError::Counter { source })?;
+                let raw = counter
+                    .read()
+                    .map_err(|source| BpfError::Counter { source })?;
+                reopened.push((idx, boot_ns(), raw));
+                c.counter = counter;
+            }
+            if c.plan.readers.contains(&cpu) && !c.readers.contains(&cpu) {
+                c.readers.push(cpu);
+            }
+        }
+        for idx in 0..self.counters.len() {
+            let readers = self.counters[idx].readers.clone();
+            let fresh = reopened.iter().any(|&(i, ..)| i == idx);
+            for reader in readers {
+                if reader == cpu || fresh {
+                    self.set_reader(reader, idx)?;
+                }
+            }
+        }
+        if !self.timer_links.contains_key(&cpu) {
+            self.attach_timer(cpu)?;
+        }
+        Ok(reopened)
+    }
+
+    /// Puts counter `idx` into its domain's array at `cpu` and sets the
+    /// CPU's mask bit.
+    fn set_reader(&mut self, cpu: u32, idx: usize) -> Result<(), BpfError> {
+        let Some(c) = self.counters.get(idx) else {
+            return Ok(());
+        };
+        let (domain, fd) = (c.plan.domain, c.counter.raw_fd());
+        let name = counter_map(domain)?;
+        let map = map_fd(&self.ebpf, name)?;
+        map_update_fd(map, cpu, fd).map_err(|source| BpfError::CounterSlot {
+            map: name,
+            cpu,
+            source,
+        })?;
+        let mut arr = domain_mask(&mut self.ebpf)?;
+        let mask = arr.get(&cpu, 0).unwrap_or(0) | (1u32 << domain);
+        set_mask(&mut arr, cpu, mask)
+    }
+
+    /// Takes counter `idx` out of its domain's array at `cpu` and clears
+    /// the CPU's mask bit.
+    fn unset_reader(&mut self, cpu: u32, idx: usize) -> Result<(), BpfError> {
+        let Some(c) = self.counters.get(idx) else {
+            return Ok(());
+        };
+        let domain = c.plan.domain;
+        let name = counter_map(domain)?;
+        let fd = map_fd(&self.ebpf, name)?;
+        map_delete(fd, cpu).map_err(|source| BpfError::CounterSlot {
+            map: name,
+            cpu,
+            source,
+        })?;
+        let mut arr = domain_mask(&mut self.ebpf)?;
+        let mask = arr.get(&cpu, 0).unwrap_or(0) & !(1u32 << domain);
+        set_mask(&mut arr, cpu, mask)
     }
 
     /// Takes the aya-log ring buffer for the logger task (None when the object has no logs).
@@ -311,17 +433,7 @@ impl Sampler {
             return Ok(());
         }
         c.readers.retain(|&r| r != cpu);
-        let domain = c.plan.domain;
-        let name = counter_map(domain)?;
-        let fd = map_fd(&self.ebpf, name)?;
-        map_delete(fd, cpu).map_err(|source| BpfError::CounterSlot {
-            map: name,
-            cpu,
-            source,
-        })?;
-        let mut arr = domain_mask(&mut self.ebpf)?;
-        let mask = arr.get(&cpu, 0).unwrap_or(0) & !(1u32 << domain);
-        set_mask(&mut arr, cpu, mask)
+        self.unset_reader(cpu, idx)
     }
 }
 

@@ -233,6 +233,23 @@ pub fn inspect(root: &SysRoot, declared: &Declared, probe: &dyn Probe) -> Report
             format!("present but unusable: {}", chain(&e)),
         ),
     }
+    match rapl::discover_core(root) {
+        Ok(Some(pmu)) => r.push(
+            "power_core",
+            Status::Info,
+            format!(
+                "type {}, energy-core on {} cores (AMD per-core energy, Linux 6.14): the cores domain",
+                pmu.pmu_type,
+                pmu.cpumask.len()
+            ),
+        ),
+        Ok(None) => {}
+        Err(e) => r.push(
+            "power_core",
+            Status::Info,
+            format!("present but unusable: {}", chain(&e)),
+        ),
+    }
     r.push("powercap", Status::Info, powercap_zones(root));
     match msr::open(root, 0) {
         Ok((path, _)) => r.push("msr", Status::Info, format!("{} present", path.display())),

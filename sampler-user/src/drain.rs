@@ -26,6 +26,7 @@ use crate::{
     continuity::{self, Continuity},
     decode::decode,
     energy::{EnergyBooks, PackageEnergy},
+    hotplug::{Change, Watch},
     perf::boot_ns,
     push::queue::{descriptor, Queue},
     snapshot::{CgroupEnergy, SharedSnapshot, Snapshot},
@@ -84,6 +85,8 @@ pub struct Books {
     pub continuity: Continuity,
     /// Readings of a userspace source's counters, from its poller.
     pub user_readings: Option<Receiver<Reading>>,
+    /// CPUs going offline and coming back, when followed.
+    pub hotplug: Option<Watch>,
 }
 
 pub struct Drainer {
@@ -125,6 +128,7 @@ pub struct Drainer {
     /// remote_write descriptor of each package series.
     package_descriptors: HashMap<(u32, &'static str), Arc<str>>,
     user_readings: Option<Receiver<Reading>>,
+    hotplug: Option<Watch>,
 }
 
 /// What the drain keeps for a cgroup's batch series: the label set it was
@@ -178,6 +182,7 @@ impl Drainer {
             continuity: books.continuity,
             package_descriptors: HashMap::new(),
             user_readings: books.user_readings,
+            hotplug: books.hotplug,
         })
     }
 
@@ -209,6 +214,7 @@ impl Drainer {
 
     /// One drain: records, idle counters, statistics, snapshot.
     pub fn drain_once(&mut self) -> Result<(), DrainError> {
+        self.follow_hotplug();
         let mut failed = Vec::new();
         {
             let ring = self.ring.get_mut();
@@ -398,6 +404,47 @@ impl Drainer {
                     .into()
                 });
                 self.pending_push.push((d.clone(), ms, j));
+            }
+        }
+    }
+
+    /// Detaches a CPU that went offline and attaches one that came back
+    /// ([`crate::hotplug`]), before this drain's records are read: a
+    /// reopened counter's books are rebased before its first reading. A
+    /// failure is logged and leaves that CPU silent (its timeline is then
+    /// closed from its kernel state); the daemon goes on.
+    fn follow_hotplug(&mut self) {
+        let Some(watch) = self.hotplug.as_mut() else {
+            return;
+        };
+        for change in watch.poll(Instant::now()) {
+            match change {
+                Change::Offline(cpu) => match self.sampler.detach_cpu(cpu) {
+                    Ok(died) => {
+                        for &idx in &died {
+                            self.books.park(idx);
+                        }
+                        info!(cpu, counters_parked = died.len(), "cpu went offline: its timer is detached and its timeline is idle until it returns");
+                    }
+                    Err(e) => {
+                        warn!(cpu, error = %crate::source::chain(&e), "cpu went offline; detaching its timer failed")
+                    }
+                },
+                Change::Online(cpu) => match self.sampler.attach_cpu(cpu) {
+                    Ok(reopened) => {
+                        for &(idx, ts, raw) in &reopened {
+                            self.books.rebase(idx, ts, raw);
+                        }
+                        info!(
+                            cpu,
+                            counters_reopened = reopened.len(),
+                            "cpu came back online: its timer and counters are attached again"
+                        );
+                    }
+                    Err(e) => {
+                        warn!(cpu, error = %crate::source::chain(&e), "cpu came back online but attaching it failed: its energy reads stop until ergon restarts")
+                    }
+                },
             }
         }
     }

@@ -60,6 +60,9 @@ struct Book {
     /// When the count last advanced (boot ns), and the package's busy time
     /// then.
     moved: Option<(u64, u64)>,
+    /// The counter's CPU is offline and the counter died with it
+    /// ([`EnergyBooks::park`]): it stands still without being stalled.
+    parked: bool,
 }
 
 /// Readings the books refused to count, by reason (`ergon_energy_readings_rejected_total`).
@@ -144,10 +147,13 @@ impl EnergyBooks {
                     plan: p.clone(),
                     last: None,
                     counts: 0,
-                    ceiling_watts: PLAUSIBLE_WATTS_PER_CPU
-                        * if plan.per_cpu { 1 } else { cpus_of(p.package) } as f64,
+                    ceiling_watts: p.user.as_ref().and_then(|u| u.max_watts).unwrap_or(
+                        PLAUSIBLE_WATTS_PER_CPU
+                            * if plan.per_cpu { 1 } else { cpus_of(p.package) } as f64,
+                    ),
                     reads: 0,
                     moved: None,
+                    parked: false,
                 })
                 .collect(),
             slots,
@@ -168,6 +174,9 @@ impl EnergyBooks {
             .iter()
             .enumerate()
             .filter(|(_, b)| {
+                if b.parked {
+                    return false;
+                }
                 let busy = self
                     .package_busy_ns
                     .get(&b.plan.package)
@@ -180,6 +189,36 @@ impl EnergyBooks {
             })
             .map(|(i, _)| i)
             .collect()
+    }
+
+    /// Counter `idx` died with its CPU, which went offline (a software
+    /// event: [`CounterPlan::dies_with_cpu`]): its count stands still until
+    /// [`EnergyBooks::rebase`], and that is not a stall.
+    pub fn park(&mut self, idx: usize) {
+        if let Some(b) = self.books.get_mut(idx) {
+            b.parked = true;
+        }
+    }
+
+    /// Counter `idx` was opened again (its CPU came back online) and now
+    /// counts from `raw`, read at `ts_ns`: the next delta is taken from
+    /// there, so nothing is counted for the jump to the new count and the
+    /// book's total goes on from where it stood.
+    pub fn rebase(&mut self, idx: usize, ts_ns: u64, raw: u64) {
+        let busy_now = self.package_busy(idx);
+        if let Some(b) = self.books.get_mut(idx) {
+            b.parked = false;
+            b.last = Some((ts_ns, raw));
+            b.moved = Some((ts_ns, busy_now));
+        }
+    }
+
+    fn package_busy(&self, idx: usize) -> u64 {
+        self.books
+            .get(idx)
+            .and_then(|b| self.package_busy_ns.get(&b.plan.package))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// How many packages the machine has.
@@ -451,6 +490,39 @@ mod tests {
     }
 
     #[test]
+    fn a_counter_reopened_after_its_cpu_came_back_goes_on_from_its_total() {
+        let ms = 1_000_000u64;
+        // Two per-CPU counters; cpu 1 busy, then offline, then back.
+        let mut b = EnergyBooks::new(&synthetic(2, 1.0), &[(0, 0), (1, 0)]);
+        b.apply(&busy_tick(0, ms, 0, ms));
+        b.apply(&busy_tick(1, ms, 5_000_000, ms));
+        b.apply(&busy_tick(1, 2 * ms, 6_000_000, ms)); // 1 mJ
+        b.park(1);
+        // cpu 0 busy for 1.5 s while cpu 1's dead counter stands still.
+        for i in 3..=1500 {
+            b.apply(&busy_tick(0, i * ms, (i - 1) * ms, ms));
+            assert!(b.reading(1, i * ms, 6_000_000));
+        }
+        assert!(b.stalled(1500 * ms).is_empty(), "parked, not stalled");
+        // Reopened: counts from 1,000 again. No jump is counted, the total
+        // goes on, and the jump back is no rejected reading.
+        b.rebase(1, 1501 * ms, 1_000);
+        assert!(b.reading(1, 1502 * ms, 1_001_000));
+        let mut cpu1 = Vec::new();
+        b.take_applied(|idx, ts, counts| {
+            if idx == 1 && ts > 1500 * ms {
+                cpu1.push(counts);
+            }
+        });
+        assert_eq!(cpu1, vec![2_000_000], "1e6 counts before, 1e6 after");
+        assert_eq!(b.rejected(), Rejected::default());
+        for i in 1503..=3000 {
+            b.apply(&busy_tick(0, i * ms, (i - 1) * ms, ms));
+        }
+        assert_eq!(b.stalled(3000 * ms), vec![1], "unparked: a stall again");
+    }
+
+    #[test]
     fn first_reading_is_a_baseline() {
         let mut b = EnergyBooks::new(&synthetic(1, 10.0), &[(0, 0)]);
         b.apply(&tick(0, 100, 5_000_000_000));
@@ -630,6 +702,7 @@ mod tests {
                     user: Some(crate::source::UserCounter {
                         read: crate::source::UserRead::File("energy_uj".into()),
                         max,
+                        max_watts: None,
                     }),
                     ..counter(0, 0, 0, vec![0], 1e-6)
                 }],

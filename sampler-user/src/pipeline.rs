@@ -119,7 +119,12 @@ pub fn build(
             plan.counters
                 .iter()
                 .enumerate()
-                .filter(|(_, c)| c.domain != plan.base_domain() && !plan.per_cpu)
+                // A per-core `cores` counter (power_core) is one term of its
+                // domain's sum: served on /metrics, not as a batch series
+                // of its own (docs/sources.md).
+                .filter(|(_, c)| {
+                    c.domain != plan.base_domain() && !plan.per_cpu && plan.sole_counter(c)
+                })
                 .filter_map(|(i, c)| {
                     let name = sampler_common::DOMAIN_NAMES.get(c.domain)?;
                     Some((i, c.package, *name, c.joules_per_count))
@@ -132,6 +137,10 @@ pub fn build(
         push: extras.push,
         continuity: extras.continuity,
         user_readings,
+        hotplug: Some(crate::hotplug::Watch::new(
+            settings.root.clone(),
+            &attached_cpus,
+        )),
     };
     let snapshot = snapshot::shared(Snapshot {
         source: plan.source.name(),

@@ -82,6 +82,28 @@ pub fn power_pmu_tree(dir: &Path, events: &[(&str, u64)]) -> PathBuf {
     dir.join("sys")
 }
 
+/// Adds AMD's per-core `power_core` PMU (Linux 6.14) to a
+/// [`power_pmu_tree`] under `dir`: the software PMU's `type`, a `cpumask`
+/// of every online CPU, each CPU its own core (`thread_siblings_list`),
+/// and `energy-core` as software event `event` at 1e-9 J per count, so a
+/// cpu-clock core draws 1 W.
+pub fn power_core_pmu(dir: &Path, event: u64) {
+    let cpus = crate::online_cpus();
+    for c in &cpus {
+        let t = dir.join(format!("sys/devices/system/cpu/cpu{c}/topology"));
+        std::fs::write(t.join("thread_siblings_list"), format!("{c}\n")).expect("siblings");
+    }
+    let pmu = dir.join("sys/bus/event_source/devices/power_core");
+    std::fs::create_dir_all(pmu.join("events")).expect("mkdir power_core");
+    std::fs::write(pmu.join("type"), format!("{SOFTWARE_PMU}\n")).expect("type");
+    let mask: Vec<String> = cpus.iter().map(u32::to_string).collect();
+    std::fs::write(pmu.join("cpumask"), format!("{}\n", mask.join(","))).expect("cpumask");
+    let e = pmu.join("events/energy-core");
+    std::fs::write(&e, format!("event={event:#04x}\n")).expect("event");
+    std::fs::write(e.with_extension("scale"), "1e-9\n").expect("scale");
+    std::fs::write(e.with_extension("unit"), "Joules\n").expect("unit");
+}
+
 /// Rewrites a fixture counter file (`energy_uj`) in place, as sysfs does:
 /// one `pwrite` at offset 0 of a fixed-width value, never a truncation, so
 /// a reader (Ergon's discovery, probe or poller, which keep the file open)

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use tests::{
     ergon_bin,
-    fixture::{power_pmu_tree, DEAD_EVENT, MOVING_EVENT},
+    fixture::{power_core_pmu, power_pmu_tree, DEAD_EVENT, MOVING_EVENT},
     require_root, Daemon,
 };
 
@@ -155,5 +155,72 @@ fn a_host_with_psys_and_no_pkg_attributes_psys_and_serves_no_pkg_series() {
     );
     let (status, log) = d.stop();
     assert!(status.success(), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// AMD's per-core PMU (`power_core`, Linux 6.14) beside a `power` PMU
+/// without `energy-cores`: its counters are the `cores` domain, the sum
+/// of every core's. Each fixture core is a cpu-clock at 1 W, so the domain
+/// draws 1 W × the cores. One whose counters all stand still is left out,
+/// and said so, while rapl goes on.
+#[test]
+fn a_power_core_pmu_gives_the_cores_domain_and_a_dead_one_is_left_out() {
+    require_root();
+    let dir = std::env::temp_dir().join(format!("ergon-power-core-{}", std::process::id()));
+    let sys = power_pmu_tree(&dir, &[("pkg", MOVING_EVENT)]);
+    power_core_pmu(&dir, MOVING_EVENT);
+    let sys = sys.display().to_string();
+    let cores = tests::online_cpus().len();
+    let (ok, text) = check(&["--sysfs-root", &sys]);
+    assert!(ok, "{text}");
+    assert!(
+        line(&text, "power_core").contains(&format!("energy-core on {cores} cores")),
+        "{text}"
+    );
+    let auto = line(&text, "auto source");
+    assert!(
+        auto.starts_with("ok    auto source  rapl: ")
+            && auto.contains(&format!("power_core PMU with energy-core on {cores} cores")),
+        "{auto}"
+    );
+
+    let d = Daemon::start(&["--source", "rapl", "--sysfs-root", &sys]);
+    let domain = |m: &std::collections::BTreeMap<String, f64>| -> f64 {
+        m.iter()
+            .filter(|(k, _)| {
+                k.starts_with("ergon_package_energy_joules_total{")
+                    && k.contains("domain=\"cores\"")
+            })
+            .map(|(_, v)| v)
+            .sum()
+    };
+    let t0 = std::time::Instant::now();
+    let a = domain(&d.metrics());
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let b = domain(&d.metrics());
+    let watts = (b - a) / t0.elapsed().as_secs_f64();
+    println!("cores domain: {watts:.3} W from {cores} fixture cores of 1 W");
+    // Read every RAPL interval while busy, every 50 ms while idle: a
+    // reading can trail its scrape by up to that, on each side.
+    assert!(
+        (watts - cores as f64).abs() <= 0.05 * cores as f64,
+        "{watts} W is not within 5% of {cores} W"
+    );
+    let (status, log) = d.stop();
+    assert!(status.success(), "{log}");
+
+    // Every core's counter dead: left out, rapl goes on without cores.
+    power_pmu_tree(&dir, &[("pkg", MOVING_EVENT)]);
+    power_core_pmu(&dir, DEAD_EVENT);
+    let (ok, text) = check(&["--sysfs-root", &sys]);
+    assert!(ok, "{text}");
+    let auto = line(&text, "auto source");
+    assert!(
+        auto.starts_with("ok    auto source  rapl: ")
+            && auto.contains(&format!(
+                "left out: power_core PMU energy-core moves on none of {cores} cores"
+            )),
+        "{auto}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -14,6 +14,7 @@ fn engine(packages: &[(u32, &[u32])], cg_res_ms: u64) -> Attributor {
             joules_per_count: 1e-3,
             cpus: cpus.to_vec(),
             counters: vec![(i, None)],
+            core_counters: Vec::new(),
         })
         .collect();
     Attributor::new(specs).with_grid(GridConfig {

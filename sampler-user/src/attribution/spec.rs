@@ -2,6 +2,9 @@
 
 use crate::{source::Plan, topology::Topology};
 
+/// The `cores` domain's index in [`sampler_common::DOMAIN_NAMES`].
+const CORES: usize = 1;
+
 /// How a package's energy counters map onto its CPUs.
 #[derive(Clone, Debug)]
 pub struct PackageSpec {
@@ -14,6 +17,12 @@ pub struct PackageSpec {
     /// there is one): (counter index, Some(cpu) when the
     /// counter measures only that CPU).
     pub counters: Vec<(usize, Option<u32>)>,
+    /// Per-core energy counters (the `power_core` PMU's `cores`): (counter
+    /// index, the CPUs of its core). When they cover every CPU of the
+    /// package once, a package counter's energy goes to the cores in
+    /// proportion to their own energy over each interval, and equally to
+    /// each core's CPUs, instead of equally to every CPU.
+    pub core_counters: Vec<(usize, Vec<u32>)>,
 }
 
 impl PackageSpec {
@@ -34,11 +43,24 @@ impl PackageSpec {
                     .first()
                     .and_then(|&(i, _)| plan.counters.get(i))
                     .map_or(0.0, |c| c.joules_per_count);
+                let core_counters = plan
+                    .counters
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| {
+                        c.domain == CORES
+                            && c.package == package
+                            && !plan.per_cpu
+                            && !plan.sole_counter(c)
+                    })
+                    .map(|(i, c)| (i, c.readers.clone()))
+                    .collect();
                 PackageSpec {
                     package,
                     joules_per_count,
                     cpus: topo.cpus_of(package),
                     counters,
+                    core_counters,
                 }
             })
             .collect()

@@ -31,6 +31,7 @@ fn package_counter(cpus: &[u32]) -> Attributor {
         joules_per_count: 1.0,
         cpus: cpus.to_vec(),
         counters: vec![(0, None)],
+        core_counters: Vec::new(),
     }])
 }
 
@@ -107,6 +108,55 @@ fn readings_are_interpolated_at_the_frontier() {
     assert!((joules_of(&a, 3) - 500.0).abs() < 1e-9);
 }
 
+/// Package 400 J over 1000 ns on 4 CPUs in two cores ({0,1}, {2,3}), the
+/// first core's counter 90 counts, the second's 30; cgroup 7 on cpu 0.
+fn cores_split(core_counters: Vec<(usize, Vec<u32>)>) -> Attributor {
+    let mut a = Attributor::new(vec![PackageSpec {
+        package: 0,
+        joules_per_count: 1.0,
+        cpus: vec![0, 1, 2, 3],
+        counters: vec![(0, None)],
+        core_counters,
+    }]);
+    for k in 0..3 {
+        a.on_reading(k, 0, 0);
+    }
+    for c in 0..4 {
+        a.on_span(&rec(c, 0, 0, 0, &[]));
+    }
+    a.advance();
+    a.on_span(&rec(0, 0, 1000, 0, &[(7, 1000)]));
+    for c in 1..4 {
+        a.on_span(&rec(c, 0, 1000, 1000, &[]));
+    }
+    a.on_reading(0, 1000, 400);
+    a.on_reading(1, 1000, 90);
+    a.on_reading(2, 1000, 30);
+    a.advance();
+    let (_, pkg, _) = a.packages()[0];
+    assert!(
+        (pkg - 400.0).abs() < 1e-9,
+        "the package total is the package counter's"
+    );
+    a
+}
+
+#[test]
+fn per_core_counters_weigh_the_split_of_the_package_over_cpus() {
+    let a = cores_split(vec![(1, vec![0, 1]), (2, vec![2, 3])]);
+    // Core 0 drew 3/4 of the cores' energy: 300 J, 150 J per CPU; core 1
+    // 100 J, 50 per CPU. Cgroup 7 ran on cpu 0 all along.
+    let cpus: Vec<(u32, f64)> = a.cpus().iter().map(|c| (c.cpu, c.joules.0)).collect();
+    assert_eq!(cpus, vec![(0, 150.0), (1, 150.0), (2, 50.0), (3, 50.0)]);
+    assert!((joules_of(&a, 7) - 150.0).abs() < 1e-9);
+    assert!((a.packages()[0].2 - 250.0).abs() < 1e-9, "the rest is idle");
+
+    // Core counters that leave a CPU out cannot weigh every CPU: equal parts.
+    let a = cores_split(vec![(1, vec![0, 1]), (2, vec![2])]);
+    let cpus: Vec<f64> = a.cpus().iter().map(|c| c.joules.0).collect();
+    assert_eq!(cpus, vec![100.0; 4]);
+}
+
 #[test]
 fn per_cpu_counters_go_to_their_cpu() {
     let mut a = Attributor::new(vec![PackageSpec {
@@ -114,6 +164,7 @@ fn per_cpu_counters_go_to_their_cpu() {
         joules_per_count: 1e-9 * 10.0,
         cpus: vec![0, 1],
         counters: vec![(0, Some(0)), (1, Some(1))],
+        core_counters: Vec::new(),
     }]);
     for k in 0..2 {
         a.on_reading(k, 0, 0);
@@ -320,7 +371,7 @@ proptest! {
         } else {
             vec![(0, None)]
         };
-        let mut a = Attributor::new(vec![PackageSpec { package: 0, joules_per_count: 2.5e-10, cpus: cpus.to_vec(), counters: counters.clone() }]);
+        let mut a = Attributor::new(vec![PackageSpec { package: 0, joules_per_count: 2.5e-10, cpus: cpus.to_vec(), counters: counters.clone(), core_counters: Vec::new() }]);
         let mut end = [0u64; 3];
         let mut clock = 0u64;
         let mut value = vec![0u128; counters.len()];
@@ -442,6 +493,7 @@ proptest! {
             joules_per_count: 1e-9,
             cpus: cpus.to_vec(),
             counters: vec![(0, Some(0)), (1, Some(1))],
+            core_counters: Vec::new(),
         }]);
         let mut k = [KernelCpu::default(), KernelCpu::default()];
         let mut truth: std::collections::HashMap<u64, u128> = Default::default();

@@ -212,6 +212,7 @@ mod tests {
             user: Some(UserCounter {
                 read: UserRead::File(path.to_path_buf()),
                 max: u64::from(u32::MAX),
+                max_watts: None,
             }),
         }
     }

@@ -110,6 +110,17 @@ impl Plan {
             .unwrap_or(0)
     }
 
+    /// Whether `c` is the only counter of its (package, domain): false for
+    /// the per-core counters of the `power_core` PMU, whose domain is
+    /// their sum.
+    pub fn sole_counter(&self, c: &CounterPlan) -> bool {
+        self.counters
+            .iter()
+            .filter(|o| o.package == c.package && o.domain == c.domain)
+            .count()
+            == 1
+    }
+
     /// [`Plan::base_domain`]'s name (`pkg`, `psys`, …).
     pub fn base_domain_name(&self) -> &'static str {
         sampler_common::DOMAIN_NAMES
@@ -252,6 +263,57 @@ impl Found {
         Ok(self)
     }
 
+    /// Adds the `power_core` PMU's per-core counters as the `cores` domain
+    /// when it is there and counts. They are kept or left out together: a
+    /// partial sum would be a wrong `cores` figure. One core whose counter
+    /// moves proves the PMU reads real registers (an idle core's may stand
+    /// still for the probe's 25 ms); none moving is a dead PMU.
+    fn add_cores(&mut self, root: &SysRoot, topo: &Topology, probe: &dyn Probe) {
+        let pmu = match rapl::discover_core(root) {
+            Ok(Some(pmu)) => pmu,
+            Ok(None) => return,
+            Err(e) => {
+                self.found.push_str(&format!(
+                    "; power_core PMU present but unusable, no cores domain: {}",
+                    chain(&e)
+                ));
+                return;
+            }
+        };
+        let cores = rapl::plan_cores(&pmu, topo, root);
+        if cores.is_empty() {
+            return;
+        }
+        let verdicts = probe.probe(&cores);
+        if verdicts.contains(&liveness::Liveness::Moves) {
+            self.found.push_str(&format!(
+                "; power_core PMU with energy-core on {} cores (the cores domain and each core's energy)",
+                cores.len()
+            ));
+            self.counters.extend(cores);
+        } else {
+            let first = verdicts
+                .iter()
+                .zip(&cores)
+                .find_map(|(l, c)| match l {
+                    liveness::Liveness::Moves => None,
+                    liveness::Liveness::Dead { value } => Some(format!(
+                        "cpu {}'s reads {value} and does not advance in {} ms",
+                        c.open_cpu,
+                        liveness::GAP.as_millis()
+                    )),
+                    liveness::Liveness::Unreadable { reason } => {
+                        Some(format!("cpu {}'s cannot be read: {reason}", c.open_cpu))
+                    }
+                })
+                .unwrap_or_default();
+            self.found.push_str(&format!(
+                "; left out: power_core PMU energy-core moves on none of {} cores ({first}; a hypervisor exposing the PMU without the registers?)",
+                cores.len()
+            ));
+        }
+    }
+
     /// The userspace sources need their package counter among the moving
     /// ones: passed over (or refused) otherwise, saying what was found.
     fn needing_package(self, what: &str) -> Result<Found, SourceError> {
@@ -287,7 +349,7 @@ fn try_rapl(root: &SysRoot, topo: &Topology, probe: &dyn Probe) -> Result<Found,
         .filter_map(|e| sampler_common::DOMAIN_NAMES.get(e.domain).copied())
         .collect();
     let counters = rapl::plan(&pmu, topo).map_err(|source| SourceError::Rapl { source })?;
-    Found {
+    let mut found = Found {
         source: Resolved::Rapl,
         counters,
         found: format!(
@@ -295,7 +357,12 @@ fn try_rapl(root: &SysRoot, topo: &Topology, probe: &dyn Probe) -> Result<Found,
             domains.join(",")
         ),
     }
-    .moving(probe, topo)
+    .moving(probe, topo)?;
+    // AMD has no package-wide `cores` event; its per-core PMU gives one.
+    if !pmu.events.iter().any(|e| e.domain == 1) {
+        found.add_cores(root, topo, probe);
+    }
+    Ok(found)
 }
 
 fn try_powercap(root: &SysRoot, topo: &Topology, probe: &dyn Probe) -> Result<Found, SourceError> {

@@ -103,6 +103,7 @@ pub fn plan(root: &SysRoot, topo: &Topology, model: &Model, reason: String) -> P
                         busy_uw: watts_to_uw(m.max_watts - m.idle_watts),
                     },
                     max: u64::MAX,
+                    max_watts: None,
                 }),
             }
         })

@@ -197,6 +197,12 @@ pub fn plan(root: &SysRoot, topo: &Topology) -> Result<Vec<CounterPlan>, MsrErro
     };
     let mut counters = Vec::new();
     let packages = topo.packages();
+    // psys is platform-wide, and on a multi-package machine only the
+    // platform's master package holds it: the others read 0 (Linux
+    // 5.11, "powercap/intel_rapl: enumerate Psys RAPL domain together with
+    // package RAPL domain": package 0 is not the master on Sapphire Rapids).
+    // It is read once, on the first package whose register is not 0.
+    let mut psys_taken = false;
     for &package in &packages {
         let Some(&first) = topo.cpus_of(package).first() else {
             continue;
@@ -208,13 +214,13 @@ pub fn plan(root: &SysRoot, topo: &Topology) -> Result<Vec<CounterPlan>, MsrErro
         })?;
         let jpc = joules_per_count(unit);
         for &(reg, domain) in regs {
-            // psys is platform-wide: once, on the first package.
-            if domain == 3 && Some(&package) != packages.first() {
+            if domain == 3 && psys_taken {
                 continue;
             }
             if read_reg(&file, reg).is_none_or(|v| v & MAX == 0) {
                 continue;
             }
+            psys_taken |= domain == 3;
             let jpc = domain_joules_per_count(&cpu, domain, jpc);
             let read = UserRead::Msr {
                 path: path.clone(),
@@ -249,7 +255,11 @@ fn polled(
         pmu_type: 0,
         config: 0,
         joules_per_count: jpc,
-        user: Some(UserCounter { read, max }),
+        user: Some(UserCounter {
+            read,
+            max,
+            max_watts: None,
+        }),
     }
 }
 

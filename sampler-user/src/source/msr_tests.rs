@@ -90,9 +90,27 @@ fn intel_registers_per_package_with_the_server_dram_unit() {
                 register: 0x611
             },
             max: u32::MAX as u64,
+            max_watts: None,
         })
     );
     assert!(counters.iter().all(|c| c.readers.is_empty()));
+}
+
+#[test]
+fn psys_is_read_on_the_package_that_holds_it() {
+    // A Sapphire Rapids-like platform whose master package is 1: package
+    // 0's platform register reads 0, package 1's counts.
+    let (_dir, root) = scratch("msr-intel-2pkg");
+    intel(&root);
+    set(&root, 0, 0x64D, 0);
+    let topo = Topology::read(&root).expect("topology");
+    let counters = plan(&root, &topo).expect("plan");
+    let psys: Vec<(u32, u32)> = counters
+        .iter()
+        .filter(|c| c.domain == 3)
+        .map(|c| (c.package, c.open_cpu))
+        .collect();
+    assert_eq!(psys, vec![(1, 2)], "psys once, on package 1 (cpu 2)");
 }
 
 #[test]
@@ -153,6 +171,7 @@ fn amd_cores_are_one_register_per_core_summed() {
                 register: AMD_CORE_ENERGY,
             },
             max: u64::MAX,
+            max_watts: None,
         }),
         "cpus 0-3 lead the cores; their siblings 4-7 are not read again"
     );

@@ -39,6 +39,10 @@ pub struct Zone {
     pub package: u32,
     /// `max_energy_range_uj`: the counter goes 0..=max, then wraps.
     pub max_uj: u64,
+    /// The largest `constraint_N_max_power_uw` of the zone, in µW: the
+    /// most it can draw, which bounds a plausible wrap. `None` when the
+    /// zone has no constraint with a non-zero, readable maximum.
+    pub max_power_uw: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -149,15 +153,34 @@ pub fn discover(root: &SysRoot) -> Result<Zones, PowercapError> {
         }
         let max_uj = read_u64(&zdir.join("max_energy_range_uj"))?;
         read_u64(&zdir.join("energy_uj"))?;
+        let max_power_uw = max_power_uw(&zdir);
         zones.push(Zone {
             dir: zdir,
             name,
             domain,
             package,
             max_uj,
+            max_power_uw,
         });
     }
     Ok(Zones { zones, skipped })
+}
+
+/// The largest `constraint_N_max_power_uw` of a zone (N = 0, 1, … while
+/// `constraint_N_name` exists: long_term, short_term, peak_power). A
+/// maximum the kernel cannot give (the attribute answers an error on some
+/// constraints) or gives as 0 (not declared) is left out; so is the zone's
+/// bound when none is left.
+fn max_power_uw(zone: &Path) -> Option<u64> {
+    (0..)
+        .map_while(|n| {
+            zone.join(format!("constraint_{n}_name"))
+                .exists()
+                .then(|| read_u64(&zone.join(format!("constraint_{n}_max_power_uw"))).ok())
+        })
+        .flatten()
+        .filter(|&uw| uw > 0)
+        .max()
 }
 
 /// One counter per zone whose package is online here.
@@ -177,6 +200,7 @@ pub fn plan(zones: &[Zone], topo: &Topology) -> Vec<CounterPlan> {
                 user: Some(UserCounter {
                     read: UserRead::File(z.dir.join("energy_uj")),
                     max: z.max_uj,
+                    max_watts: z.max_power_uw.map(|uw| uw as f64 * 1e-6),
                 }),
             })
         })

@@ -67,6 +67,40 @@ fn intel_zones_and_subzones_map_to_domains_and_packages() {
 }
 
 #[test]
+fn a_wrap_is_judged_by_the_zones_own_maximum_power() {
+    let root = SysRoot::under(&fixture("powercap-intel-2pkg"));
+    let zones = discover(&root).expect("discover").zones;
+    // package-0 declares long_term 125 W, short_term 250 W and a peak_power
+    // constraint with no maximum; package-1 declares none.
+    assert_eq!(zones[0].max_power_uw, Some(250_000_000));
+    assert_eq!(zones[1].max_power_uw, None);
+    let topo = Topology::read(&root).expect("topology");
+    let counters: Vec<CounterPlan> = plan(&zones, &topo).into_iter().take(2).collect();
+    assert_eq!(
+        counters[0].user.as_ref().and_then(|u| u.max_watts),
+        Some(250.0)
+    );
+    let (_plan, mut books) = poll::books_for(Resolved::Powercap, counters, &topo);
+    // On both packages (2 CPUs each: 100 W without a declared maximum), a
+    // wrap 1 ms after a reading near the top, implying 200 mJ = 200 W.
+    let ms = 1_000_000u64;
+    let top = 262_143_328_850u64;
+    for idx in [0, 1] {
+        assert!(books.reading(idx, ms, top - 100_000));
+        let wrapped = books.reading(idx, 2 * ms, 99_999);
+        assert_eq!(
+            wrapped,
+            idx == 0,
+            "package {idx}: accepted under its 250 W maximum, refused over the 2 x 50 W ceiling"
+        );
+    }
+    assert_eq!(books.rejected().implausible_wraps, 1);
+    let joules: Vec<f64> = books.packages().iter().map(|p| p.joules.0).collect();
+    assert!((joules[0] - 0.2).abs() < 1e-9, "{joules:?}");
+    assert_eq!(joules[1], 0.0);
+}
+
+#[test]
 fn amd_serves_the_package_and_skips_the_one_core_core_zone() {
     let root = SysRoot::under(&fixture("powercap-amd"));
     let Zones { zones, skipped } = discover(&root).expect("discover");

@@ -17,6 +17,14 @@ use crate::topology::{parse_cpulist, Topology};
 /// The power PMU's directory below the sysfs root.
 pub const POWER_PMU_DIR: &str = "bus/event_source/devices/power";
 
+/// AMD's per-core energy PMU (Linux 6.14, "perf/x86/rapl: Add core energy
+/// counter support for AMD CPUs"): one `energy-core` counter per core, its
+/// `cpumask` one CPU per core.
+pub const POWER_CORE_PMU_DIR: &str = "bus/event_source/devices/power_core";
+
+/// The `cores` domain's index in [`DOMAIN_NAMES`].
+const CORES: usize = 1;
+
 /// The only `.unit` a RAPL energy event may declare.
 const JOULES: &str = "Joules";
 
@@ -118,12 +126,31 @@ pub struct CounterPlan {
     pub user: Option<UserCounter>,
 }
 
+impl CounterPlan {
+    /// Whether the counter's perf event dies when its CPU goes offline and
+    /// must be opened again when the CPU comes back. A software event (the
+    /// `synthetic` source's cpu-clock) is removed from its CPU's context
+    /// for good at offline (measured: its count stands still after the CPU
+    /// is back). The `power` PMU's events are package-wide: the kernel moves
+    /// them to another CPU of the package (`perf_pmu_migrate_context` in
+    /// arch/x86/events/rapl.c), so they live on. Userspace counters are
+    /// files, not events.
+    pub fn dies_with_cpu(&self) -> bool {
+        self.user.is_none() && self.pmu_type == perf_event_open_sys::bindings::PERF_TYPE_SOFTWARE
+    }
+}
+
 /// A counter the daemon reads itself ([`super::poll`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct UserCounter {
     pub read: UserRead,
     /// The count runs 0..=max, then wraps to 0.
     pub max: u64,
+    /// The most power the counter's zone can draw, in watts, where the
+    /// hardware says (powercap's largest `constraint_*_max_power_uw`): a
+    /// wrap implying more is refused. `None`: the books' per-CPU ceiling
+    /// ([`crate::energy::PLAUSIBLE_WATTS_PER_CPU`]).
+    pub max_watts: Option<f64>,
 }
 
 /// Where a userspace counter comes from.
@@ -159,7 +186,27 @@ pub enum UserRead {
 /// an error when the directory is there but a file in it is missing,
 /// unreadable or malformed, or when it has no `energy-*` event.
 pub fn discover(root: &SysRoot) -> Result<Option<PowerPmu>, RaplError> {
-    let dir = root.sys(POWER_PMU_DIR);
+    let events: Vec<(String, usize)> = DOMAIN_NAMES
+        .iter()
+        .enumerate()
+        .map(|(domain, name)| (format!("energy-{name}"), domain))
+        .collect();
+    discover_pmu(root, POWER_PMU_DIR, &events)
+}
+
+/// Looks for the per-core `power_core` PMU (its one event, `energy-core`,
+/// is the `cores` domain of its core), as [`discover`] does.
+pub fn discover_core(root: &SysRoot) -> Result<Option<PowerPmu>, RaplError> {
+    discover_pmu(root, POWER_CORE_PMU_DIR, &[("energy-core".into(), CORES)])
+}
+
+/// A power PMU under `dir` with the `events` (file name, domain) it may have.
+fn discover_pmu(
+    root: &SysRoot,
+    dir: &str,
+    events: &[(String, usize)],
+) -> Result<Option<PowerPmu>, RaplError> {
+    let dir = root.sys(dir);
     match fs::metadata(&dir) {
         Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -187,9 +234,10 @@ pub fn discover(root: &SysRoot) -> Result<Option<PowerPmu>, RaplError> {
         return Err(RaplError::EmptyCpumask { path: cpumask_path });
     }
 
-    let mut events = Vec::new();
-    for (domain, name) in DOMAIN_NAMES.iter().enumerate() {
-        let path = dir.join(format!("events/energy-{name}"));
+    let mut found = Vec::new();
+    for (name, domain) in events {
+        let domain = *domain;
+        let path = dir.join(format!("events/{name}"));
         let text = match fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -199,15 +247,15 @@ pub fn discover(root: &SysRoot) -> Result<Option<PowerPmu>, RaplError> {
             path: path.clone(),
             found: text.trim().to_owned(),
         })?;
-        let joules_per_count = read_scale(&dir.join(format!("events/energy-{name}.scale")))?;
-        check_unit(&dir.join(format!("events/energy-{name}.unit")))?;
-        events.push(RaplEvent {
+        let joules_per_count = read_scale(&dir.join(format!("events/{name}.scale")))?;
+        check_unit(&dir.join(format!("events/{name}.unit")))?;
+        found.push(RaplEvent {
             domain,
             config,
             joules_per_count,
         });
     }
-    if events.is_empty() {
+    if found.is_empty() {
         return Err(RaplError::NoEvents {
             dir: dir.join("events"),
         });
@@ -216,8 +264,48 @@ pub fn discover(root: &SysRoot) -> Result<Option<PowerPmu>, RaplError> {
     Ok(Some(PowerPmu {
         pmu_type,
         cpumask,
-        events,
+        events: found,
     }))
+}
+
+/// One `cores` counter per core of the `power_core` PMU: opened on the
+/// core's `cpumask` CPU and read by that CPU and its online SMT siblings
+/// (`thread_siblings_list`; that CPU alone when the list cannot be read).
+/// A `cpumask` CPU that is not online has no core here to measure and is
+/// passed over. The package's `cores` energy is the sum of its cores'.
+pub fn plan_cores(pmu: &PowerPmu, topo: &Topology, root: &SysRoot) -> Vec<CounterPlan> {
+    let mut plans = Vec::new();
+    for &open_cpu in &pmu.cpumask {
+        let Some(package) = topo.package_of(open_cpu) else {
+            continue;
+        };
+        let siblings = fs::read_to_string(root.sys(&format!(
+            "devices/system/cpu/cpu{open_cpu}/topology/thread_siblings_list"
+        )))
+        .ok()
+        .and_then(|t| parse_cpulist(&t).ok())
+        .unwrap_or_default();
+        let readers: Vec<u32> = std::iter::once(open_cpu)
+            .chain(
+                siblings
+                    .into_iter()
+                    .filter(|&c| c != open_cpu && topo.package_of(c) == Some(package)),
+            )
+            .collect();
+        for event in &pmu.events {
+            plans.push(CounterPlan {
+                domain: event.domain,
+                package,
+                open_cpu,
+                readers: readers.clone(),
+                pmu_type: pmu.pmu_type,
+                config: event.config,
+                joules_per_count: event.joules_per_count,
+                user: None,
+            });
+        }
+    }
+    plans
 }
 
 /// One counter per (package, event) for every package that has a `cpumask`

@@ -442,3 +442,78 @@ fn pmu_path_that_is_a_file_is_read_error() {
         "{err:?}"
     );
 }
+
+/// AMD with Linux 6.14's `power_core` PMU: 4 cores of 2 SMT threads
+/// (siblings `N,N+4`), its cpumask one CPU per core.
+#[test]
+fn power_core_gives_one_cores_counter_per_core_read_by_its_siblings() {
+    let root = SysRoot::under(&fixture("rapl-amd"));
+    let pmu = discover_core(&root).unwrap().expect("power_core PMU");
+    assert_eq!(pmu.pmu_type, 12);
+    assert_eq!(pmu.cpumask, vec![0, 1, 2, 3]);
+    assert_eq!(
+        pmu.events,
+        vec![RaplEvent {
+            domain: 1,
+            config: 0x01,
+            joules_per_count: TWO_POW_M32,
+        }]
+    );
+    let topo = Topology::read(&root).unwrap();
+    let got: Vec<(usize, u32, u32, Vec<u32>, u32, u64)> = plan_cores(&pmu, &topo, &root)
+        .into_iter()
+        .map(|c| {
+            (
+                c.domain, c.package, c.open_cpu, c.readers, c.pmu_type, c.config,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        (0..4)
+            .map(|core| (1, 0, core, vec![core, core + 4], 12, 0x01))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn power_core_is_the_cores_domain_of_auto_and_a_broken_one_is_explained() {
+    use crate::source::{liveness::Assume, select, Declared, Resolved, SourceKind};
+    let declared = Declared {
+        synthetic: crate::source::synthetic::Synthetic {
+            watts: 10.0,
+            layout: crate::source::synthetic::Layout::PerCpu,
+        },
+        model: crate::source::model::Model::default(),
+    };
+    let (_dir, root, _pmu) = scratch("rapl-amd");
+    let topo = Topology::read(&root).unwrap();
+    let p = select(SourceKind::Auto, &root, &topo, &declared, &Assume).expect("plan");
+    assert_eq!(p.source, Resolved::Rapl);
+    let domains: Vec<(usize, u32)> = p.counters.iter().map(|c| (c.domain, c.open_cpu)).collect();
+    assert_eq!(domains, vec![(0, 0), (1, 0), (1, 1), (1, 2), (1, 3)]);
+    assert!(
+        p.reason
+            .contains("power_core PMU with energy-core on 4 cores"),
+        "{}",
+        p.reason
+    );
+    assert!(p.sole_counter(&p.counters[0]) && !p.sole_counter(&p.counters[1]));
+    // A power_core PMU whose event has no scale: rapl still works, without
+    // a cores domain, and says why.
+    fs::remove_file(
+        root.sys(POWER_CORE_PMU_DIR)
+            .join("events/energy-core.scale"),
+    )
+    .unwrap();
+    let p = select(SourceKind::Auto, &root, &topo, &declared, &Assume).expect("plan");
+    assert_eq!(p.source, Resolved::Rapl);
+    assert_eq!(p.counters.len(), 1);
+    assert!(
+        p.reason
+            .contains("power_core PMU present but unusable, no cores domain")
+            && p.reason.contains("energy-core.scale is missing"),
+        "{}",
+        p.reason
+    );
+}

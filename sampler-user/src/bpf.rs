@@ -99,6 +99,20 @@ pub struct OpenCounter {
     /// CPUs whose timer programs currently read it (narrowed at run time when
     /// the kernel refuses reads from other CPUs than `open_cpu`).
     pub readers: Vec<u32>,
+    /// CPUs the kernel refused to let read it ([`Sampler::narrow`]): not
+    /// offered it again when they come back online.
+    pub refused: Vec<u32>,
+}
+
+/// What [`Sampler::detach_cpu`] changed.
+#[derive(Debug, Default)]
+pub struct Detached {
+    /// Counters that died with the CPU
+    /// ([`crate::source::CounterPlan::dies_with_cpu`]), to park in the books.
+    pub died: Vec<usize>,
+    /// Package counters the kernel moved to another CPU: (counter, its new
+    /// open CPU), which now reads it.
+    pub moved: Vec<(usize, u32)>,
 }
 
 /// Kernel run statistics of one program (cumulative since load, counted only
@@ -158,6 +172,7 @@ impl Sampler {
             }
             counters.push(OpenCounter {
                 readers: cp.readers.clone(),
+                refused: Vec::new(),
                 plan: cp.clone(),
                 counter,
             });
@@ -257,11 +272,15 @@ impl Sampler {
 
     /// CPU `cpu` went offline ([`crate::hotplug`]): its timer is detached
     /// (the kernel removed its event for good) and it stops being a reader
-    /// of any counter. Returns the counters that died with it
-    /// ([`CounterPlan::dies_with_cpu`]), to park in the books.
+    /// of any counter.
     ///
-    /// [`CounterPlan::dies_with_cpu`]: crate::source::CounterPlan::dies_with_cpu
-    pub fn detach_cpu(&mut self, cpu: u32) -> Result<Vec<usize>, BpfError> {
+    /// A package counter opened on it lives on: the kernel moves the event
+    /// to the lowest-numbered other online CPU of the package
+    /// (`cpumask_any_but` in `rapl_cpu_offline`, arch/x86/events/rapl.c).
+    /// On a kernel without PMU read scope only that CPU may read it now,
+    /// so it becomes the counter's open CPU and a reader again if it had
+    /// been refused.
+    pub fn detach_cpu(&mut self, cpu: u32) -> Result<Detached, BpfError> {
         if let Some(link) = self.timer_links.remove(&cpu) {
             let timer: &mut PerfEvent = program_mut(&mut self.ebpf, TIMER_PROGRAM)?;
             timer.detach(link).map_err(|source| BpfError::Program {
@@ -271,18 +290,33 @@ impl Sampler {
             })?;
         }
         self.attached_cpus.retain(|&c| c != cpu);
-        let mut died = Vec::new();
+        let mut out = Detached::default();
         for idx in 0..self.counters.len() {
             let c = &mut self.counters[idx];
-            if c.plan.open_cpu == cpu && c.plan.dies_with_cpu() {
-                died.push(idx);
-            }
+            let moved = if c.plan.open_cpu != cpu {
+                None
+            } else if c.plan.dies_with_cpu() {
+                out.died.push(idx);
+                None
+            } else {
+                crate::hotplug::successor(&c.plan.readers, &self.attached_cpus, cpu)
+            };
             if c.readers.contains(&cpu) {
                 c.readers.retain(|&r| r != cpu);
                 self.unset_reader(cpu, idx)?;
             }
+            if let Some(to) = moved {
+                let c = &mut self.counters[idx];
+                c.plan.open_cpu = to;
+                c.refused.retain(|&r| r != to);
+                if !c.readers.contains(&to) {
+                    c.readers.push(to);
+                    self.set_reader(to, idx)?;
+                }
+                out.moved.push((idx, to));
+            }
         }
-        Ok(died)
+        Ok(out)
     }
 
     /// CPU `cpu` came back online: the counters that died with it are
@@ -302,7 +336,10 @@ impl Sampler {
                 reopened.push((idx, boot_ns(), raw));
                 c.counter = counter;
             }
-            if c.plan.readers.contains(&cpu) && !c.readers.contains(&cpu) {
+            if c.plan.readers.contains(&cpu)
+                && !c.readers.contains(&cpu)
+                && !c.refused.contains(&cpu)
+            {
                 c.readers.push(cpu);
             }
         }
@@ -433,6 +470,7 @@ impl Sampler {
             return Ok(());
         }
         c.readers.retain(|&r| r != cpu);
+        c.refused.push(cpu);
         self.unset_reader(cpu, idx)
     }
 }

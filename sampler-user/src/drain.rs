@@ -420,11 +420,15 @@ impl Drainer {
         for change in watch.poll(Instant::now()) {
             match change {
                 Change::Offline(cpu) => match self.sampler.detach_cpu(cpu) {
-                    Ok(died) => {
-                        for &idx in &died {
+                    Ok(d) => {
+                        for &idx in &d.died {
                             self.books.park(idx);
                         }
-                        info!(cpu, counters_parked = died.len(), "cpu went offline: its timer is detached and its timeline is idle until it returns");
+                        for &(idx, to) in &d.moved {
+                            self.books.moved_to(to, idx);
+                            info!(cpu, counter = idx, to, "the kernel moved a package counter off the offline cpu: cpu {to} reads it");
+                        }
+                        info!(cpu, counters_parked = d.died.len(), "cpu went offline: its timer is detached and its timeline is idle until it returns");
                     }
                     Err(e) => {
                         warn!(cpu, error = %crate::source::chain(&e), "cpu went offline; detaching its timer failed")

@@ -345,6 +345,15 @@ impl EnergyBooks {
     }
 
     /// Stops mapping `(cpu, domain of idx)` to counter `idx`.
+    /// Counter `idx` was moved by the kernel to `cpu` (its open CPU went
+    /// offline): `cpu`'s readings of it count, and are no remote reads.
+    pub fn moved_to(&mut self, cpu: u32, idx: usize) {
+        if let Some(b) = self.books.get_mut(idx) {
+            b.plan.open_cpu = cpu;
+            self.slots.insert((cpu, b.plan.domain), idx);
+        }
+    }
+
     pub fn forget_reader(&mut self, cpu: u32, idx: usize) {
         if let Some(b) = self.books.get(idx) {
             self.slots.remove(&(cpu, b.plan.domain));

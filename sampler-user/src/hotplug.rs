@@ -65,6 +65,19 @@ pub fn changes(
     out
 }
 
+/// The CPU the kernel moves a package event to when `gone`, the CPU it
+/// was opened on, goes offline: the lowest-numbered other online CPU of
+/// the package (`cpumask_any_but(topology_die_cpumask(cpu), cpu)` in
+/// `rapl_cpu_offline`, arch/x86/events/rapl.c). `None` when `gone` was
+/// the package's last online CPU.
+pub fn successor(package_cpus: &[u32], online: &[u32], gone: u32) -> Option<u32> {
+    package_cpus
+        .iter()
+        .copied()
+        .filter(|c| *c != gone && online.contains(c))
+        .min()
+}
+
 /// The last count of a CPU's sentinel event.
 struct Sentinel {
     counter: perf::Counter,
@@ -214,6 +227,13 @@ mod tests {
             vec![],
             "a CPU not sampled since start is no change to apply"
         );
+    }
+
+    #[test]
+    fn a_package_event_moves_to_the_lowest_other_online_cpu_of_its_package() {
+        // Package of CPUs 8..=11, opened on 8; 9 is offline already.
+        assert_eq!(successor(&[8, 9, 10, 11], &[0, 10, 11, 12], 8), Some(10));
+        assert_eq!(successor(&[8, 9], &[0, 1], 8), None, "its last CPU");
     }
 
     #[test]

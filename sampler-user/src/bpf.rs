@@ -321,10 +321,14 @@ impl Sampler {
 
     /// CPU `cpu` came back online: the counters that died with it are
     /// opened again, it reads again what it read before, and its timer is
-    /// attached again. Returns each reopened counter with its first count
-    /// and when it was read (boot ns), to rebase the books on.
-    pub fn attach_cpu(&mut self, cpu: u32) -> Result<Vec<(usize, u64, u64)>, BpfError> {
-        let mut reopened = Vec::new();
+    /// attached again. Each reopened counter goes into `reopened` with its
+    /// first count and when it was read (boot ns), to rebase the books on
+    /// — also those reopened before a later step failed.
+    pub fn attach_cpu(
+        &mut self,
+        cpu: u32,
+        reopened: &mut Vec<(usize, u64, u64)>,
+    ) -> Result<(), BpfError> {
         for idx in 0..self.counters.len() {
             let c = &mut self.counters[idx];
             if c.plan.open_cpu == cpu && c.plan.dies_with_cpu() {
@@ -355,7 +359,7 @@ impl Sampler {
         if !self.timer_links.contains_key(&cpu) {
             self.attach_timer(cpu)?;
         }
-        Ok(reopened)
+        Ok(())
     }
 
     /// Puts counter `idx` into its domain's array at `cpu` and sets the

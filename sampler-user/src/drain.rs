@@ -434,21 +434,23 @@ impl Drainer {
                         warn!(cpu, error = %crate::source::chain(&e), "cpu went offline; detaching its timer failed")
                     }
                 },
-                Change::Online(cpu) => match self.sampler.attach_cpu(cpu) {
-                    Ok(reopened) => {
-                        for &(idx, ts, raw) in &reopened {
-                            self.books.rebase(idx, ts, raw);
-                        }
-                        info!(
+                Change::Online(cpu) => {
+                    let mut reopened = Vec::new();
+                    let r = self.sampler.attach_cpu(cpu, &mut reopened);
+                    for &(idx, ts, raw) in &reopened {
+                        self.books.rebase(idx, ts, raw);
+                    }
+                    match r {
+                        Ok(()) => info!(
                             cpu,
                             counters_reopened = reopened.len(),
                             "cpu came back online: its timer and counters are attached again"
-                        );
+                        ),
+                        Err(e) => {
+                            warn!(cpu, error = %crate::source::chain(&e), "cpu came back online but attaching it failed: its timeline is closed from its kernel state and what failed to reopen stays parked until ergon restarts")
+                        }
                     }
-                    Err(e) => {
-                        warn!(cpu, error = %crate::source::chain(&e), "cpu came back online but attaching it failed: its energy reads stop until ergon restarts")
-                    }
-                },
+                }
             }
         }
     }

@@ -225,10 +225,10 @@ fn offline_and_back(layout: &str) {
     let (status, log) = d.stop();
     assert!(status.success(), "{log}");
     for want in [
-        format!("cpu went offline: its timer is detached"),
-        format!("cpu came back online: its timer and counters are attached again"),
+        "cpu went offline: its timer is detached",
+        "cpu came back online: its timer and counters are attached again",
     ] {
-        assert!(log.contains(&want), "`{want}` in the log:\n{log}");
+        assert!(log.contains(want), "`{want}` in the log:\n{log}");
     }
 }
 

@@ -145,7 +145,16 @@ pub fn record(state_dir: &Path, record: &JobRecord) -> Result<PathBuf, JobError>
         let path = path.to_owned();
         move |source| JobError::Write { path, source }
     };
-    std::fs::create_dir_all(&dir).map_err(err(&dir))?;
+    {
+        // The spool is private (0700, its files 0600): job records name
+        // the jobs and what they cost.
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(err(&dir))?;
+    }
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
@@ -164,9 +173,11 @@ pub fn record(state_dir: &Path, record: &JobRecord) -> Result<PathBuf, JobError>
         source: std::io::Error::other(e),
     })?;
     {
+        use std::os::unix::fs::OpenOptionsExt;
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(&tmp)
             .map_err(err(&tmp))?;
         f.write_all(&body).map_err(err(&tmp))?;

@@ -296,6 +296,13 @@ fn auth(
     )
 }
 
+/// Whether users other than the owner may read the file (mode `0o044`).
+pub(super) fn readable_by_others(f: &std::fs::File) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    f.metadata()
+        .is_ok_and(|m| m.permissions().mode() & 0o044 != 0)
+}
+
 /// Basic auth (user + password from a file or env), a bearer token (file
 /// or env), or none; both, or half of basic auth, is an error.
 pub(super) fn resolve_auth(
@@ -305,14 +312,21 @@ pub(super) fn resolve_auth(
     env: &dyn Fn(&str) -> Option<String>,
     n: &AuthNames,
 ) -> Result<Option<Auth>, ConfigError> {
-    let password = match &password_file {
-        Some(p) => Some(secret_file(n.password_field, p)?),
-        None => env(n.password_env),
-    };
-    let token = match &token_file {
-        Some(p) => Some(secret_file(n.token_field, p)?),
-        None => env(n.token_env),
-    };
+    let password = secret(
+        password_file.as_ref(),
+        n.password_field,
+        n.password_env,
+        env,
+    )?;
+    let token = secret(token_file.as_ref(), n.token_field, n.token_env, env)?;
+    if username.as_deref() == Some("") {
+        return Err(invalid(
+            n.user_field,
+            String::new(),
+            "is empty",
+            "give the user name the client sends, or leave basic auth off",
+        ));
+    }
     match (username, password, token) {
         (Some(_), _, Some(_)) => Err(invalid(
             n.user_field,
@@ -340,13 +354,73 @@ pub(super) fn resolve_auth(
     }
 }
 
+/// A secret from its file (`field`) or its variable (`var`): never both,
+/// never empty. An empty value would switch auth on and accept an empty
+/// credential.
+fn secret(
+    file: Option<&PathBuf>,
+    field: &'static str,
+    var: &'static str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<String>, ConfigError> {
+    match (file, env(var)) {
+        (Some(path), Some(_)) => Err(invalid(
+            field,
+            path.display().to_string(),
+            &format!("the secret is given twice: in this file and in {var}"),
+            "keep one of the two",
+        )),
+        (Some(path), None) => secret_file(field, path).map(Some),
+        (None, Some(v)) if v.is_empty() => Err(invalid(
+            var,
+            String::new(),
+            "is set but empty (an empty secret would accept an empty credential)",
+            "set it to the secret, or unset it",
+        )),
+        (None, v) => Ok(v),
+    }
+}
+
+/// The most a secret file may hold: a password or token is bytes, not
+/// kilobytes; a bigger file is the wrong path (or `/dev/zero`).
+pub(super) const SECRET_FILE_MAX: u64 = 64 * 1024;
+
 pub(super) fn secret_file(field: &'static str, path: &PathBuf) -> Result<String, ConfigError> {
-    let s = std::fs::read_to_string(path).map_err(|e| {
+    use std::io::Read;
+    let unreadable = |e: std::io::Error| {
         invalid(
             field,
             path.display().to_string(),
             &e.to_string(),
             "check the file exists and is readable by ergon",
+        )
+    };
+    let f = std::fs::File::open(path).map_err(unreadable)?;
+    if readable_by_others(&f) {
+        tracing::warn!(
+            file = %path.display(),
+            "a secret file other users can read: chmod 600 {}",
+            path.display()
+        );
+    }
+    let mut bytes = Vec::new();
+    f.take(SECRET_FILE_MAX + 1)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
+    if bytes.len() as u64 > SECRET_FILE_MAX {
+        return Err(invalid(
+            field,
+            path.display().to_string(),
+            "holds more than 64 KiB, which no password or token does",
+            "point it at the file that holds only the secret",
+        ));
+    }
+    let s = String::from_utf8(bytes).map_err(|_| {
+        invalid(
+            field,
+            path.display().to_string(),
+            "is not UTF-8 text",
+            "write the secret as text into the file",
         )
     })?;
     let s = s.trim_end_matches(['\n', '\r']).to_owned();

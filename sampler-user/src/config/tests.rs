@@ -302,3 +302,80 @@ fn credentials_come_from_files_or_env_and_must_be_complete() {
         .to_string();
     assert!(e.contains("--tls-key-file"), "{e}");
 }
+
+#[test]
+fn empty_doubled_and_oversized_secrets_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // An empty token from the environment would switch auth on and accept
+    // `Authorization: Bearer` with nothing after it.
+    let env = with_env(&[("ERGON_BEARER_TOKEN", "")]);
+    let e = args()
+        .settings_with_env(&env)
+        .expect_err("empty token")
+        .to_string();
+    assert!(
+        e.contains("ERGON_BEARER_TOKEN") && e.contains("empty"),
+        "{e}"
+    );
+    // An empty password, and an empty user name.
+    let mut a = args();
+    a.serve.basic_auth_username = Some("u".into());
+    let env = with_env(&[("ERGON_BASIC_AUTH_PASSWORD", "")]);
+    let e = a
+        .settings_with_env(&env)
+        .expect_err("empty password")
+        .to_string();
+    assert!(
+        e.contains("ERGON_BASIC_AUTH_PASSWORD") && e.contains("empty"),
+        "{e}"
+    );
+    let mut a = args();
+    a.serve.basic_auth_username = Some(String::new());
+    let env = with_env(&[("ERGON_BASIC_AUTH_PASSWORD", "pw")]);
+    let e = a
+        .settings_with_env(&env)
+        .expect_err("empty user")
+        .to_string();
+    assert!(
+        e.contains("basic_auth_username") && e.contains("is empty"),
+        "{e}"
+    );
+    // The same secret in a file and in its variable: an error naming both.
+    let tok = dir.path().join("tok");
+    std::fs::write(&tok, "t0k\n").expect("write");
+    let mut a = args();
+    a.serve.bearer_token_file = Some(tok.clone());
+    let env = with_env(&[("ERGON_BEARER_TOKEN", "other")]);
+    let e = a.settings_with_env(&env).expect_err("twice").to_string();
+    assert!(
+        e.contains("bearer_token_file") && e.contains("ERGON_BEARER_TOKEN") && e.contains("twice"),
+        "{e}"
+    );
+    // A file far bigger than any secret, and one that never ends.
+    let big = dir.path().join("big");
+    std::fs::write(&big, vec![b'x'; 70 * 1024]).expect("write");
+    for path in [big, std::path::PathBuf::from("/dev/zero")] {
+        let mut a = args();
+        a.serve.bearer_token_file = Some(path.clone());
+        let e = a
+            .settings_with_env(&|_| None)
+            .expect_err("too big")
+            .to_string();
+        assert!(e.contains("more than 64 KiB"), "{}: {e}", path.display());
+    }
+}
+
+#[test]
+fn a_secret_file_other_users_can_read_is_told_apart() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tok = dir.path().join("tok");
+    std::fs::write(&tok, "t0k\n").expect("write");
+    let mode = |m: u32| {
+        std::fs::set_permissions(&tok, std::fs::Permissions::from_mode(m)).expect("chmod");
+        super::serve::readable_by_others(&std::fs::File::open(&tok).expect("open"))
+    };
+    assert!(mode(0o644), "world-readable");
+    assert!(mode(0o640), "group-readable");
+    assert!(!mode(0o600), "the owner's only");
+}

@@ -288,3 +288,29 @@ fn new_totals_are_queued_for_remote_write() {
         ]
     );
 }
+
+#[test]
+fn the_spool_and_the_state_file_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    let _q = Queue::open(dir.path(), 10).expect("store");
+    assert_eq!(
+        mode(&dir.path().join("ergon.redb")),
+        0o600,
+        "the state file"
+    );
+    let file = record(dir.path(), &rec("nightly", 1.0, 0, 1000)).expect("record");
+    assert_eq!(mode(&dir.path().join(SPOOL)), 0o700, "the spool");
+    assert_eq!(mode(&file), 0o600, "a job record");
+    // A state file an older Ergon left world-readable is tightened.
+    drop(_q);
+    let other = tempfile::tempdir().expect("tempdir");
+    {
+        let _old = Queue::open(other.path(), 10).expect("store");
+    }
+    let db = other.path().join("ergon.redb");
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    Queue::open(other.path(), 10).expect("reopen");
+    assert_eq!(mode(&db), 0o600);
+}

@@ -145,6 +145,26 @@ fn db_err(path: &Path, e: impl std::fmt::Display) -> QueueError {
     }
 }
 
+/// Makes `path` a file only its owner can read and write (0600): created
+/// so when missing (redb then initialises the empty file), tightened when
+/// an older Ergon left it 0644. The state holds the series' names and
+/// values, which are the host's business.
+fn private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 impl Queue {
     /// Opens (or creates) the state under `dir`.
     pub fn open(dir: &Path, capacity: u64) -> Result<Queue, QueueError> {
@@ -153,6 +173,10 @@ impl Queue {
             source,
         })?;
         let path = dir.join(FILE);
+        private_file(&path).map_err(|source| QueueError::Open {
+            path: path.clone(),
+            source: redb::DatabaseError::Storage(redb::StorageError::Io(source)),
+        })?;
         let db = Database::create(&path).map_err(|source| QueueError::Open {
             path: path.clone(),
             source,

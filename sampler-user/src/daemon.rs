@@ -123,7 +123,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     info!(
         cpus = ?attached_cpus,
         period = %humantime::format_duration(settings.period),
-        listen = %settings.listen,
+        listen = %listener.local_addr().unwrap_or(settings.listen),
         "kernel programs attached; serving /metrics"
     );
 

@@ -224,7 +224,7 @@ fn busy(app: &App) -> Response {
 
 /// The scrape deadline: the scraper's `X-Prometheus-Scrape-Timeout-Seconds`
 /// minus a margin (a quarter of it, at most 250 ms), else [`DEFAULT_DEADLINE`].
-fn deadline(headers: &HeaderMap, start: Instant) -> Result<Instant, String> {
+pub(crate) fn deadline(headers: &HeaderMap, start: Instant) -> Result<Instant, String> {
     let Some(v) = headers.get("x-prometheus-scrape-timeout-seconds") else {
         return Ok(start + DEFAULT_DEADLINE);
     };
@@ -232,11 +232,19 @@ fn deadline(headers: &HeaderMap, start: Instant) -> Result<Instant, String> {
         .to_str()
         .ok()
         .and_then(|s| s.trim().parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s > 0.0 && *s <= 86_400.0)
+        .filter(|s| s.is_finite() && *s > 0.0)
         .ok_or_else(|| format!("malformed X-Prometheus-Scrape-Timeout-Seconds {v:?}: expected a positive number of seconds, e.g. 10"))?;
+    if secs > MAX_SCRAPE_TIMEOUT_SECS {
+        return Err(format!(
+            "X-Prometheus-Scrape-Timeout-Seconds {secs} is above its maximum, {MAX_SCRAPE_TIMEOUT_SECS} s (a day)"
+        ));
+    }
     let t = Duration::from_secs_f64(secs);
     Ok(start + t - (t / 4).min(MAX_MARGIN))
 }
+
+/// The largest scrape timeout a scraper may send.
+const MAX_SCRAPE_TIMEOUT_SECS: f64 = 86_400.0;
 
 /// What every scrape starts with.
 pub(crate) struct Scrape {

@@ -52,7 +52,16 @@ struct Consumer {
     last_seen: Instant,
     served: u64,
     dropped: u64,
+    /// Scrapes (leases) so far: a consumer scraped [`ESTABLISHED`] times is
+    /// a scraper, never evicted for a newcomer.
+    leases: u64,
 }
+
+/// Leases after which a consumer is established: a real Prometheus
+/// scrapes again and again; a name used once or twice (a probe, a typo,
+/// a client squatting slots) is not, and is evicted when the slots are
+/// full and a new name comes.
+pub const ESTABLISHED: u64 = 3;
 
 /// One series of a lease: the points after the consumer's cursor.
 #[derive(Debug)]
@@ -89,7 +98,7 @@ pub struct ConsumerStats {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("too many batch consumers ({max}); reuse consumer names, or wait --consumer-ttl for idle ones to expire")]
+    #[error("too many batch consumers ({max}), every one an established scraper; reuse consumer names, or wait --consumer-ttl for idle ones to expire")]
     TooManyConsumers { max: usize },
 }
 
@@ -104,6 +113,8 @@ pub struct Store {
     next_id: u64,
     consumers: HashMap<String, Consumer>,
     dropped: u64,
+    /// Consumers evicted for a newcomer while the slots were full.
+    evicted: u64,
 }
 
 impl Store {
@@ -117,7 +128,13 @@ impl Store {
             next_id: 0,
             consumers: HashMap::default(),
             dropped: 0,
+            evicted: 0,
         }
+    }
+
+    /// Consumers evicted so far to make room for a new name.
+    pub fn consumers_evicted(&self) -> u64 {
+        self.evicted
     }
 
     /// Appends a point to the series of `key` with `labels` (rendered by the
@@ -233,9 +250,22 @@ impl Store {
         if !self.consumers.contains_key(name) {
             if self.consumers.len() >= MAX_CONSUMERS {
                 self.expire(now_ms, now);
-                if self.consumers.len() >= MAX_CONSUMERS {
+            }
+            if self.consumers.len() >= MAX_CONSUMERS {
+                // Full of live consumers: a newcomer takes the slot of the
+                // least established one (fewest scrapes, then idle the
+                // longest), never an established scraper's.
+                let victim = self
+                    .consumers
+                    .iter()
+                    .filter(|(_, c)| c.leases < ESTABLISHED)
+                    .min_by_key(|(_, c)| (c.leases, c.last_seen))
+                    .map(|(n, _)| n.clone());
+                let Some(victim) = victim else {
                     return Err(StoreError::TooManyConsumers { max: MAX_CONSUMERS });
-                }
+                };
+                self.consumers.remove(&victim);
+                self.evicted += 1;
             }
             let cursor = if from_oldest {
                 HashMap::default()
@@ -252,6 +282,7 @@ impl Store {
                     last_seen: now,
                     served: 0,
                     dropped: 0,
+                    leases: 0,
                 },
             );
         }
@@ -259,6 +290,7 @@ impl Store {
             return Ok(Lease::default());
         };
         c.last_seen = now;
+        c.leases += 1;
         let horizon = now_ms - MAX_AGE_MS;
         let mut out = Vec::new();
         for (&id, s) in &self.series {

@@ -161,7 +161,9 @@ fn idle_consumers_expire_and_the_count_is_capped() {
     let mut s = Store::new(10, Duration::from_millis(10));
     let t = Instant::now();
     for i in 0..MAX_CONSUMERS {
-        s.lease(&format!("c{i}"), false, NOW, t).expect("lease");
+        for _ in 0..ESTABLISHED {
+            s.lease(&format!("c{i}"), false, NOW, t).expect("lease");
+        }
     }
     assert!(matches!(
         s.lease("one-more", false, NOW, t),
@@ -173,6 +175,49 @@ fn idle_consumers_expire_and_the_count_is_capped() {
         "idle ones expired"
     );
     assert_eq!(s.consumer_stats().len(), 1);
+}
+
+/// 64 names used once each (a client squatting the slots without auth)
+/// no longer lock out a Prometheus that starts later: a newcomer takes the
+/// slot of the least established consumer, and an established scraper
+/// keeps its cursor through any number of squatters.
+#[test]
+fn squatted_slots_go_to_a_newcomer_and_established_scrapers_keep_theirs() {
+    let mut s = Store::new(100, Duration::from_secs(600));
+    let t = Instant::now();
+    for _ in 0..ESTABLISHED {
+        s.lease("prom-a", false, NOW, t).expect("lease");
+    }
+    push_pkg(&mut s, NOW + 1, 1.0);
+    for i in 0..MAX_CONSUMERS - 1 {
+        s.lease(
+            &format!("squat{i}"),
+            false,
+            NOW + 1,
+            t + Duration::from_millis(i as u64),
+        )
+        .expect("lease");
+    }
+    assert_eq!(s.consumer_stats().len(), MAX_CONSUMERS);
+    let later = t + Duration::from_secs(1);
+    s.lease("prom-b", false, NOW + 1, later)
+        .expect("a new Prometheus gets a slot");
+    assert_eq!(s.consumers_evicted(), 1);
+    let names: Vec<String> = s.consumer_stats().into_iter().map(|c| c.name).collect();
+    assert!(
+        !names.contains(&"squat0".to_string()),
+        "the squatter idle the longest went: {names:?}"
+    );
+    for i in 0..500 {
+        s.lease(&format!("more{i}"), false, NOW + 1, later)
+            .expect("lease");
+    }
+    let l = s.lease("prom-a", false, NOW + 1, later).expect("prom-a");
+    assert_eq!(
+        points(&l),
+        vec![NOW + 1],
+        "prom-a's cursor survived 500 squatters"
+    );
 }
 
 #[test]

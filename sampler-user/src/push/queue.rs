@@ -55,6 +55,8 @@ pub enum QueueError {
     },
     #[error("{path} is not an Ergon state database ({found}); move it aside or pick another --state-dir; Ergon never deletes state")]
     Foreign { path: PathBuf, found: String },
+    #[error("the state database {path} is damaged ({detail}): truncated or corrupted, it cannot be opened; move it aside (mv {path} {path}.bad) and start again (the queue and the counters' totals in it are lost; the batch endpoint is unaffected), or pick another --state-dir; Ergon never deletes state")]
+    Damaged { path: PathBuf, detail: String },
     #[error("state database {path}: {message}")]
     Db { path: PathBuf, message: String },
 }
@@ -165,9 +167,47 @@ fn private_file(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// The text of a caught panic.
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
 impl Queue {
     /// Opens (or creates) the state under `dir`.
+    ///
+    /// redb asserts on some damage instead of returning an error (a file
+    /// truncated to half panics in its page manager, flipped bytes in its
+    /// region allocator). Such a panic is the file's damage, not a bug to
+    /// crash on: it is caught and answered as [`QueueError::Damaged`], with
+    /// the panic hook silenced meanwhile so no backtrace is printed (a
+    /// panic on another thread in those milliseconds would go unprinted
+    /// too; Ergon opens its state at start-up, before it samples).
     pub fn open(dir: &Path, capacity: u64) -> Result<Queue, QueueError> {
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Self::open_unguarded(dir, capacity)
+        }));
+        std::panic::set_hook(hook);
+        match r {
+            Ok(r) => r.map_err(|e| match e {
+                QueueError::Open {
+                    path,
+                    source: redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail)),
+                } => QueueError::Damaged { path, detail },
+                e => e,
+            }),
+            Err(p) => Err(QueueError::Damaged {
+                path: dir.join(FILE),
+                detail: format!("redb: {}", panic_text(p.as_ref())),
+            }),
+        }
+    }
+
+    fn open_unguarded(dir: &Path, capacity: u64) -> Result<Queue, QueueError> {
         std::fs::create_dir_all(dir).map_err(|source| QueueError::Dir {
             path: dir.to_owned(),
             source,

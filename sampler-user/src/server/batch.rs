@@ -41,8 +41,20 @@ fn valid_consumer(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b))
 }
 
+/// A user-supplied value as an error message quotes it: whole when short,
+/// else its first 64 characters and its length (a 60 KB name is not
+/// echoed back whole).
+fn quoted(v: &str) -> String {
+    const SHOWN: usize = 64;
+    match v.char_indices().nth(SHOWN) {
+        None => format!("{v:?}"),
+        Some((end, _)) => format!("{:?}… ({} bytes)", &v[..end], v.len()),
+    }
+}
+
 pub async fn handler(
     State(app): State<App>,
+    method: axum::http::Method,
     socket: Option<Extension<SocketFd>>,
     Query(params): Query<Vec<(String, String)>>,
     headers: HeaderMap,
@@ -50,12 +62,21 @@ pub async fn handler(
     let started = Instant::now();
     let mut consumer = None;
     let mut from_oldest = false;
+    let mut seen: Vec<&str> = Vec::with_capacity(2);
     for (k, v) in &params {
+        if seen.contains(&k.as_str()) {
+            return bad_request(format!(
+                "query parameter {} given twice: give each once",
+                quoted(k)
+            ));
+        }
+        seen.push(k);
         match k.as_str() {
             "consumer" if valid_consumer(v) => consumer = Some(v.clone()),
             "consumer" => {
                 return bad_request(format!(
-                    "invalid consumer {v:?}: use 1 to 128 characters from A-Z a-z 0-9 _ - . :"
+                    "invalid consumer {}: use 1 to 128 characters from A-Z a-z 0-9 _ - . :",
+                    quoted(v)
                 ))
             }
             "from" => match v.as_str() {
@@ -63,13 +84,15 @@ pub async fn handler(
                 "now" => from_oldest = false,
                 _ => {
                     return bad_request(format!(
-                        "invalid from={v:?}: use from=oldest (everything held) or from=now (the default)"
+                        "invalid from={}: use from=oldest (everything held) or from=now (the default)",
+                        quoted(v)
                     ))
                 }
             },
             _ => {
                 return bad_request(format!(
-                    "unknown query parameter {k:?}: /metrics/batch takes consumer=NAME and optionally from=oldest"
+                    "unknown query parameter {}: /metrics/batch takes consumer=NAME and optionally from=oldest",
+                    quoted(k)
                 ))
             }
         }
@@ -79,6 +102,18 @@ pub async fn handler(
             "missing consumer: scrape /metrics/batch?consumer=NAME, one name per scraper (Prometheus: params: {consumer: [NAME]})".into(),
         );
     };
+    // A HEAD asks what a GET would answer without taking anything: it
+    // neither registers the consumer nor moves its cursor.
+    if method == axum::http::Method::HEAD {
+        return match begin_scrape(&app, &headers, started, ENDPOINT) {
+            Ok(s) => (
+                [(header::CONTENT_TYPE, s.format.content_type())],
+                Body::empty(),
+            )
+                .into_response(),
+            Err(r) => *r,
+        };
+    }
     let Scrape {
         format,
         deadline,

@@ -90,8 +90,13 @@ pub fn report(
     (StatusCode::SERVICE_UNAVAILABLE, v)
 }
 
-pub async fn handler(State(app): State<App>) -> Response {
+pub async fn handler(State(app): State<App>, headers: axum::http::HeaderMap) -> Response {
     let started = Instant::now();
+    // The same contract as the scrape endpoints: a malformed timeout is a
+    // 400, though health has no deadline of its own to set.
+    if let Err(e) = super::deadline(&headers, started) {
+        return super::bad_request(e);
+    }
     let snap = app.snapshot.load();
     let last = snap.last_reading_unix;
     let now = SystemTime::now()

@@ -178,6 +178,26 @@ async fn malformed_requests_get_400_with_a_reason() {
             "X-Prometheus-Scrape-Timeout-Seconds",
         ),
         ("/metrics", vec![("accept", "text/plain;q=lots")], "Accept"),
+        (
+            "/health",
+            vec![("x-prometheus-scrape-timeout-seconds", "NaN")],
+            "malformed X-Prometheus-Scrape-Timeout-Seconds",
+        ),
+        (
+            "/metrics",
+            vec![("x-prometheus-scrape-timeout-seconds", "100000")],
+            "above its maximum, 86400 s",
+        ),
+        (
+            "/metrics/batch?consumer=a&consumer=b",
+            vec![],
+            "query parameter \"consumer\" given twice",
+        ),
+        (
+            "/metrics/batch?consumer=a&from=oldest&from=now",
+            vec![],
+            "given twice",
+        ),
     ] {
         let (code, _, body) = get(&r, uri, &headers).await;
         assert_eq!(code, StatusCode::BAD_REQUEST, "{uri}: {body}");
@@ -186,6 +206,47 @@ async fn malformed_requests_get_400_with_a_reason() {
     let (code, _, body) = get(&r, "/nope", &[]).await;
     assert_eq!(code, StatusCode::NOT_FOUND);
     assert!(body.contains("/metrics/batch"), "{body}");
+}
+
+/// A 60 KB consumer name is refused without being echoed back whole.
+#[tokio::test]
+async fn a_huge_bad_value_is_quoted_not_echoed() {
+    let r = router(app(), None, false);
+    let name = "x".repeat(60_000);
+    let (code, _, body) = get(&r, &format!("/metrics/batch?consumer={name}"), &[]).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert!(
+        body.contains("invalid consumer") && body.contains("(60000 bytes)"),
+        "{body}"
+    );
+    assert!(body.len() < 300, "{} bytes answered", body.len());
+}
+
+/// A HEAD of the batch endpoint takes nothing: no consumer is registered,
+/// so 64 HEADs squat no slot, and a later GET of the name is a new
+/// consumer's (starting from now).
+#[tokio::test]
+async fn a_head_of_the_batch_endpoint_registers_no_consumer() {
+    let app = app();
+    let r = router(app.clone(), None, false);
+    for i in 0..100 {
+        let resp = r
+            .clone()
+            .oneshot(
+                Request::builder()
+                    .method("HEAD")
+                    .uri(format!("/metrics/batch?consumer=h{i}"))
+                    .body(Body::empty())
+                    .expect("request"),
+            )
+            .await
+            .expect("infallible");
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+    assert!(
+        batch::lock(&app.store).consumer_stats().is_empty(),
+        "no consumer registered"
+    );
 }
 
 #[tokio::test]

@@ -452,14 +452,23 @@ pub fn parse_duration(
     Ok(d)
 }
 
-fn load_file(path: &PathBuf) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.clone(),
+fn load_file(path: &std::path::Path) -> Result<FileConfig, ConfigError> {
+    let read = |source| ConfigError::Read {
+        path: path.to_path_buf(),
         source,
+    };
+    let bytes =
+        crate::files::read_capped(path, crate::files::CONFIG_MAX, "config file").map_err(read)?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        read(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not UTF-8 text (a TOML file is)",
+        ))
     })?;
+    // toml quotes the offending line: a 2 MB one-line file is not echoed.
     toml::from_str(&text).map_err(|e| ConfigError::Parse {
-        path: path.clone(),
-        message: e.to_string().trim_end().replace('\n', " "),
+        path: path.to_path_buf(),
+        message: crate::files::preview(e.to_string().trim_end(), 512).replace('\n', " "),
     })
 }
 

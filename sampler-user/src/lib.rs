@@ -17,6 +17,7 @@ pub mod daemon;
 pub mod decode;
 pub mod drain;
 pub mod energy;
+pub mod files;
 pub mod hotplug;
 pub mod identity;
 pub mod jobs;

@@ -379,3 +379,24 @@ fn a_secret_file_other_users_can_read_is_told_apart() {
     assert!(mode(0o640), "group-readable");
     assert!(!mode(0o600), "the owner's only");
 }
+
+#[test]
+fn a_huge_config_is_refused_and_a_bad_long_line_is_not_echoed_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let huge = dir.path().join("huge.toml");
+    std::fs::write(&huge, format!("# {}\n", "x".repeat(2 << 20))).expect("write");
+    let mut a = args();
+    a.config = Some(huge);
+    let e = crate::source::chain(&a.settings_with_env(&|_| None).expect_err("huge"));
+    assert!(e.contains("larger than 1024 KiB"), "{e}");
+    // 600 KB on one line that is not TOML: the error quotes a preview.
+    let long = dir.path().join("long.toml");
+    std::fs::write(&long, format!("period = {}\n", "9".repeat(600_000))).expect("write");
+    let mut a = args();
+    a.config = Some(long);
+    let e = a
+        .settings_with_env(&|_| None)
+        .expect_err("not TOML")
+        .to_string();
+    assert!(e.len() < 2_000, "{} bytes of error", e.len());
+}

@@ -63,8 +63,10 @@ fn roots(ca: Option<&std::path::Path>) -> Result<Option<rustls::RootCertStore>, 
         path: path.display().to_string(),
         message,
     };
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .and_then(|it| it.collect::<Result<_, _>>())
+    let bytes = crate::files::read_capped(path, crate::files::CA_MAX, "PEM CA bundle")
+        .map_err(|e| err(e.to_string()))?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<_, _>>()
         .map_err(|e| err(e.to_string()))?;
     if certs.is_empty() {
         return Err(err("no certificate in it".into()));

@@ -563,6 +563,17 @@ fn bad_tls_files_are_clear_errors() {
     };
     let e = tls::server_config(&files).expect_err("missing").to_string();
     assert!(e.contains("missing.pem"), "{e}");
+    // An endless file is refused at its cap; it aborted the process with
+    // an allocation failure before.
+    let files = crate::config::TlsFiles {
+        cert: "/dev/zero".into(),
+        key: "/dev/zero".into(),
+    };
+    let e = crate::source::chain(&tls::server_config(&files).expect_err("endless"));
+    assert!(
+        e.contains("/dev/zero") && e.contains("larger than 1024 KiB"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -33,21 +33,27 @@ pub enum TlsError {
 }
 
 pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
-        .and_then(|it| it.collect::<Result<_, _>>())
-        .map_err(|source| TlsError::Cert {
-            path: files.cert.clone(),
-            source,
-        })?;
+    let pem = |path: &std::path::Path, max, what| {
+        crate::files::read_capped(path, max, what).map_err(rustls_pki_types::pem::Error::Io)
+    };
+    let certs: Vec<CertificateDer<'static>> =
+        pem(&files.cert, crate::files::CERT_MAX, "PEM certificate chain")
+            .and_then(|b| CertificateDer::pem_slice_iter(&b).collect::<Result<_, _>>())
+            .map_err(|source| TlsError::Cert {
+                path: files.cert.clone(),
+                source,
+            })?;
     if certs.is_empty() {
         return Err(TlsError::NoCert {
             path: files.cert.clone(),
         });
     }
-    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|source| TlsError::Key {
-        path: files.key.clone(),
-        source,
-    })?;
+    let key = pem(&files.key, crate::files::KEY_MAX, "PEM private key")
+        .and_then(|b| PrivateKeyDer::from_pem_slice(&b))
+        .map_err(|source| TlsError::Key {
+            path: files.key.clone(),
+            source,
+        })?;
     let config_err = |source| TlsError::Config {
         cert: files.cert.clone(),
         key: files.key.clone(),

@@ -230,6 +230,27 @@ impl PushArgs {
                     &headers,
                     "pass --remote-write-header NAME=VALUE, e.g. X-Scope-OrgID=team-a",
                 )?;
+                // Checked here, before the state is opened: a header the
+                // client could not send is a start-up error naming it.
+                if let Some((k, why)) = headers.iter().find_map(|(k, v)| {
+                    if hyper::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
+                        Some((k, "is not a valid HTTP header name"))
+                    } else if hyper::header::HeaderValue::from_str(v).is_err() {
+                        Some((
+                            k,
+                            "has a value with a control character (CR, LF, …), which HTTP forbids",
+                        ))
+                    } else {
+                        None
+                    }
+                }) {
+                    return Err(invalid(
+                        "remote_write_header",
+                        k.clone(),
+                        why,
+                        "pass --remote-write-header NAME=VALUE with a token name and a printable value",
+                    ));
+                }
                 let mut labels = self.external_labels.clone();
                 labels.extend(file.external_labels.clone().unwrap_or_default());
                 let external_labels = pairs(

@@ -400,3 +400,29 @@ fn a_huge_config_is_refused_and_a_bad_long_line_is_not_echoed_whole() {
         .to_string();
     assert!(e.len() < 2_000, "{} bytes of error", e.len());
 }
+
+/// A header the client could not send is refused at start-up, naming it
+/// (it was refused at the first push, without its name, after the state
+/// had been opened).
+#[test]
+fn a_remote_write_header_with_cr_lf_is_refused_at_start_up_naming_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (header, why) in [
+        ("X-Scope-OrgID=team\r\nX-Evil: 1", "control character"),
+        ("Bad Name=1", "not a valid HTTP header name"),
+    ] {
+        let mut a = args();
+        a.push.remote_write_url = Some("http://127.0.0.1:9/api/v1/write".into());
+        a.push.state_dir = Some(dir.path().to_path_buf());
+        a.push.remote_write_headers = vec![header.into()];
+        let e = a
+            .settings_with_env(&|_| None)
+            .expect_err("bad header")
+            .to_string();
+        let name = header.split('=').next().unwrap_or_default();
+        assert!(
+            e.contains("remote_write_header") && e.contains(name) && e.contains(why),
+            "{e}"
+        );
+    }
+}

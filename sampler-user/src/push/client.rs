@@ -192,10 +192,21 @@ impl Remote {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(|s| Duration::from_secs(s.min(300)));
-        let message = match Limited::new(resp.into_body(), 4096).collect().await {
+        let location = resp
+            .headers()
+            .get(header::LOCATION)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        let mut message = match Limited::new(resp.into_body(), 4096).collect().await {
             Ok(b) => String::from_utf8_lossy(&b.to_bytes()).trim().to_owned(),
             Err(_) => String::new(),
         };
+        if status.is_redirection() {
+            message = format!(
+                "HTTP {} redirect to {}: redirects are not followed (a remote_write body is not re-sent blindly); point --remote-write-url at the final URL",
+                status.as_u16(),
+                location.as_deref().unwrap_or("(no Location header)")
+            );
+        }
         classify(status, retry_after, message)
     }
 }

@@ -78,6 +78,21 @@ impl Sender {
     pub async fn push_round(&mut self, stop: &CancellationToken) {
         let until = Instant::now() + self.interval;
         let mut sent_any = false;
+        // Samples the sampler made since the last commit (the committer runs
+        // every --fsync-interval) are committed now, with the totals handed
+        // over with them, so a push sees everything made before it: a push
+        // that found only the committed part logged "no new samples" while
+        // thousands were buffered.
+        if self.queue.in_memory() > 0 {
+            let queue = self.queue.clone();
+            match tokio::task::spawn_blocking(move || queue.commit(&[])).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    warn!(error = %e, "committing before the push failed; pushing what is committed")
+                }
+                Err(e) => error!(error = %e, "committing before the push panicked"),
+            }
+        }
         loop {
             let queue = self.queue.clone();
             let max = self.max_samples;
@@ -293,9 +308,12 @@ impl Sender {
                     work.push_front(mid..r.end);
                     work.push_front(r.start..mid);
                 }
-                Answer::BadSamples { message }
-                | Answer::TooLarge { message }
-                | Answer::Refused { message, .. } => {
+                Answer::Refused { status, message } => {
+                    self.failed("refused");
+                    error!(status, %message, url = ?self.remote_url(), "remote_write refused the request; the samples stay queued (check --remote-write-url and the receiver's configuration)");
+                    return false;
+                }
+                Answer::BadSamples { message } | Answer::TooLarge { message } => {
                     self.failed("refused");
                     error!(%message, url = ?self.remote_url(), "remote_write refused the request; the samples stay queued (check --remote-write-url and the receiver's configuration)");
                     return false;

@@ -53,6 +53,14 @@ async fn write(
     if code == 429 {
         return (status, [("retry-after", "1")], msg).into_response();
     }
+    if code == 302 {
+        return (
+            status,
+            [("location", "https://elsewhere/api/v1/write")],
+            msg,
+        )
+            .into_response();
+    }
     (status, msg).into_response()
 }
 
@@ -312,6 +320,26 @@ async fn five_consecutive_failures_log_a_critical_line_and_buffering_goes_on() {
     assert_eq!(f.queue.len(), 11);
 }
 
+/// A redirect is refused with its status and where it pointed (the
+/// reason was empty before), and the samples stay queued.
+#[tokio::test]
+async fn a_redirect_is_refused_naming_its_status_and_location() {
+    let (url, _r) = receiver(&[(302, "")]).await;
+    let f = fixture(&url, None, Duration::from_secs(15));
+    let body = proto::encode(&proto::WriteRequest::default()).expect("encode");
+    match f.sender.remote.send(body).await {
+        Answer::Refused { status, message } => {
+            assert_eq!(status, 302);
+            assert!(
+                message.contains("HTTP 302 redirect to https://elsewhere/api/v1/write")
+                    && message.contains("redirects are not followed"),
+                "{message}"
+            );
+        }
+        other => panic!("a redirect must be refused, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn an_empty_buffer_skips_the_push_with_a_warning() {
     let (url, recv) = receiver(&[]).await;
@@ -319,6 +347,26 @@ async fn an_empty_buffer_skips_the_push_with_a_warning() {
     f.sender.push_round(&CancellationToken::new()).await;
     assert!(recv.lock().expect("lock").requests.is_empty(), "no request");
     assert_eq!(f.sender.stats.skipped_empty.load(Ordering::Relaxed), 1);
+}
+
+/// Samples made since the last commit go in this push: with
+/// --push-interval equal to --fsync-interval a push used to find only the
+/// committed part, skip, and warn that the sampler made nothing.
+#[tokio::test]
+async fn a_push_sends_what_the_sampler_made_even_if_not_yet_committed() {
+    let (url, recv) = receiver(&[]).await;
+    let mut f = fixture(&url, None, Duration::from_secs(2));
+    let start = now_ms() - 2000;
+    let samples: Vec<(Arc<str>, i64, f64)> = (0..1672)
+        .map(|i| (f.desc.clone(), start + i, i as f64))
+        .collect();
+    f.queue
+        .append_with_totals(samples, Box::new(|| vec![("t".into(), 1.0)]));
+    assert_eq!(f.queue.len(), 0, "nothing committed yet");
+    f.sender.push_round(&CancellationToken::new()).await;
+    assert_eq!(f.sender.stats.skipped_empty.load(Ordering::Relaxed), 0);
+    assert_eq!(stored_ts(&recv).len(), 1672, "all of them pushed");
+    assert_eq!(f.queue.totals().get("t"), Some(&1.0), "with their totals");
 }
 
 #[tokio::test]

@@ -574,6 +574,54 @@ fn bad_tls_files_are_clear_errors() {
         e.contains("/dev/zero") && e.contains("larger than 1024 KiB"),
         "{e}"
     );
+    // An encrypted key: named as such (rustls said only "no items found").
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
+    let cert_pem = dir.path().join("cert.pem");
+    std::fs::write(&cert_pem, cert.cert.pem()).expect("write cert");
+    let enc = dir.path().join("enc.pem");
+    std::fs::write(
+        &enc,
+        "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIFHDBOBgkqhkiG9w0BBQ0wQTApBgkqhkiG9w0BBQwwHAQI\n-----END ENCRYPTED PRIVATE KEY-----\n",
+    )
+    .expect("write");
+    let files = crate::config::TlsFiles {
+        cert: cert_pem.clone(),
+        key: enc,
+    };
+    let e = tls::server_config(&files)
+        .expect_err("encrypted")
+        .to_string();
+    assert!(
+        e.contains("is encrypted") && e.contains("openssl pkey"),
+        "{e}"
+    );
+    // Another certificate's key: the pair, not the certificate, is blamed.
+    let other = rcgen::generate_simple_self_signed(vec!["other".into()]).expect("cert");
+    let wrong = dir.path().join("wrong.pem");
+    std::fs::write(&wrong, other.key_pair.serialize_pem()).expect("write key");
+    let files = crate::config::TlsFiles {
+        cert: cert_pem,
+        key: wrong,
+    };
+    let e = tls::server_config(&files)
+        .expect_err("mismatch")
+        .to_string();
+    assert!(
+        e.contains("check that the key belongs to the certificate"),
+        "{e}"
+    );
+    // An X.509 v1 certificate with its own key: the certificate is blamed
+    // (it was blamed on the key before).
+    let v1 = crate::testdata::fixture("tls-v1");
+    let files = crate::config::TlsFiles {
+        cert: v1.join("cert.pem"),
+        key: v1.join("key.pem"),
+    };
+    let e = tls::server_config(&files).expect_err("v1").to_string();
+    assert!(
+        e.contains("cannot be used") && e.contains("X.509 v1") && !e.contains("key belongs"),
+        "{e}"
+    );
 }
 
 #[test]

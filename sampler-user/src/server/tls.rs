@@ -23,6 +23,14 @@ pub enum TlsError {
         #[source]
         source: rustls_pki_types::pem::Error,
     },
+    #[error("TLS private key {path} is encrypted: ergon cannot ask for its passphrase; decrypt it (openssl pkey -in {path} -out {path}.plain), keep that file 0600 and pass it to --tls-key-file")]
+    EncryptedKey { path: PathBuf },
+    #[error("TLS certificate {cert} cannot be used: {source} (an X.509 v1 certificate, or one that is not DER X.509 v3); issue an X.509 v3 certificate and pass it to --tls-cert-file")]
+    BadCert {
+        cert: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
     #[error("TLS certificate {cert} and key {key} do not work together: {source}; check that the key belongs to the certificate")]
     Config {
         cert: PathBuf,
@@ -30,6 +38,31 @@ pub enum TlsError {
         #[source]
         source: rustls::Error,
     },
+}
+
+/// A PEM key rustls cannot read because it is encrypted: PKCS#8
+/// `ENCRYPTED PRIVATE KEY`, or the legacy OpenSSL `Proc-Type: 4,ENCRYPTED`
+/// header (rustls only says "no items found" of both).
+fn is_encrypted_key(pem: &[u8]) -> bool {
+    let has = |needle: &[u8]| pem.windows(needle.len()).any(|w| w == needle);
+    has(b"-----BEGIN ENCRYPTED PRIVATE KEY-----") || has(b"Proc-Type: 4,ENCRYPTED")
+}
+
+/// What rustls refused about the pair, blamed on the right file: a
+/// certificate it cannot parse (an X.509 v1 one) is the certificate's
+/// fault, not the key's.
+fn config_error(files: &TlsFiles, source: rustls::Error) -> TlsError {
+    match source {
+        rustls::Error::InvalidCertificate(_) => TlsError::BadCert {
+            cert: files.cert.clone(),
+            source,
+        },
+        source => TlsError::Config {
+            cert: files.cert.clone(),
+            key: files.key.clone(),
+            source,
+        },
+    }
 }
 
 pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
@@ -48,17 +81,22 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
             path: files.cert.clone(),
         });
     }
-    let key = pem(&files.key, crate::files::KEY_MAX, "PEM private key")
-        .and_then(|b| PrivateKeyDer::from_pem_slice(&b))
-        .map_err(|source| TlsError::Key {
+    let key_pem = pem(&files.key, crate::files::KEY_MAX, "PEM private key").map_err(|source| {
+        TlsError::Key {
             path: files.key.clone(),
             source,
-        })?;
-    let config_err = |source| TlsError::Config {
-        cert: files.cert.clone(),
-        key: files.key.clone(),
+        }
+    })?;
+    if is_encrypted_key(&key_pem) {
+        return Err(TlsError::EncryptedKey {
+            path: files.key.clone(),
+        });
+    }
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|source| TlsError::Key {
+        path: files.key.clone(),
         source,
-    };
+    })?;
+    let config_err = |source| config_error(files, source);
     let mut cfg =
         ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()

@@ -404,7 +404,8 @@ pub(crate) fn invalid(
 ) -> ConfigError {
     ConfigError::Invalid {
         field,
-        value,
+        // A value is quoted, never echoed back whole.
+        value: crate::files::preview(&value, 200),
         problem: problem.to_string(),
         fix,
     }

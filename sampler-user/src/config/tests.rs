@@ -426,3 +426,25 @@ fn a_remote_write_header_with_cr_lf_is_refused_at_start_up_naming_it() {
         );
     }
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// Any bytes as the config file: settings or an error that names the
+    /// file, never a panic, and never the file echoed back whole.
+    #[test]
+    fn arbitrary_config_bytes_give_settings_or_an_error_naming_the_file(
+        bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..2000),
+    ) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ergon.toml");
+        std::fs::write(&path, &bytes).expect("write");
+        let mut a = args();
+        a.config = Some(path.clone());
+        if let Err(e) = a.settings_with_env(&|_| None) {
+            let e = e.to_string();
+            proptest::prop_assert!(e.contains("ergon.toml") || e.contains("invalid"), "{e}");
+            proptest::prop_assert!(e.len() < 4096, "{} bytes", e.len());
+        }
+    }
+}

@@ -645,3 +645,51 @@ async fn a_taken_port_is_a_clear_error() {
         "{e}"
     );
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// Whatever a client sends in the parts of a request Ergon parses (the
+    /// query, the scrape timeout, `Accept`, `Authorization`), every
+    /// endpoint answers with a status from its contract and never panics;
+    /// a wrong credential is never let in.
+    #[test]
+    fn arbitrary_queries_and_headers_get_a_contract_status(
+        path in proptest::sample::select(vec!["/metrics", "/metrics/batch", "/health"]),
+        query in proptest::collection::vec(proptest::num::u8::ANY, 0..200),
+        timeout in proptest::collection::vec(0x20u8..0x7f, 0..40),
+        accept in proptest::collection::vec(0x20u8..0x7f, 0..80),
+        authorization in proptest::prop_oneof![
+            proptest::strategy::Just(b"Bearer tok".to_vec()),
+            proptest::collection::vec(0x20u8..0x7f, 0..80),
+        ],
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let bearer = router(app(), Some(Auth::Bearer { token: "tok".into() }), false);
+        // The query percent-encoded, so any byte can reach the parser.
+        let q: String = query.iter().map(|b| format!("%{b:02X}")).collect();
+        let uri = format!("{path}?{q}");
+        let text = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
+        let (timeout, accept, authorization) = (text(&timeout), text(&accept), text(&authorization));
+        let headers = [
+            ("x-prometheus-scrape-timeout-seconds", timeout.as_str()),
+            ("accept", accept.as_str()),
+            ("authorization", authorization.as_str()),
+        ];
+        let (code, _, _) = rt.block_on(get(&bearer, &uri, &headers));
+        let allowed = [
+            StatusCode::OK,
+            StatusCode::BAD_REQUEST,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::NOT_ACCEPTABLE,
+            StatusCode::SERVICE_UNAVAILABLE,
+        ];
+        proptest::prop_assert!(allowed.contains(&code), "{uri}: {code}");
+        if authorization != "Bearer tok" {
+            proptest::prop_assert_eq!(code, StatusCode::UNAUTHORIZED, "{}", authorization);
+        }
+    }
+}

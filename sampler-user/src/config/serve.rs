@@ -297,10 +297,9 @@ fn auth(
 }
 
 /// Whether users other than the owner may read the file (mode `0o044`).
-pub(super) fn readable_by_others(f: &std::fs::File) -> bool {
+pub(super) fn readable_by_others(path: &std::path::Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    f.metadata()
-        .is_ok_and(|m| m.permissions().mode() & 0o044 != 0)
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o044 != 0)
 }
 
 /// Basic auth (user + password from a file or env), a bearer token (file
@@ -385,35 +384,25 @@ fn secret(
 /// kilobytes; a bigger file is the wrong path (or `/dev/zero`).
 pub(super) const SECRET_FILE_MAX: u64 = 64 * 1024;
 
-pub(super) fn secret_file(field: &'static str, path: &PathBuf) -> Result<String, ConfigError> {
-    use std::io::Read;
-    let unreadable = |e: std::io::Error| {
-        invalid(
-            field,
-            path.display().to_string(),
-            &e.to_string(),
-            "check the file exists and is readable by ergon",
-        )
-    };
-    let f = std::fs::File::open(path).map_err(unreadable)?;
-    if readable_by_others(&f) {
+pub(super) fn secret_file(
+    field: &'static str,
+    path: &std::path::Path,
+) -> Result<String, ConfigError> {
+    let bytes =
+        crate::files::read_capped(path, SECRET_FILE_MAX, "password or token").map_err(|e| {
+            let fix = if e.kind() == std::io::ErrorKind::InvalidData {
+                "point it at the file that holds only the secret"
+            } else {
+                "check the file exists and is readable by ergon"
+            };
+            invalid(field, path.display().to_string(), &e.to_string(), fix)
+        })?;
+    if readable_by_others(path) {
         tracing::warn!(
             file = %path.display(),
             "a secret file other users can read: chmod 600 {}",
             path.display()
         );
-    }
-    let mut bytes = Vec::new();
-    f.take(SECRET_FILE_MAX + 1)
-        .read_to_end(&mut bytes)
-        .map_err(unreadable)?;
-    if bytes.len() as u64 > SECRET_FILE_MAX {
-        return Err(invalid(
-            field,
-            path.display().to_string(),
-            "holds more than 64 KiB, which no password or token does",
-            "point it at the file that holds only the secret",
-        ));
     }
     let s = String::from_utf8(bytes).map_err(|_| {
         invalid(

@@ -45,11 +45,7 @@ fn valid_consumer(name: &str) -> bool {
 /// else its first 64 characters and its length (a 60 KB name is not
 /// echoed back whole).
 fn quoted(v: &str) -> String {
-    const SHOWN: usize = 64;
-    match v.char_indices().nth(SHOWN) {
-        None => format!("{v:?}"),
-        Some((end, _)) => format!("{:?}… ({} bytes)", &v[..end], v.len()),
-    }
+    format!("{:?}", crate::files::preview(v, 64))
 }
 
 pub async fn handler(

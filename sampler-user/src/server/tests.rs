@@ -216,7 +216,7 @@ async fn a_huge_bad_value_is_quoted_not_echoed() {
     let (code, _, body) = get(&r, &format!("/metrics/batch?consumer={name}"), &[]).await;
     assert_eq!(code, StatusCode::BAD_REQUEST);
     assert!(
-        body.contains("invalid consumer") && body.contains("(60000 bytes)"),
+        body.contains("invalid consumer") && body.contains("(60000 bytes in all)"),
         "{body}"
     );
     assert!(body.len() < 300, "{} bytes answered", body.len());

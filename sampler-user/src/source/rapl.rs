@@ -268,6 +268,26 @@ fn discover_pmu(
     }))
 }
 
+/// One counter per event of `pmu`, opened on `open_cpu` for `package` and
+/// offered to `readers`.
+fn counters<'a>(
+    pmu: &'a PowerPmu,
+    package: u32,
+    open_cpu: u32,
+    readers: &'a [u32],
+) -> impl Iterator<Item = CounterPlan> + 'a {
+    pmu.events.iter().map(move |event| CounterPlan {
+        domain: event.domain,
+        package,
+        open_cpu,
+        readers: readers.to_vec(),
+        pmu_type: pmu.pmu_type,
+        config: event.config,
+        joules_per_count: event.joules_per_count,
+        user: None,
+    })
+}
+
 /// One `cores` counter per core of the `power_core` PMU: opened on the
 /// core's `cpumask` CPU and read by that CPU and its online SMT siblings
 /// (`thread_siblings_list`; that CPU alone when the list cannot be read).
@@ -292,18 +312,7 @@ pub fn plan_cores(pmu: &PowerPmu, topo: &Topology, root: &SysRoot) -> Vec<Counte
                     .filter(|&c| c != open_cpu && topo.package_of(c) == Some(package)),
             )
             .collect();
-        for event in &pmu.events {
-            plans.push(CounterPlan {
-                domain: event.domain,
-                package,
-                open_cpu,
-                readers: readers.clone(),
-                pmu_type: pmu.pmu_type,
-                config: event.config,
-                joules_per_count: event.joules_per_count,
-                user: None,
-            });
-        }
+        plans.extend(counters(pmu, package, open_cpu, &readers));
     }
     plans
 }
@@ -336,18 +345,7 @@ pub fn plan(pmu: &PowerPmu, topo: &Topology) -> Result<Vec<CounterPlan>, RaplErr
                     .filter(|&cpu| cpu != open_cpu),
             )
             .collect();
-        for event in &pmu.events {
-            plans.push(CounterPlan {
-                domain: event.domain,
-                package,
-                open_cpu,
-                readers: readers.clone(),
-                pmu_type: pmu.pmu_type,
-                config: event.config,
-                joules_per_count: event.joules_per_count,
-                user: None,
-            });
-        }
+        plans.extend(counters(pmu, package, open_cpu, &readers));
     }
     Ok(plans)
 }

@@ -57,6 +57,14 @@ pub enum DaemonError {
     Client(#[from] ClientError),
     #[error(transparent)]
     Jobs(#[from] FoldError),
+    #[error("stopped without committing the durable state{since}: {lost} samples held in memory are lost, and the counters' totals since the last commit (the next run continues from those); {dropped} samples were dropped from the full queue before (ergon_push_samples_dropped_total); free space under --state-dir before the next start")]
+    StateLost {
+        lost: usize,
+        dropped: u64,
+        since: String,
+        #[source]
+        source: QueueError,
+    },
     #[error("a task panicked: {message}")]
     Panic { message: String },
 }
@@ -96,7 +104,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     };
     // Job records (`ergon measure --record-to`) live in the same state.
     let jobs = match &queue {
-        Some(q) => Some(Jobs::with_totals(fold::load(q.database(), q.path())?)),
+        Some(q) => Some(Jobs::with_totals(q.with_db(|db| fold::load(db, q.path()))?)),
         None => None,
     };
     let remote = match &push.remote_write {
@@ -199,7 +207,8 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
             serve.max_concurrent_scrapes,
             serve.health_stale_after.max(settings.drain_interval * 2),
         )
-        .with_push(push_view);
+        .with_push(push_view)
+        .with_state(queue.clone());
         let router = server::router(app, serve.auth.clone(), serve.health_no_auth);
         tasks.spawn(async move {
             server::serve(listener, router, tls, stop).await?;
@@ -241,9 +250,25 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         stop.cancel();
     }
     if let Some(q) = &queue {
-        // After the drain's last pass: commit what it appended at the end.
+        // After the drain's last pass: commit what it appended at the end
+        // (reopening the database first after an I/O error).
         if let Err(e) = q.commit(&continuity::totals(&shared.load())) {
-            error!(error = %e, "final commit of the durable state failed");
+            let lost = q.in_memory();
+            error!(error = %e, lost, "final commit of the durable state failed");
+            first_error.get_or_insert(DaemonError::StateLost {
+                lost,
+                dropped: q.dropped(),
+                since: q.outage().map_or_else(String::new, |o| {
+                    format!(
+                        " since {}",
+                        humantime::format_rfc3339_seconds(
+                            std::time::UNIX_EPOCH
+                                + std::time::Duration::from_millis(o.since_ms.max(0) as u64)
+                        )
+                    )
+                }),
+                source: e,
+            });
         }
     }
     match first_error {

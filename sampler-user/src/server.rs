@@ -93,6 +93,9 @@ pub struct App {
     pub health_stale_after: Duration,
     /// The push path, when remote_write is on (for `/health`).
     pub push: Option<PushView>,
+    /// The durable state, with `--state-dir` (`/health` is unhealthy while
+    /// its commits fail).
+    pub state: Option<Arc<crate::push::queue::Queue>>,
 }
 
 /// What `/health` and `/metrics` read of the push path.
@@ -122,11 +125,17 @@ impl App {
             max_scrapes,
             health_stale_after,
             push: None,
+            state: None,
         }
     }
 
     pub fn with_push(mut self, push: Option<PushView>) -> Self {
         self.push = push;
+        self
+    }
+
+    pub fn with_state(mut self, state: Option<Arc<crate::push::queue::Queue>>) -> Self {
+        self.state = state;
         self
     }
 }

@@ -152,8 +152,18 @@ impl Prometheus {
     /// Stops it (SIGTERM, by PID) and leaves it down for `down`, then
     /// starts it again on the same port and data.
     pub fn restart_after(&mut self, down: Duration) {
-        self.terminate();
+        self.pause();
         std::thread::sleep(down);
+        self.resume();
+    }
+
+    /// Stops it (SIGTERM, by PID) until [`Self::resume`].
+    pub fn pause(&mut self) {
+        self.terminate();
+    }
+
+    /// Starts it again on the same port and data, and waits until ready.
+    pub fn resume(&mut self) {
         self.child = Self::spawn(&self._dir.0, &self.args);
         self.wait_ready();
     }

@@ -388,3 +388,175 @@ fn victoria_metrics_stores_every_pushed_sample() {
     unsafe { libc::kill(vm.id() as i32, libc::SIGTERM) };
     let _ = vm.wait();
 }
+
+/// A tmpfs of a given size mounted for one test, unmounted on drop: a disk
+/// that can be filled and then grown for real.
+struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    fn mount(tag: &str, size: &str) -> Tmpfs {
+        let dir = std::env::temp_dir().join(format!("ergon-tmpfs-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mount point");
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .expect("run mount");
+        assert!(ok.success(), "mount a {size} tmpfs at {}", dir.display());
+        Tmpfs { dir }
+    }
+
+    /// Writes zeros to `filler` until the filesystem refuses (ENOSPC).
+    fn fill(&self) -> u64 {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.dir.join("filler")).expect("filler");
+        let block = vec![0u8; 4096];
+        let mut written = 0;
+        while let Ok(n) = f.write(&block) {
+            if n == 0 {
+                break;
+            }
+            written += n as u64;
+        }
+        written
+    }
+
+    fn resize(&self, size: &str) {
+        let ok = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.dir)
+            .status()
+            .expect("run mount");
+        assert!(ok.success(), "grow the tmpfs to {size}");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// (status, body) of `/health`.
+fn health(d: &Daemon) -> (u16, String) {
+    http_get_status(&d.addr, "/health", &[]).expect("GET /health")
+}
+
+/// The durable state on a small tmpfs, filled while the receiver is down so
+/// the queue must grow: commits fail with ENOSPC, `/health` says so, the
+/// samples wait in memory; once the tmpfs is grown the database is reopened
+/// (redb refuses everything after an I/O error until then) and every
+/// sample reaches Prometheus, without a gap, nothing dropped, exit 0.
+#[test]
+fn a_full_disk_holds_the_samples_in_memory_and_loses_none_once_it_is_grown() {
+    require_root();
+    let mut p = receiver();
+    let state = State::new("fulldisk");
+    let disk = Tmpfs::mount("fulldisk", "4m");
+    let url = format!("http://{}/api/v1/write", p.addr);
+    let mut args = push_args(&url, &state, "s3cret");
+    let at = args
+        .iter()
+        .position(|a| a == "--state-dir")
+        .expect("state dir")
+        + 1;
+    args[at] = disk.dir.join("state").display().to_string();
+    args.extend(["--push-buffer".to_string(), "1000000".to_string()]);
+    let d = start(&args);
+    let _busy = Busy::on(&online_cpus());
+    wait_for(40, "pushed samples", || stored(&p).len() >= 2000);
+    p.pause();
+    let filled = disk.fill();
+    wait_for(30, "/health to report the failing commits", || {
+        let (code, body) = health(&d);
+        code == 503 && body.contains("the durable state cannot be committed")
+    });
+    let (_, body) = health(&d);
+    assert!(
+        body.contains("No space left on device") && body.contains("--state-dir"),
+        "{body}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let m = d.metrics();
+    let held = m["ergon_push_queue_memory_samples"];
+    eprintln!("tmpfs filled with {filled} bytes; {held} samples held in memory 2 s later");
+    assert!(held > 1000.0, "the samples wait in memory: {m:?}");
+    disk.resize("64m");
+    let grown = now_ms();
+    wait_for(30, "/health to recover after the disk grew", || {
+        health(&d).0 == 200
+    });
+    eprintln!("healthy again {} ms after the tmpfs grew", now_ms() - grown);
+    p.resume();
+    let up_at = now_ms();
+    wait_for(60, "the backlog to arrive", || {
+        stored(&p).last().is_some_and(|l| l.0 > up_at + 2000)
+    });
+    let got = stored(&p);
+    assert!(gaps(&got).is_empty(), "gaps: {:?}", gaps(&got));
+    let m = d.metrics();
+    assert_eq!(m["ergon_push_samples_dropped_total"], 0.0, "{m:?}");
+    let (status, log) = d.stop();
+    assert!(status.success(), "{status}: {log}");
+    assert!(
+        log.contains("the durable state commits again"),
+        "the recovery is logged: {log}"
+    );
+}
+
+/// Commits failing on a full tmpfs with a small `--push-buffer`: memory
+/// stays within it and the oldest samples are dropped and counted; a stop
+/// that cannot commit exits non-zero and says how many samples it lost.
+#[test]
+fn a_full_disk_bounds_memory_by_the_push_buffer_and_a_stop_that_cannot_commit_fails() {
+    require_root();
+    let state = State::new("fullstop");
+    let disk = Tmpfs::mount("fullstop", "4m");
+    // A receiver that is not there: nothing leaves the queue.
+    let url = format!("http://127.0.0.1:{}/api/v1/write", free_port());
+    let mut args = push_args(&url, &state, "s3cret");
+    let at = args
+        .iter()
+        .position(|a| a == "--state-dir")
+        .expect("state dir")
+        + 1;
+    args[at] = disk.dir.join("state").display().to_string();
+    args.extend(["--push-buffer".to_string(), "3000".to_string()]);
+    let d = start(&args);
+    let _busy = Busy::on(&online_cpus());
+    // Full before the queue on disk reaches its 3000 samples, so it must
+    // grow to commit.
+    disk.fill();
+    wait_for(30, "/health to report the failing commits", || {
+        let (code, body) = health(&d);
+        code == 503 && body.contains("the durable state cannot be committed")
+    });
+    let mut most = 0.0f64;
+    let mut dropped = 0.0;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline || dropped == 0.0 {
+        let m = d.metrics();
+        most = most.max(m["ergon_push_queue_memory_samples"]);
+        dropped = m["ergon_push_samples_dropped_total"];
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(20),
+            "nothing dropped 25 s into the outage: {m:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("at most {most} samples in memory; {dropped} dropped");
+    assert!(most <= 3000.0, "memory beyond --push-buffer: {most}");
+    let (status, log) = d.stop();
+    eprintln!("{}", log.lines().last().unwrap_or_default());
+    assert!(!status.success(), "a stop that lost samples fails: {log}");
+    let lost: u64 = log
+        .split("samples held in memory are lost")
+        .next()
+        .and_then(|head| head.rsplit(": ").next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("the lost count is named: {log}"));
+    assert!(lost > 0 && lost <= 3000, "{lost} lost: {log}");
+}

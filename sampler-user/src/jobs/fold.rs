@@ -33,6 +33,8 @@ pub(super) const FOLDED: TableDefinition<&str, i64> = TableDefinition::new("jobs
 pub enum FoldError {
     #[error("job records in {path}: {message}")]
     Db { path: PathBuf, message: String },
+    #[error(transparent)]
+    State(#[from] crate::push::queue::QueueError),
     #[error("cannot list the job spool {path}: {source}")]
     Spool {
         path: PathBuf,
@@ -261,9 +263,10 @@ pub async fn run(
         }
         let (q2, jobs2, dir2) = (q.clone(), jobs.clone(), dir.clone());
         let now = crate::units::now_unix_ms();
-        let done =
-            tokio::task::spawn_blocking(move || fold(q2.database(), q2.path(), &dir2, &jobs2, now))
-                .await;
+        let done = tokio::task::spawn_blocking(move || {
+            q2.with_db(|db| fold(db, q2.path(), &dir2, &jobs2, now))
+        })
+        .await;
         match done {
             Ok(Ok(changed)) => {
                 warned = false;
@@ -283,7 +286,7 @@ pub async fn run(
             let (q2, jobs2) = (q.clone(), jobs.clone());
             let now = crate::units::now_unix_ms();
             let pruned = tokio::task::spawn_blocking(move || {
-                prune(q2.database(), q2.path(), &jobs2, now, retention_ms)
+                q2.with_db(|db| prune(db, q2.path(), &jobs2, now, retention_ms))
             })
             .await;
             match pruned {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::push::queue::Queue;
+use crate::push::queue::{Queue, QueueError};
 
 fn rec(job: &str, joules: f64, exit_code: i32, end: i64) -> JobRecord {
     JobRecord {
@@ -20,7 +20,8 @@ fn rec(job: &str, joules: f64, exit_code: i32, end: i64) -> JobRecord {
 }
 
 fn pass(q: &Queue, dir: &Path, jobs: &Jobs) -> Vec<(String, JobTotals)> {
-    fold::fold(q.database(), q.path(), dir, jobs, 1).expect("fold")
+    q.with_db(|db| fold::fold(db, q.path(), dir, jobs, 1))
+        .expect("fold")
 }
 
 fn spool_files(dir: &Path) -> Vec<String> {
@@ -84,7 +85,7 @@ fn records_are_folded_once_and_their_files_removed() {
     // The totals survive a restart of the daemon.
     drop(q);
     let q = Queue::open(dir.path(), 10).expect("reopen");
-    let loaded = fold::load(q.database(), q.path()).expect("load");
+    let loaded = q.with_db(|db| fold::load(db, q.path())).expect("load");
     assert_eq!(loaded, t);
 }
 
@@ -102,19 +103,26 @@ fn a_crash_between_commit_and_deletion_does_not_count_twice() {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .expect("name");
-    let tx = q.database().begin_write().expect("tx");
-    tx.open_table(fold::FOLDED)
-        .expect("table")
-        .insert(name.as_str(), 0)
-        .expect("insert");
-    tx.commit().expect("commit");
+    q.with_db(|db| {
+        let tx = db.begin_write().expect("tx");
+        tx.open_table(fold::FOLDED)
+            .expect("table")
+            .insert(name.as_str(), 0)
+            .expect("insert");
+        tx.commit().expect("commit");
+        Ok::<_, QueueError>(())
+    })
+    .expect("db");
     assert!(pass(&q, dir.path(), &jobs).is_empty());
     assert_eq!(jobs.snapshot()["nightly"].runs, 1);
     assert!(!file.exists(), "the leftover file is removed");
     // And its name forgotten: a new file of that name would count again.
-    let rx = q.database().begin_read().expect("rx");
-    let folded = rx.open_table(fold::FOLDED).expect("table");
-    assert!(folded.get(name.as_str()).expect("get").is_none());
+    let gone = q.with_db(|db| {
+        let rx = db.begin_read().expect("rx");
+        let folded = rx.open_table(fold::FOLDED).expect("table");
+        Ok::<_, QueueError>(folded.get(name.as_str()).expect("get").is_none())
+    });
+    assert!(gone.expect("db"));
 }
 
 #[test]
@@ -127,7 +135,8 @@ fn concurrent_recorders_while_the_daemon_folds_are_all_counted_once() {
         let (q, jobs, stop, dir) = (q.clone(), jobs.clone(), stop.clone(), dir.path().to_owned());
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                fold::fold(q.database(), q.path(), &dir, &jobs, 1).expect("fold");
+                q.with_db(|db| fold::fold(db, q.path(), &dir, &jobs, 1))
+                    .expect("fold");
             }
         })
     };
@@ -186,7 +195,10 @@ fn an_unfinished_file_of_a_dead_recorder_is_removed_once_stale() {
     record(dir.path(), &rec("ok", 1.0, 0, 1)).expect("record");
     std::fs::write(dir.path().join(SPOOL).join(".1-2-3-4.tmp"), "{\"job\":").expect("write");
     let now = crate::units::now_unix_ms();
-    let fold_at = |ms| fold::fold(q.database(), q.path(), dir.path(), &jobs, ms).expect("fold");
+    let fold_at = |ms| {
+        q.with_db(|db| fold::fold(db, q.path(), dir.path(), &jobs, ms))
+            .expect("fold")
+    };
     fold_at(now);
     assert_eq!(
         spool_files(dir.path()),
@@ -211,13 +223,16 @@ fn a_job_that_has_not_run_for_the_retention_is_forgotten() {
     record(dir.path(), &rec("monthly", 5.0, 0, DAY)).expect("record");
     record(dir.path(), &rec("nightly", 1.0, 0, 9 * DAY)).expect("record");
     pass(&q, dir.path(), &jobs);
-    let prune = |now| fold::prune(q.database(), q.path(), &jobs, now, 7 * DAY).expect("prune");
+    let prune = |now| {
+        q.with_db(|db| fold::prune(db, q.path(), &jobs, now, 7 * DAY))
+            .expect("prune")
+    };
     assert!(prune(8 * DAY - 1).is_empty(), "within the retention");
     assert_eq!(prune(10 * DAY), vec!["monthly".to_string()]);
     assert!(prune(10 * DAY).is_empty());
     let served: Vec<String> = jobs.snapshot().into_keys().collect();
     assert_eq!(served, vec!["nightly".to_string()]);
-    let stored = fold::load(q.database(), q.path()).expect("load");
+    let stored = q.with_db(|db| fold::load(db, q.path())).expect("load");
     assert_eq!(stored.keys().collect::<Vec<_>>(), vec!["nightly"]);
     // It starts over when it runs again.
     record(dir.path(), &rec("monthly", 2.0, 0, 31 * DAY)).expect("record");

@@ -64,13 +64,51 @@ fn a_full_queue_drops_the_oldest_and_counts_them() {
     let dir = tempfile::tempdir().expect("tempdir");
     let q = Queue::open(dir.path(), 5).expect("open");
     let d = desc("a");
-    for i in 0..8 {
+    // On disk: a commit beyond capacity drops the oldest committed.
+    for i in 0..4 {
         q.append(&d, i, i as f64);
     }
-    assert_eq!(q.commit(&[]).expect("commit"), (8, 3));
+    assert_eq!(q.commit(&[]).expect("commit"), (4, 0));
+    for i in 4..7 {
+        q.append(&d, i, i as f64);
+    }
+    assert_eq!(q.commit(&[]).expect("commit"), (3, 2));
     assert_eq!(q.len(), 5);
-    assert_eq!(q.dropped(), 3);
-    assert_eq!(q.oldest_ts(), Some(3));
+    assert_eq!(q.dropped(), 2);
+    assert_eq!(q.oldest_ts(), Some(2));
+    // In memory (commits failing meanwhile): the inbox keeps the newest
+    // `capacity` samples, so memory is bounded too.
+    for i in 7..15 {
+        q.append(&d, i, i as f64);
+    }
+    assert_eq!(q.in_memory(), 5);
+    assert_eq!(q.dropped(), 5);
+    assert_eq!(q.commit(&[]).expect("commit"), (5, 5));
+    assert_eq!(q.dropped(), 10);
+    assert_eq!(q.oldest_ts(), Some(10));
+}
+
+#[test]
+fn bound_keeps_the_newest() {
+    let d = desc("a");
+    let mut v: VecDeque<_> = (0..10).map(|i| (d.clone(), i, 0.0)).collect();
+    assert_eq!(bound(&mut v, 10), 0);
+    assert_eq!(bound(&mut v, 4), 6);
+    assert_eq!(v.iter().map(|s| s.1).collect::<Vec<_>>(), vec![6, 7, 8, 9]);
+}
+
+#[test]
+fn io_errors_and_only_they_ask_for_a_reopen() {
+    let path = Path::new("/x/ergon.redb");
+    let io = db_err(
+        path,
+        redb::StorageError::Io(std::io::Error::from_raw_os_error(28)),
+    );
+    assert!(io.needs_reopen(), "{io}");
+    assert!(io.to_string().contains("No space left on device"), "{io}");
+    assert!(db_err(path, redb::StorageError::PreviousIo).needs_reopen());
+    assert!(QueueError::Closed { path: path.into() }.needs_reopen());
+    assert!(!db_err(path, redb::StorageError::ValueTooLarge(1)).needs_reopen());
 }
 
 #[test]

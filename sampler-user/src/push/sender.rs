@@ -82,8 +82,9 @@ impl Sender {
         // every --fsync-interval) are committed now, with the totals handed
         // over with them, so a push sees everything made before it: a push
         // that found only the committed part logged "no new samples" while
-        // thousands were buffered.
-        if self.queue.in_memory() > 0 {
+        // thousands were buffered. Not while commits fail: the committer
+        // retries those with backoff.
+        if self.queue.in_memory() > 0 && self.queue.outage().is_none() {
             let queue = self.queue.clone();
             match tokio::task::spawn_blocking(move || queue.commit(&[])).await {
                 Ok(Ok(_)) => {}

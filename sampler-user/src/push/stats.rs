@@ -90,7 +90,7 @@ impl Collector for PushCollector {
         counter1(
             &mut enc,
             "ergon_push_samples_dropped",
-            "Samples dropped from the full push queue (--push-buffer), oldest first.",
+            "Samples dropped from the full push queue (--push-buffer), oldest first, on disk or in memory while commits fail.",
             self.queue.dropped() as f64,
         )?;
         counter1(
@@ -114,7 +114,7 @@ impl Collector for PushCollector {
         gauge1(
             &mut enc,
             "ergon_push_queue_memory_samples",
-            "Samples not yet committed to disk (at most --fsync-interval of them).",
+            "Samples not yet committed to disk: one --fsync-interval of them, more while commits fail (at most --push-buffer).",
             self.queue.in_memory() as f64,
         )?;
         let now_ms = SystemTime::now()

@@ -16,7 +16,7 @@ use axum::{
 };
 
 use super::App;
-use crate::batch;
+use crate::{batch, push::queue::Outage};
 
 pub const ENDPOINT: &str = "/health";
 
@@ -46,8 +46,19 @@ pub struct HealthError {
     pub threshold_seconds: f64,
 }
 
+/// Why `/health` is unhealthy while the durable state's commits fail.
+pub fn state_failure(outage: &Outage, now_ms: i64, held: usize) -> String {
+    format!(
+        "the durable state cannot be committed since {:.1} s ago ({} failed attempts; last: {}); {held} samples wait in memory (at most --push-buffer; beyond it the oldest are dropped, counted in ergon_push_samples_dropped_total); free space under --state-dir: Ergon reopens the database and retries on its own, and a stop now loses what waits in memory",
+        (now_ms - outage.since_ms).max(0) as f64 / 1000.0,
+        outage.attempts,
+        outage.error,
+    )
+}
+
 /// (status code, body) for a newest reading at `last_unix`, now `now_unix`,
-/// with the energy counters `stalled` now (stopped while their CPUs run).
+/// with the energy counters `stalled` now (stopped while their CPUs run)
+/// and `state_failure` while the durable state cannot be committed.
 pub fn report(
     last_unix: f64,
     now_unix: f64,
@@ -55,10 +66,11 @@ pub fn report(
     buffered: usize,
     last_push_unix: Option<f64>,
     stalled: &[String],
+    state_failure: Option<String>,
 ) -> (StatusCode, Health) {
     let age = now_unix - last_unix;
     let fresh = last_unix > 0.0 && age <= threshold.as_secs_f64();
-    let healthy = fresh && stalled.is_empty();
+    let healthy = fresh && stalled.is_empty() && state_failure.is_none();
     let mut v = Health {
         status: if healthy { "healthy" } else { "unhealthy" },
         last_scrape_time: rfc3339(last_unix),
@@ -69,7 +81,9 @@ pub fn report(
     if healthy {
         return (StatusCode::OK, v);
     }
-    let message = if fresh {
+    let message = if let (true, Some(m)) = (fresh, state_failure) {
+        m
+    } else if fresh {
         format!(
             "energy counter stalled: {} has not advanced for over 1 s while its CPUs were busy (counted in ergon_energy_counter_stalls_total); its energy is missing until it moves again; see the daemon log",
             stalled.join("; ")
@@ -110,6 +124,12 @@ pub async fn handler(State(app): State<App>, headers: axum::http::HeaderMap) -> 
         ),
         None => (batch::lock(&app.store).len(), None),
     };
+    let failing = app.state.as_ref().and_then(|q| {
+        q.outage().map(|o| {
+            let now_ms = crate::units::now_unix_ms();
+            state_failure(&o, now_ms, q.in_memory())
+        })
+    });
     let (code, body) = report(
         last,
         now,
@@ -117,6 +137,7 @@ pub async fn handler(State(app): State<App>, headers: axum::http::HeaderMap) -> 
         buffered,
         last_push,
         &snap.stalled_counters,
+        failing,
     );
     app.stats.observe(ENDPOINT, started.elapsed().as_secs_f64());
     let json = serde_json::to_string(&body).unwrap_or_else(|_| "{}".into());

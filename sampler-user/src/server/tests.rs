@@ -375,7 +375,7 @@ async fn health_follows_the_seed_document() {
     );
 
     let now = 1_800_000_000.0;
-    let (code, h) = health::report(now - 0.5, now, Duration::from_secs(1), 7, None, &[]);
+    let (code, h) = health::report(now - 0.5, now, Duration::from_secs(1), 7, None, &[], None);
     assert_eq!(
         (code, h.status, h.buffered_samples),
         (StatusCode::OK, "healthy", 7)
@@ -387,6 +387,7 @@ async fn health_follows_the_seed_document() {
         7,
         Some(now - 10.0),
         &[],
+        None,
     );
     assert_eq!(
         (code, h.status),
@@ -395,7 +396,7 @@ async fn health_follows_the_seed_document() {
     let e = h.error.expect("error details");
     assert!(e.message.contains("3.000 s"), "{}", e.message);
     assert_eq!(e.threshold_seconds, 1.0);
-    let (code, h) = health::report(0.0, now, Duration::from_secs(1), 0, None, &[]);
+    let (code, h) = health::report(0.0, now, Duration::from_secs(1), 0, None, &[], None);
     assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
     assert!(h.last_scrape_time.is_none());
     assert!(h
@@ -405,7 +406,15 @@ async fn health_follows_the_seed_document() {
         .contains("no energy reading yet"));
     // Fresh readings, but a counter stopped while its CPUs run: unhealthy.
     let stalled = vec!["power PMU energy-pkg".to_string()];
-    let (code, h) = health::report(now - 0.1, now, Duration::from_secs(1), 0, None, &stalled);
+    let (code, h) = health::report(
+        now - 0.1,
+        now,
+        Duration::from_secs(1),
+        0,
+        None,
+        &stalled,
+        None,
+    );
     assert_eq!(
         (code, h.status),
         (StatusCode::SERVICE_UNAVAILABLE, "unhealthy")
@@ -416,6 +425,34 @@ async fn health_follows_the_seed_document() {
             .contains("energy counter stalled: power PMU energy-pkg has not advanced"),
         "{}",
         e.message
+    );
+    // Fresh readings, but the durable state cannot be committed: unhealthy,
+    // with why, since when and what waits in memory.
+    let failing = health::state_failure(
+        &crate::push::queue::Outage::for_test(1_000, "No space left on device (os error 28)", 3),
+        4_500,
+        1234,
+    );
+    let (code, h) = health::report(
+        now - 0.1,
+        now,
+        Duration::from_secs(1),
+        0,
+        None,
+        &[],
+        Some(failing),
+    );
+    assert_eq!(
+        (code, h.status),
+        (StatusCode::SERVICE_UNAVAILABLE, "unhealthy")
+    );
+    let m = h.error.expect("error").message;
+    assert!(
+        m.contains(
+            "cannot be committed since 3.5 s ago (3 failed attempts; last: No space left on device"
+        ) && m.contains("1234 samples wait in memory")
+            && m.contains("--state-dir"),
+        "{m}"
     );
 }
 

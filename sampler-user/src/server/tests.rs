@@ -580,6 +580,40 @@ async fn tls_handshake_and_request_with_a_test_certificate() {
     server.await.expect("join").expect("serve");
 }
 
+/// A certificate outside its dates is warned about with them (it started
+/// silently before); one inside them is not.
+#[test]
+fn an_expired_or_not_yet_valid_certificate_is_named_with_its_dates() {
+    let cert = |from: (i32, u8, u8), until: (i32, u8, u8)| {
+        let mut p = rcgen::CertificateParams::new(vec!["localhost".into()]).expect("params");
+        p.not_before = rcgen::date_time_ymd(from.0, from.1, from.2);
+        p.not_after = rcgen::date_time_ymd(until.0, until.1, until.2);
+        let key = rcgen::KeyPair::generate().expect("key");
+        p.self_signed(&key).expect("cert").der().to_vec()
+    };
+    let path = std::path::Path::new("/etc/ergon/tls.crt");
+    // 2026-12-01T00:00:00Z
+    let now = 1_796_083_200;
+    let w = tls::validity_warning(path, &cert((2024, 1, 1), (2025, 1, 1)), now).expect("expired");
+    assert!(
+        w.contains(
+            "/etc/ergon/tls.crt expired on 2025-01-01T00:00:00Z (valid from 2024-01-01T00:00:00Z)"
+        ) && w.contains("--tls-cert-file"),
+        "{w}"
+    );
+    let w = tls::validity_warning(path, &cert((2027, 6, 1), (2028, 6, 1)), now).expect("not yet");
+    assert!(
+        w.contains("is not valid before 2027-06-01T00:00:00Z (until 2028-06-01T00:00:00Z)")
+            && w.contains("clock"),
+        "{w}"
+    );
+    assert_eq!(
+        tls::validity_warning(path, &cert((2026, 1, 1), (2027, 1, 1)), now),
+        None
+    );
+    assert_eq!(tls::validity_warning(path, b"junk", now), None);
+}
+
 #[test]
 fn bad_tls_files_are_clear_errors() {
     let dir = tempfile::tempdir().expect("tempdir");

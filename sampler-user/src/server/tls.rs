@@ -65,6 +65,45 @@ fn config_error(files: &TlsFiles, source: rustls::Error) -> TlsError {
     }
 }
 
+/// Why a server certificate that rustls accepts will still fail every
+/// handshake at `now_unix`: expired, or not valid yet (a clock that is
+/// wrong, or a certificate issued for later). rustls checks neither on the
+/// server side, and clients only say "certificate expired" in their own
+/// logs, so Ergon warns at start-up with the dates. `None` when it is
+/// valid now, or when x509-parser cannot read it (rustls then decides).
+pub fn validity_warning(path: &std::path::Path, cert: &[u8], now_unix: i64) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert).ok()?;
+    let v = parsed.validity();
+    let (from, until) = (v.not_before.timestamp(), v.not_after.timestamp());
+    let date = |t: i64| {
+        u64::try_from(t).map_or_else(
+            |_| t.to_string(),
+            |t| {
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(t),
+                )
+                .to_string()
+            },
+        )
+    };
+    let p = path.display();
+    if now_unix > until {
+        Some(format!(
+            "TLS certificate {p} expired on {} (valid from {}): clients refuse the handshake; renew it and restart with the new one in --tls-cert-file",
+            date(until),
+            date(from)
+        ))
+    } else if now_unix < from {
+        Some(format!(
+            "TLS certificate {p} is not valid before {} (until {}): clients refuse the handshake until then; check this host's clock, or the certificate's dates",
+            date(from),
+            date(until)
+        ))
+    } else {
+        None
+    }
+}
+
 pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     let pem = |path: &std::path::Path, max, what| {
         crate::files::read_capped(path, max, what).map_err(rustls_pki_types::pem::Error::Io)
@@ -80,6 +119,12 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
         return Err(TlsError::NoCert {
             path: files.cert.clone(),
         });
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    if let Some(w) = validity_warning(&files.cert, &certs[0], now) {
+        tracing::warn!("{w}");
     }
     let key_pem = pem(&files.key, crate::files::KEY_MAX, "PEM private key").map_err(|source| {
         TlsError::Key {

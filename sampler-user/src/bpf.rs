@@ -40,6 +40,11 @@ pub enum BpfError {
         #[source]
         source: aya::EbpfError,
     },
+    #[error("a seccomp profile refuses bpf(2): the kernel answered EPERM with the capabilities present and this process runs under a seccomp filter (Seccomp: 2 in /proc/self/status); use deploy/seccomp/ergon.json (the runtime's default plus bpf and perf_event_open: `--security-opt seccomp=deploy/seccomp/ergon.json`, or the pod's seccompProfile) instead of the runtime's default")]
+    Seccomp {
+        #[source]
+        source: aya::EbpfError,
+    },
     #[error("program `{name}` is missing from the eBPF object")]
     MissingProgram { name: &'static str },
     #[error("map `{name}` is missing from the eBPF object or has the wrong type")]
@@ -145,7 +150,7 @@ impl Sampler {
             .map_max_entries("EVENTS", opts.ringbuf_bytes)
             .override_global("MIN_READ_NS", &min_read_ns, true)
             .load(BPF_OBJECT)
-            .map_err(|source| BpfError::Load { source })?;
+            .map_err(load_error)?;
 
         // Run statistics for the self-metrics; held until the sampler drops.
         let stats = match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
@@ -581,11 +586,52 @@ fn counter_map(domain: usize) -> Result<&'static str, BpfError> {
 
 /// Loads the object and both programs through the verifier without attaching
 /// anything: the strongest "will `ergon run` work here" check short of running.
+/// The seccomp mode of this process (`Seccomp:` in `/proc/self/status`):
+/// 0 none, 1 strict, 2 a filter (a container runtime's profile).
+pub fn seccomp_mode(status: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Seccomp:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Whether an error's chain holds an `EPERM` from the kernel.
+fn is_eperm(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.raw_os_error() == Some(libc::EPERM))
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// A load failure, named as seccomp's when the kernel said EPERM under a
+/// seccomp filter: the capabilities are checked before (`ergon check`), so
+/// EPERM there is a runtime's default profile refusing bpf(2) (measured
+/// with podman: `failed to create map CTR_PKG: Operation not permitted`).
+fn load_error(source: aya::EbpfError) -> BpfError {
+    let filtered = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .as_deref()
+        .and_then(seccomp_mode)
+        == Some(2);
+    if filtered && is_eperm(&source) {
+        BpfError::Seccomp { source }
+    } else {
+        BpfError::Load { source }
+    }
+}
+
 pub fn verify() -> Result<(), BpfError> {
     if BPF_OBJECT.is_empty() {
         return Err(BpfError::NotBuilt);
     }
-    let mut ebpf = Ebpf::load(BPF_OBJECT).map_err(|source| BpfError::Load { source })?;
+    let mut ebpf = Ebpf::load(BPF_OBJECT).map_err(load_error)?;
     load_programs(&mut ebpf)
 }
 

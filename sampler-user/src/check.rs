@@ -151,11 +151,8 @@ pub fn inspect(root: &SysRoot, declared: &Declared, probe: &dyn Probe) -> Report
         r.push("btf", Status::Fail, format!("{} missing: the kernel was built without CONFIG_DEBUG_INFO_BTF; use a kernel with BTF", btf.display()));
     }
     let status = root.proc("self/status");
-    match std::fs::read_to_string(&status)
-        .ok()
-        .as_deref()
-        .and_then(parse_cap_eff)
-    {
+    let status_text = std::fs::read_to_string(&status).ok();
+    match status_text.as_deref().and_then(parse_cap_eff) {
         Some(caps) => {
             let has = |c: u32| caps & (1u64 << c) != 0;
             if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
@@ -169,6 +166,9 @@ pub fn inspect(root: &SysRoot, declared: &Declared, probe: &dyn Probe) -> Report
                         has(CAP_SYS_ADMIN)
                     ),
                 );
+                if !has(CAP_SYS_ADMIN) {
+                    r.push("bpf stats", Status::Info, "CAP_SYS_ADMIN absent: BPF run-time statistics (bpf_enable_stats) need it, so ergon_bpf_program_* stay 0; sampling and attribution need only CAP_BPF and CAP_PERFMON (on 5.11 and newer, no CAP_SYS_RESOURCE for memlock either)");
+                }
             } else {
                 r.push("privileges", Status::Fail, "neither CAP_SYS_ADMIN nor CAP_BPF+CAP_PERFMON: run as root or grant both capabilities (e.g. setcap cap_bpf,cap_perfmon+ep ergon)");
             }
@@ -178,6 +178,12 @@ pub fn inspect(root: &SysRoot, declared: &Declared, probe: &dyn Probe) -> Report
             Status::Fail,
             format!("cannot read CapEff from {}", status.display()),
         ),
+    }
+    match status_text.as_deref().and_then(bpf::seccomp_mode) {
+        Some(2) => r.push("seccomp", Status::Info, "a seccomp filter is installed (a container runtime's profile): it must allow bpf(2) and perf_event_open(2); deploy/seccomp/ergon.json does, a runtime's default profile refuses bpf(2)"),
+        Some(0) => r.push("seccomp", Status::Ok, "no seccomp filter"),
+        Some(m) => r.push("seccomp", Status::Fail, format!("seccomp mode {m} (strict) allows only read, write, exit and sigreturn: run ergon without it")),
+        None => {}
     }
     if let Ok(p) = std::fs::read_to_string(root.proc("sys/kernel/perf_event_paranoid")) {
         r.push(

@@ -146,8 +146,14 @@ impl Daemon {
 
     /// [`Daemon::start`] with a given `ergon` binary.
     pub fn start_with(bin: &std::path::Path, args: &[&str]) -> Daemon {
+        Self::start_command(Command::new(bin), args)
+    }
+
+    /// [`Daemon::start`] through `cmd`, which runs the binary (e.g.
+    /// `setpriv … ergon`): `run ARGS --listen …` are appended to it.
+    pub fn start_command(mut cmd: Command, args: &[&str]) -> Daemon {
         let addr = format!("127.0.0.1:{}", free_port());
-        let mut child = Command::new(bin)
+        let mut child = cmd
             .arg("run")
             .args(args)
             .args(["--listen", &addr])

@@ -1,4 +1,4 @@
-//! Developer tasks: `cargo xtask build | run | test | test-kernels | bench-overhead`.
+//! Developer tasks: `cargo xtask build | run | test | test-kernels | bench-overhead | image`.
 //!
 //! Each task first makes sure the toolchain is present (installing Debian
 //! packages and bpf-linker when missing, and saying so), so the README's two
@@ -7,6 +7,7 @@
 mod bench;
 mod build;
 mod disk;
+mod image;
 mod kernels;
 mod peers;
 mod test;
@@ -48,6 +49,10 @@ enum Cmd {
         #[arg(long = "kernel", value_name = "FILE")]
         kernels: Vec<PathBuf>,
     },
+    /// Build the container image `localhost/ergon:<version>` (FROM scratch:
+    /// the release binary and the libraries it links) with podman, from
+    /// `Containerfile` and the context it prepares in `target/image/`.
+    Image,
     /// Measure the cost of sampling at 1, 2 and 10 kHz per CPU with every CPU busy.
     BenchOverhead {
         /// Seconds per rate.
@@ -74,6 +79,7 @@ fn main() -> Result<()> {
             build::run_daemon(&bin, &args)
         }
         Cmd::Test => test::test(&root),
+        Cmd::Image => image::image(&root).map(|tag| println!("{tag}")),
         Cmd::TestKernels { accel, kernels } => {
             let bin = build::build(&root)?;
             let opts = kernels::Options {

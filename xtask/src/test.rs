@@ -48,9 +48,18 @@ fn run_all(root: &Path) -> Result<()> {
     }
     peers::ensure(root, "prometheus", "prometheus")?;
     peers::ensure(root, "victoria-metrics", "victoria-metrics")?;
+    // strace (the unit's system-call filter test), util-linux's setpriv
+    // (the non-root test) and systemd-analyze (the unit's verification).
+    let tools: Vec<&str> = ["strace", "util-linux", "systemd"]
+        .into_iter()
+        .filter(|p| !toolchain::deb_installed(p))
+        .collect();
+    toolchain::apt_install(&tools)?;
+    let image = crate::image::image(root)?;
     let mut privileged = cargo(&["test", "--release", "-p", "tests", "--", "--test-threads=1"]);
     privileged
         .env("ERGON_BIN", &bin)
+        .env("ERGON_IMAGE", &image)
         .env("ERGON_PEERS", peers::dir(root));
     tests_step("privileged integration tests", privileged, &mut totals)?;
     eprintln!("xtask: == kernel matrix (cargo xtask test-kernels) ==");

@@ -1,0 +1,199 @@
+//! The container image (`cargo xtask image`, which `cargo xtask test`
+//! builds and names in `ERGON_IMAGE`) run for real with podman and runc,
+//! with the least privilege docs/deploy.md gives: every capability dropped
+//! but CAP_BPF and CAP_PERFMON, the shipped seccomp profile, a read-only
+//! root filesystem and the cgroup tree mounted read-only. Podman's default
+//! crun refuses hybrid-cgroup hosts and its default ulimits exceed this
+//! sandbox's hard limits, hence `--runtime runc` and a containers.conf with
+//! `default_ulimits = []`.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::SystemTime,
+};
+
+use tests::{cgroup::Cgroup, require_root, steal_seconds, Daemon};
+
+const W: f64 = 10.0;
+
+fn image() -> String {
+    std::env::var("ERGON_IMAGE").unwrap_or_else(|_| {
+        panic!("ERGON_IMAGE is not set: run the tests with `cargo xtask test`, which builds the image (`cargo xtask image`) and names it")
+    })
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the repository")
+        .to_path_buf()
+}
+
+/// A `podman run` of the image under `name`, removed (`podman rm -f`) on drop.
+struct Container {
+    name: String,
+    conf: tempfile::TempDir,
+}
+
+impl Container {
+    fn new(tag: &str) -> Container {
+        let conf = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            conf.path().join("containers.conf"),
+            "[containers]\ndefault_ulimits = []\n",
+        )
+        .expect("containers.conf");
+        Container {
+            name: format!("ergon-test-{tag}-{}", std::process::id()),
+            conf,
+        }
+    }
+
+    /// `podman run` with the documented privileges and `seccomp` as the
+    /// profile (`None`: the runtime's default); the image's arguments follow.
+    fn run(&self, seccomp: Option<&Path>) -> Command {
+        let mut c = Command::new("podman");
+        c.env("CONTAINERS_CONF", self.conf.path().join("containers.conf"))
+            .args(["run", "--rm", "--name", &self.name, "--runtime", "runc"])
+            .args(["--network", "host", "--pid", "host", "--cgroupns", "host"])
+            .args(["--cap-drop", "all", "--cap-add", "bpf,perfmon"])
+            .args(["--read-only", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:ro"]);
+        if let Some(p) = seccomp {
+            c.arg("--security-opt")
+                .arg(format!("seccomp={}", p.display()));
+        }
+        c.arg(image());
+        c
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = Command::new("podman")
+            .env("CONTAINERS_CONF", self.conf.path().join("containers.conf"))
+            .args(["rm", "-f", "-t", "0", &self.name])
+            .output();
+    }
+}
+
+#[test]
+fn the_image_with_the_shipped_profile_serves_package_and_cgroup_energy() {
+    require_root();
+    let profile = repo().join("deploy/seccomp/ergon.json");
+    let c = Container::new("serve");
+    let d = Daemon::start_command(
+        c.run(Some(&profile)),
+        &["--source", "synthetic", "--synthetic-watts", "10"],
+    );
+    let cg = Cgroup::new("image");
+    let steal0 = steal_seconds();
+    let mut burn = cg.burn(env!("CARGO_BIN_EXE_burn"), 2.0, 1.0);
+    assert!(burn.wait().expect("wait").success());
+    let (m, _) = d.metrics_complete_at(SystemTime::now());
+    let stolen = steal_seconds() - steal0;
+    let pkg: f64 = m
+        .iter()
+        .filter(|(k, _)| k.starts_with("ergon_package_energy_joules_total{"))
+        .map(|(_, v)| v)
+        .sum();
+    let truth = W * cg.usage_seconds();
+    let got = cg.joules(&d);
+    println!(
+        "in the container: package {pkg:.3} J; {}: {got:.4} J vs W × cpu.stat {truth:.4} J (steal {stolen:.3} s)",
+        cg.rel
+    );
+    assert!(pkg > 0.0, "package energy served: {m:?}");
+    assert!(truth > 1.0, "the cgroup ran: {truth} J");
+    assert!(
+        got >= truth * 0.98 && got <= truth * 1.02 + W * stolen,
+        "{got} J vs {truth} J"
+    );
+    let (status, log) = d.stop();
+    assert!(status.success(), "{status}: {log}");
+}
+
+#[test]
+fn under_the_runtime_default_profile_check_names_the_profile_to_use() {
+    require_root();
+    let c = Container::new("default");
+    let out = c.run(None).arg("check").output().expect("podman run");
+    let report = String::from_utf8_lossy(&out.stdout);
+    println!("{report}");
+    assert!(!out.status.success(), "the check fails: {report}");
+    let programs = report
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some("programs"))
+        .unwrap_or_else(|| {
+            panic!(
+                "no programs line: {report}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    assert!(
+        programs.contains("a seccomp profile refuses bpf(2)")
+            && programs.contains("deploy/seccomp/ergon.json"),
+        "{programs}"
+    );
+    // With the shipped profile the same check passes.
+    let c = Container::new("profile");
+    let out = c
+        .run(Some(&repo().join("deploy/seccomp/ergon.json")))
+        .arg("check")
+        .output()
+        .expect("podman run");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}");
+}
+
+/// The shipped profile is the runtime's default (podman's, from Debian's
+/// containers-common) with exactly `bpf` and `perf_event_open` allowed.
+#[test]
+fn the_shipped_profile_is_the_runtime_default_plus_bpf_and_perf_event_open() {
+    let default = Path::new("/usr/share/containers/seccomp.json");
+    let read = |p: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(p).expect("read profile")).expect("JSON")
+    };
+    assert!(
+        default.exists(),
+        "{} missing: `cargo xtask test` installs podman, which brings it",
+        default.display()
+    );
+    // Every (syscall, action, conditions) the profile allows or refuses.
+    let rules = |v: &serde_json::Value| {
+        let mut out = std::collections::BTreeSet::new();
+        for s in v["syscalls"].as_array().expect("syscalls") {
+            let mut cond = s.clone();
+            cond.as_object_mut().expect("object").remove("names");
+            cond.as_object_mut().expect("object").remove("comment");
+            for n in s["names"].as_array().expect("names") {
+                out.insert((n.as_str().expect("name").to_owned(), cond.to_string()));
+            }
+        }
+        out
+    };
+    let ours = read(&repo().join("deploy/seccomp/ergon.json"));
+    let theirs = read(default);
+    assert_eq!(ours["defaultAction"], theirs["defaultAction"]);
+    let (ours_r, theirs_r) = (rules(&ours), rules(&theirs));
+    let added: Vec<_> = ours_r.difference(&theirs_r).collect();
+    let removed: Vec<_> = theirs_r
+        .difference(&ours_r)
+        .map(|(n, _)| n.as_str())
+        .collect();
+    let added_names: Vec<_> = added.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(added_names, ["bpf", "perf_event_open"], "{added:?}");
+    assert!(
+        added
+            .iter()
+            .all(|(_, c)| c.contains("SCMP_ACT_ALLOW") && c.contains("\"includes\":{}")),
+        "allowed unconditionally: {added:?}"
+    );
+    // Only the default's capability-gated rules for those two are gone.
+    assert!(
+        removed
+            .iter()
+            .all(|n| *n == "bpf" || *n == "perf_event_open"),
+        "{removed:?}"
+    );
+}

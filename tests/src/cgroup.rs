@@ -14,19 +14,47 @@ pub struct Cgroup {
     pub path: PathBuf,
     /// The path as Ergon labels it (`/ergon-test-<pid>-<name>`).
     pub rel: String,
+    /// Parents made for it ([`Cgroup::at`]), innermost first, removed after it.
+    parents: Vec<PathBuf>,
+}
+
+fn cgroup2_root() -> &'static Path {
+    ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .iter()
+        .map(Path::new)
+        .find(|p| p.join("cgroup.procs").exists() && p.join("cgroup.stat").exists())
+        .expect("a cgroup2 hierarchy at /sys/fs/cgroup or /sys/fs/cgroup/unified")
 }
 
 impl Cgroup {
     pub fn new(name: &str) -> Cgroup {
-        let root = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
-            .iter()
-            .map(Path::new)
-            .find(|p| p.join("cgroup.procs").exists() && p.join("cgroup.stat").exists())
-            .expect("a cgroup2 hierarchy at /sys/fs/cgroup or /sys/fs/cgroup/unified");
         let rel = format!("/ergon-test-{}-{name}", std::process::id());
-        let path = root.join(&rel[1..]);
+        let path = cgroup2_root().join(&rel[1..]);
         std::fs::create_dir(&path).expect("create test cgroup");
-        Cgroup { path, rel }
+        Cgroup {
+            path,
+            rel,
+            parents: Vec::new(),
+        }
+    }
+
+    /// A cgroup at `rel` (e.g. `/x.slice/docker-<id>.scope`, shaped as a
+    /// runtime names its cgroups), its missing parents made too.
+    pub fn at(rel: &str) -> Cgroup {
+        let root = cgroup2_root();
+        let path = root.join(rel.trim_start_matches('/'));
+        let mut parents = Vec::new();
+        let mut p = path.parent();
+        while let Some(dir) = p.filter(|d| *d != root && !d.exists()) {
+            parents.push(dir.to_path_buf());
+            p = dir.parent();
+        }
+        std::fs::create_dir_all(&path).expect("create test cgroup");
+        Cgroup {
+            path,
+            rel: rel.to_owned(),
+            parents,
+        }
     }
 
     pub fn usage_seconds(&self) -> f64 {
@@ -60,11 +88,13 @@ impl Cgroup {
 impl Drop for Cgroup {
     fn drop(&mut self) {
         // A task that just exited can keep its cgroup busy for a moment.
-        for _ in 0..50 {
-            if std::fs::remove_dir(&self.path).is_ok() || !self.path.exists() {
-                return;
+        for dir in std::iter::once(&self.path).chain(&self.parents) {
+            for _ in 0..50 {
+                if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }

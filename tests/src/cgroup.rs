@@ -75,6 +75,33 @@ impl Cgroup {
             .expect("start burn")
     }
 
+    /// Burns one CPU in this cgroup for 2 s (`burn`: the `burn` binary's
+    /// path) while `d` runs a synthetic source of `watts` per CPU, then
+    /// asserts the package energy is served and the cgroup's joules are
+    /// within 2% of `watts` × its `cpu.stat` (plus what the host stole
+    /// meanwhile, which `cpu.stat` does not count); prints the figures
+    /// after `what`.
+    pub fn burns_within_2_percent(&self, d: &Daemon, burn: &str, watts: f64, what: &str) {
+        let steal0 = crate::steal_seconds();
+        let mut child = self.burn(burn, 2.0, 1.0);
+        assert!(child.wait().expect("wait").success());
+        let (m, _) = d.metrics_complete_at(std::time::SystemTime::now());
+        let stolen = crate::steal_seconds() - steal0;
+        let pkg = crate::sum_of(&m, "ergon_package_energy_joules_total");
+        let truth = watts * self.usage_seconds();
+        let got = self.joules(d);
+        println!(
+            "{what}: package {pkg:.3} J; {}: {got:.4} J vs W × cpu.stat {truth:.4} J (steal {stolen:.3} s)",
+            self.rel
+        );
+        assert!(pkg > 0.0, "package energy served: {m:?}");
+        assert!(truth > 1.0, "the cgroup ran: {truth} J");
+        assert!(
+            got >= truth * 0.98 && got <= truth * 1.02 + watts * stolen,
+            "{got} J vs {truth} J"
+        );
+    }
+
     pub fn joules(&self, d: &Daemon) -> f64 {
         let m = d.metrics();
         let prefix = format!("ergon_cgroup_energy_joules_total{{cgroup=\"{}\",", self.rel);

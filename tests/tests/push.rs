@@ -440,6 +440,19 @@ impl Drop for Tmpfs {
     }
 }
 
+/// [`push_args`] with the state on `disk` and `--push-buffer buffer`.
+fn args_on(disk: &Tmpfs, url: &str, state: &State, buffer: u64) -> Vec<String> {
+    let mut args = push_args(url, state, "s3cret");
+    let at = args
+        .iter()
+        .position(|a| a == "--state-dir")
+        .expect("state dir")
+        + 1;
+    args[at] = disk.dir.join("state").display().to_string();
+    args.extend(["--push-buffer".to_string(), buffer.to_string()]);
+    args
+}
+
 /// (status, body) of `/health`.
 fn health(d: &Daemon) -> (u16, String) {
     http_get_status(&d.addr, "/health", &[]).expect("GET /health")
@@ -457,14 +470,7 @@ fn a_full_disk_holds_the_samples_in_memory_and_loses_none_once_it_is_grown() {
     let state = State::new("fulldisk");
     let disk = Tmpfs::mount("fulldisk", "4m");
     let url = format!("http://{}/api/v1/write", p.addr);
-    let mut args = push_args(&url, &state, "s3cret");
-    let at = args
-        .iter()
-        .position(|a| a == "--state-dir")
-        .expect("state dir")
-        + 1;
-    args[at] = disk.dir.join("state").display().to_string();
-    args.extend(["--push-buffer".to_string(), "1000000".to_string()]);
+    let args = args_on(&disk, &url, &state, 1_000_000);
     let d = start(&args);
     let _busy = Busy::on(&online_cpus());
     wait_for(40, "pushed samples", || stored(&p).len() >= 2000);
@@ -517,14 +523,7 @@ fn a_full_disk_bounds_memory_by_the_push_buffer_and_a_stop_that_cannot_commit_fa
     let disk = Tmpfs::mount("fullstop", "4m");
     // A receiver that is not there: nothing leaves the queue.
     let url = format!("http://127.0.0.1:{}/api/v1/write", free_port());
-    let mut args = push_args(&url, &state, "s3cret");
-    let at = args
-        .iter()
-        .position(|a| a == "--state-dir")
-        .expect("state dir")
-        + 1;
-    args[at] = disk.dir.join("state").display().to_string();
-    args.extend(["--push-buffer".to_string(), "3000".to_string()]);
+    let args = args_on(&disk, &url, &state, 3000);
     let d = start(&args);
     let _busy = Busy::on(&online_cpus());
     // Full before the queue on disk reaches its 3000 samples, so it must

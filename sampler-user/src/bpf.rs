@@ -584,8 +584,6 @@ fn counter_map(domain: usize) -> Result<&'static str, BpfError> {
         })
 }
 
-/// Loads the object and both programs through the verifier without attaching
-/// anything: the strongest "will `ergon run` work here" check short of running.
 /// The seccomp mode of this process (`Seccomp:` in `/proc/self/status`):
 /// 0 none, 1 strict, 2 a filter (a container runtime's profile).
 pub fn seccomp_mode(status: &str) -> Option<u32> {
@@ -613,7 +611,8 @@ fn is_eperm(e: &(dyn std::error::Error + 'static)) -> bool {
 /// A load failure, named as seccomp's when the kernel said EPERM under a
 /// seccomp filter: the capabilities are checked before (`ergon check`), so
 /// EPERM there is a runtime's default profile refusing bpf(2) (measured
-/// with podman: `failed to create map CTR_PKG: Operation not permitted`).
+/// in the image under podman's default profile: `failed to create map
+/// CPU_PACKAGE: Operation not permitted`).
 fn load_error(source: aya::EbpfError) -> BpfError {
     let filtered = std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -627,6 +626,8 @@ fn load_error(source: aya::EbpfError) -> BpfError {
     }
 }
 
+/// Loads the object and both programs through the verifier without attaching
+/// anything: the strongest "will `ergon run` work here" check short of running.
 pub fn verify() -> Result<(), BpfError> {
     if BPF_OBJECT.is_empty() {
         return Err(BpfError::NotBuilt);

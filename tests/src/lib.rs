@@ -104,13 +104,20 @@ pub fn source_check_as_nobody(
         .expect("run ergon check as nobody");
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "ergon check must fail: {report}");
-    let line = report
-        .lines()
-        .find(|l| l.split_whitespace().nth(1) == Some("--source"))
-        .unwrap_or_else(|| panic!("no --source line in: {report}"));
+    let line = check_line(&report, "--source");
     println!("{line}");
     assert!(line.starts_with("FAIL"), "{line}");
     line.to_owned()
+}
+
+/// The line of an `ergon check` report whose item (second column) is
+/// `item`: `programs`, `--source`, or the first word of a two-word item
+/// (`bpf` for `bpf stats`).
+pub fn check_line<'a>(report: &'a str, item: &str) -> &'a str {
+    report
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(item))
+        .unwrap_or_else(|| panic!("no {item} line in: {report}"))
 }
 
 /// The daemon log's `energy source chosen` line (the source and why).

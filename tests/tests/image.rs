@@ -12,7 +12,7 @@ use std::{
     process::Command,
 };
 
-use tests::{cgroup::Cgroup, require_root, Daemon};
+use tests::{cgroup::Cgroup, check_line, require_root, Daemon};
 
 const W: f64 = 10.0;
 
@@ -103,15 +103,8 @@ fn under_the_runtime_default_profile_check_names_the_profile_to_use() {
     let report = String::from_utf8_lossy(&out.stdout);
     println!("{report}");
     assert!(!out.status.success(), "the check fails: {report}");
-    let programs = report
-        .lines()
-        .find(|l| l.split_whitespace().nth(1) == Some("programs"))
-        .unwrap_or_else(|| {
-            panic!(
-                "no programs line: {report}{}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    let programs = check_line(&report, "programs");
     assert!(
         programs.contains("a seccomp profile refuses bpf(2)")
             && programs.contains("deploy/seccomp/ergon.json"),

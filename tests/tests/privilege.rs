@@ -10,7 +10,7 @@ use std::{
     process::Command,
 };
 
-use tests::{cgroup::Cgroup, ergon_bin, require_root, Daemon};
+use tests::{cgroup::Cgroup, check_line, ergon_bin, require_root, Daemon};
 
 const W: f64 = 10.0;
 
@@ -67,13 +67,7 @@ fn as_nobody_with_only_cap_bpf_and_cap_perfmon_it_serves_package_and_cgroup_ener
     let report = String::from_utf8_lossy(&out.stdout);
     println!("{report}");
     assert!(out.status.success(), "ergon check as nobody: {report}");
-    let line = |item: &str| {
-        report
-            .lines()
-            .find(|l| l.split_whitespace().nth(1) == Some(item))
-            .unwrap_or_else(|| panic!("no {item} line: {report}"))
-            .to_owned()
-    };
+    let line = |item: &str| check_line(&report, item);
     assert!(
         line("privileges").starts_with("ok")
             && line("privileges").contains("CAP_BPF=true CAP_PERFMON=true CAP_SYS_ADMIN=false"),
@@ -170,10 +164,7 @@ fn under_a_seccomp_filter_refusing_bpf_check_and_run_name_the_profile_to_use() {
     let report = String::from_utf8_lossy(&out.stdout);
     println!("{report}");
     assert!(!out.status.success(), "the check fails: {report}");
-    let programs = report
-        .lines()
-        .find(|l| l.split_whitespace().nth(1) == Some("programs"))
-        .unwrap_or_else(|| panic!("no programs line: {report}"));
+    let programs = check_line(&report, "programs");
     assert!(
         programs.starts_with("FAIL")
             && programs.contains("a seccomp profile refuses bpf(2)")

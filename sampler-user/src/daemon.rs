@@ -261,10 +261,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
                 since: q.outage().map_or_else(String::new, |o| {
                     format!(
                         " since {}",
-                        humantime::format_rfc3339_seconds(
-                            std::time::UNIX_EPOCH
-                                + std::time::Duration::from_millis(o.since_ms.max(0) as u64)
-                        )
+                        crate::units::rfc3339_seconds(o.since_ms / 1000)
                     )
                 }),
                 source: e,

@@ -13,6 +13,20 @@ pub fn unix_ms(t: std::time::SystemTime) -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// Unix seconds as RFC 3339 (`2026-12-01T00:00:00Z`); a time before 1970
+/// as its number.
+pub fn rfc3339_seconds(unix_s: i64) -> String {
+    u64::try_from(unix_s).map_or_else(
+        |_| unix_s.to_string(),
+        |s| {
+            humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(s),
+            )
+            .to_string()
+        },
+    )
+}
+
 /// A duration in whole milliseconds, saturating at `i64::MAX`.
 pub fn millis(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)

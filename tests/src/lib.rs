@@ -31,6 +31,25 @@ pub fn require_root() {
     );
 }
 
+/// The repository's root (for the files under `deploy/`).
+pub fn repo_root() -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the repository")
+        .to_path_buf()
+}
+
+/// A copy of the binary under test as `dir/ergon`, mode 0755: for running
+/// it as another user from a directory that user can enter (the build tree
+/// may sit in one only root can, as a fresh `mktemp -d` clone does).
+pub fn ergon_copy_in(dir: &std::path::Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("ergon");
+    std::fs::copy(ergon_bin(), &bin).expect("copy ergon");
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    bin
+}
+
 /// The `ergon` binary under test (`ERGON_BIN`, set by xtask).
 pub fn ergon_bin() -> PathBuf {
     std::env::var_os("ERGON_BIN")
@@ -91,11 +110,8 @@ pub fn source_check_as_nobody(
     root_flag: &str,
     root: &std::path::Path,
 ) -> String {
-    use std::os::unix::{fs::PermissionsExt, process::CommandExt};
-    let bin = scratch.join("ergon");
-    std::fs::copy(ergon_bin(), &bin).expect("copy ergon");
-    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let out = Command::new(bin)
+    use std::os::unix::process::CommandExt;
+    let out = Command::new(ergon_copy_in(scratch))
         .args(["check", "--source", source, root_flag])
         .arg(root)
         .uid(65534)

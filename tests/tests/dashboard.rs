@@ -6,7 +6,7 @@
 //! container and a Kubernetes pod's container burn CPU meanwhile, so the
 //! per-unit, per-container and per-pod panels have something to show.
 
-use std::{path::Path, time::Duration};
+use std::time::Duration;
 
 use tests::{
     cgroup::Cgroup,
@@ -38,7 +38,7 @@ fn substitute(expr: &str) -> String {
 #[test]
 fn every_dashboard_query_parses_and_returns_data_from_a_real_prometheus() {
     require_root();
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/ergon.json");
+    let path = tests::repo_root().join("deploy/grafana/ergon.json");
     let dashboard: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).expect("dashboard")).expect("JSON");
     let qs = queries(&dashboard);

@@ -10,16 +10,11 @@ use std::{path::Path, process::Command};
 
 use tests::ergon_bin;
 
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the repository")
-}
-
 /// The unit with its `ExecStart` pointing at the binary under test (verify
 /// checks that the command exists).
 fn unit_under_test(dir: &Path) -> std::path::PathBuf {
-    let unit = std::fs::read_to_string(repo().join("deploy/systemd/ergon.service")).expect("unit");
+    let unit = std::fs::read_to_string(tests::repo_root().join("deploy/systemd/ergon.service"))
+        .expect("unit");
     assert!(unit.contains("ExecStart=/usr/local/bin/ergon run --config /etc/ergon.toml"));
     let path = dir.join("ergon.service");
     std::fs::write(
@@ -63,7 +58,8 @@ fn the_systemd_unit_verifies_and_its_exposure_stays_low() {
         level <= 1.8,
         "exposure {level} above the 1.8 measured: {text}"
     );
-    let unit = std::fs::read_to_string(repo().join("deploy/systemd/ergon.service")).expect("unit");
+    let unit = std::fs::read_to_string(tests::repo_root().join("deploy/systemd/ergon.service"))
+        .expect("unit");
     for line in [
         "AmbientCapabilities=CAP_BPF CAP_PERFMON",
         "CapabilityBoundingSet=CAP_BPF CAP_PERFMON",
@@ -84,7 +80,7 @@ fn the_systemd_unit_verifies_and_its_exposure_stays_low() {
 fn the_sample_config_is_accepted() {
     let out = Command::new(ergon_bin())
         .args(["check", "--config"])
-        .arg(repo().join("deploy/systemd/ergon.toml"))
+        .arg(tests::repo_root().join("deploy/systemd/ergon.toml"))
         .output()
         .expect("run ergon check");
     let err = String::from_utf8_lossy(&out.stderr);
@@ -127,7 +123,8 @@ fn syscall_group(group: &str) -> std::collections::BTreeSet<String> {
 #[test]
 fn every_system_call_the_daemon_makes_is_in_the_units_filter() {
     tests::require_root();
-    let unit = std::fs::read_to_string(repo().join("deploy/systemd/ergon.service")).expect("unit");
+    let unit = std::fs::read_to_string(tests::repo_root().join("deploy/systemd/ergon.service"))
+        .expect("unit");
     let mut allowed = std::collections::BTreeSet::new();
     for value in unit
         .lines()

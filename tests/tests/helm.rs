@@ -9,17 +9,7 @@
 //! The Prometheus operator's kinds have no schema there: their fields are
 //! asserted here instead.
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the repository")
-        .to_path_buf()
-}
+use std::{path::PathBuf, process::Command};
 
 fn tool(var: &str) -> PathBuf {
     std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
@@ -30,7 +20,7 @@ fn tool(var: &str) -> PathBuf {
 fn helm(args: &[&str]) -> String {
     let out = Command::new(tool("ERGON_HELM"))
         .args(args)
-        .current_dir(repo())
+        .current_dir(tests::repo_root())
         .output()
         .expect("run helm");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -107,8 +97,8 @@ fn the_chart_lints_renders_and_validates_with_its_defaults() {
     }
     assert!(!rendered.contains("ServiceMonitor") && !rendered.contains("remote-write"));
     // deploy/kubernetes/ergon.yaml is this rendering (after its header).
-    let shipped =
-        std::fs::read_to_string(repo().join("deploy/kubernetes/ergon.yaml")).expect("manifests");
+    let shipped = std::fs::read_to_string(tests::repo_root().join("deploy/kubernetes/ergon.yaml"))
+        .expect("manifests");
     let body: String = shipped
         .lines()
         .skip_while(|l| l.starts_with('#'))
@@ -153,7 +143,7 @@ fn with_push_and_the_monitors_it_renders_and_validates() {
     let out = Command::new(tool("ERGON_HELM"))
         .args(NS)
         .args(["--set", "push.enabled=true"])
-        .current_dir(repo())
+        .current_dir(tests::repo_root())
         .output()
         .expect("run helm");
     let err = String::from_utf8_lossy(&out.stderr);

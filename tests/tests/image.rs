@@ -7,10 +7,7 @@
 //! sandbox's hard limits, hence `--runtime runc` and a containers.conf with
 //! `default_ulimits = []`.
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::{path::Path, process::Command};
 
 use tests::{cgroup::Cgroup, check_line, require_root, Daemon};
 
@@ -20,13 +17,6 @@ fn image() -> String {
     std::env::var("ERGON_IMAGE").unwrap_or_else(|_| {
         panic!("ERGON_IMAGE is not set: run the tests with `cargo xtask test`, which builds the image (`cargo xtask image`) and names it")
     })
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the repository")
-        .to_path_buf()
 }
 
 /// A `podman run` of the image under `name`, removed (`podman rm -f`) on drop.
@@ -79,7 +69,7 @@ impl Drop for Container {
 #[test]
 fn the_image_with_the_shipped_profile_serves_package_and_cgroup_energy() {
     require_root();
-    let profile = repo().join("deploy/seccomp/ergon.json");
+    let profile = tests::repo_root().join("deploy/seccomp/ergon.json");
     let c = Container::new("serve");
     let d = Daemon::start_command(
         c.run(Some(&profile)),
@@ -113,7 +103,7 @@ fn under_the_runtime_default_profile_check_names_the_profile_to_use() {
     // With the shipped profile the same check passes.
     let c = Container::new("profile");
     let out = c
-        .run(Some(&repo().join("deploy/seccomp/ergon.json")))
+        .run(Some(&tests::repo_root().join("deploy/seccomp/ergon.json")))
         .arg("check")
         .output()
         .expect("podman run");
@@ -147,7 +137,7 @@ fn the_shipped_profile_is_the_runtime_default_plus_bpf_and_perf_event_open() {
         }
         out
     };
-    let ours = read(&repo().join("deploy/seccomp/ergon.json"));
+    let ours = read(&tests::repo_root().join("deploy/seccomp/ergon.json"));
     let theirs = read(default);
     assert_eq!(ours["defaultAction"], theirs["defaultAction"]);
     let (ours_r, theirs_r) = (rules(&ours), rules(&theirs));

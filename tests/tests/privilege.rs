@@ -10,7 +10,7 @@ use std::{
     process::Command,
 };
 
-use tests::{cgroup::Cgroup, check_line, ergon_bin, require_root, Daemon};
+use tests::{cgroup::Cgroup, check_line, ergon_bin, ergon_copy_in, require_root, Daemon};
 
 const W: f64 = 10.0;
 
@@ -23,9 +23,7 @@ impl Scratch {
         let dir = std::env::temp_dir().join(format!("ergon-priv-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("scratch");
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        let bin = dir.join("ergon");
-        std::fs::copy(ergon_bin(), &bin).expect("copy ergon");
-        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        ergon_copy_in(&dir);
         Scratch(dir)
     }
 

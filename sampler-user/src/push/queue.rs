@@ -371,6 +371,16 @@ fn load(db: &Database, path: &Path) -> Result<(State, Totals), QueueError> {
     Ok((state, totals))
 }
 
+/// [`open_db`] and [`load`], redb's assertions caught ([`guarded`]): at
+/// start-up and after an I/O error.
+fn open_and_load(path: &Path) -> Result<(Database, (State, Totals)), QueueError> {
+    guarded(path, || {
+        let db = open_db(path)?;
+        let loaded = load(&db, path)?;
+        Ok((db, loaded))
+    })
+}
+
 /// Drops the oldest samples of `samples` beyond `capacity`; returns how many.
 fn bound(samples: &mut VecDeque<(Arc<str>, i64, f64)>, capacity: u64) -> u64 {
     let excess = (samples.len() as u64).saturating_sub(capacity);
@@ -386,11 +396,7 @@ impl Queue {
             source,
         })?;
         let path = dir.join(FILE);
-        let (db, (state, totals)) = guarded(&path, || {
-            let db = open_db(&path)?;
-            let loaded = load(&db, &path)?;
-            Ok((db, loaded))
-        })?;
+        let (db, (state, totals)) = open_and_load(&path)?;
         Ok(Queue {
             path,
             db: RwLock::new(Some(db)),
@@ -431,11 +437,7 @@ impl Queue {
         let mut st = lock(&self.state);
         let mut db = self.db.write().unwrap_or_else(|p| p.into_inner());
         *db = None;
-        let (fresh, (loaded, _)) = guarded(&self.path, || {
-            let db = open_db(&self.path)?;
-            let loaded = load(&db, &self.path)?;
-            Ok((db, loaded))
-        })?;
+        let (fresh, (loaded, _)) = open_and_load(&self.path)?;
         let dropped = st.dropped;
         *st = State { dropped, ..loaded };
         *db = Some(fresh);

@@ -75,17 +75,7 @@ pub fn validity_warning(path: &std::path::Path, cert: &[u8], now_unix: i64) -> O
     let (_, parsed) = x509_parser::parse_x509_certificate(cert).ok()?;
     let v = parsed.validity();
     let (from, until) = (v.not_before.timestamp(), v.not_after.timestamp());
-    let date = |t: i64| {
-        u64::try_from(t).map_or_else(
-            |_| t.to_string(),
-            |t| {
-                humantime::format_rfc3339_seconds(
-                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(t),
-                )
-                .to_string()
-            },
-        )
-    };
+    let date = crate::units::rfc3339_seconds;
     let p = path.display();
     if now_unix > until {
         Some(format!(
@@ -120,9 +110,7 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
             path: files.cert.clone(),
         });
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let now = crate::units::now_unix_ms() / 1000;
     if let Some(w) = validity_warning(&files.cert, &certs[0], now) {
         tracing::warn!("{w}");
     }

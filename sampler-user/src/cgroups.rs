@@ -22,7 +22,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{attribution::OTHER_CGROUP, identity::identify, sysroot::SysRoot};
+use crate::{
+    attribution::OTHER_CGROUP,
+    identity::identify,
+    names::{Directory, Names},
+    sysroot::SysRoot,
+};
 
 /// Unknown ids trigger a walk of the tree at most this often.
 pub const MIN_RESCAN: Duration = Duration::from_millis(200);
@@ -40,6 +45,57 @@ pub struct CgroupLabels {
     pub runtime: String,
     pub container_id: String,
     pub pod_uid: String,
+    /// The owner's names ([`crate::names`]): empty while unknown, then
+    /// filled once and kept.
+    pub container: String,
+    pub pod: String,
+    pub namespace: String,
+}
+
+/// How many of [`CgroupLabels::pairs`] come from the path (the rest are
+/// names).
+pub const PATH_LABELS: usize = 5;
+
+impl CgroupLabels {
+    /// The labels of a cgroup series, in the order exported: the
+    /// [`PATH_LABELS`] read off the path, then the names.
+    pub fn pairs(&self) -> [(&'static str, &str); 8] {
+        [
+            ("cgroup", &self.cgroup),
+            ("unit", &self.unit),
+            ("runtime", &self.runtime),
+            ("container_id", &self.container_id),
+            ("pod_uid", &self.pod_uid),
+            ("container", &self.container),
+            ("pod", &self.pod),
+            ("namespace", &self.namespace),
+        ]
+    }
+
+    /// Whether an id of these labels still lacks its name.
+    fn lacks_names(&self) -> bool {
+        (!self.container_id.is_empty() && self.container.is_empty())
+            || (!self.pod_uid.is_empty() && self.pod.is_empty())
+    }
+
+    /// These labels with the empty names filled from `n` (a filled one
+    /// is never replaced); `None` when nothing is new.
+    fn named(&self, n: &Names) -> Option<CgroupLabels> {
+        let fill = |have: &str, new: &str| have.is_empty() && !new.is_empty();
+        let pod_new = fill(&self.pod, &n.pod);
+        if !fill(&self.container, &n.container) && !pod_new {
+            return None;
+        }
+        let mut l = self.clone();
+        if l.container.is_empty() {
+            l.container.clone_from(&n.container);
+        }
+        if pod_new {
+            l.pod.clone_from(&n.pod);
+            l.namespace.clone_from(&n.namespace);
+        }
+        Some(l)
+    }
 }
 
 #[derive(Debug)]
@@ -81,6 +137,8 @@ pub struct Registry {
     other: Arc<CgroupLabels>,
     /// (dead id, new id at the same path) found by walks, for the drain.
     recreated: Vec<(u64, u64)>,
+    /// Where names come from, and its generation last looked at.
+    names: Option<(Arc<Directory>, u64)>,
 }
 
 /// What [`Registry::maintain`] decided.
@@ -108,7 +166,14 @@ impl Registry {
                 ..CgroupLabels::default()
             }),
             recreated: Vec::new(),
+            names: None,
         }
+    }
+
+    /// Names the cgroups' owners from `directory` ([`crate::names`]).
+    pub fn with_names(mut self, directory: Arc<Directory>) -> Self {
+        self.names = Some((directory, u64::MAX));
+        self
     }
 
     /// Readies the labels of `ids` (the cgroups about to be booked): walks
@@ -133,7 +198,31 @@ impl Registry {
         for id in ids {
             self.ensure(id, now);
         }
+        self.name_owners();
         std::mem::take(&mut self.recreated)
+    }
+
+    /// Fills the names of cgroups that lack them when the directory has
+    /// published something since the last look. Only between walks and
+    /// booking, like every label change.
+    fn name_owners(&mut self) {
+        let Some((dir, seen)) = &mut self.names else {
+            return;
+        };
+        let generation = dir.generation();
+        if generation == *seen {
+            return;
+        }
+        *seen = generation;
+        for e in self.entries.values_mut() {
+            if !e.labels.lacks_names() {
+                continue;
+            }
+            let n = dir.lookup(&e.labels.pod_uid, &e.labels.container_id);
+            if let Some(l) = e.labels.named(&n) {
+                e.labels = Arc::new(l);
+            }
+        }
     }
 
     /// Labels of `id` as known now, without walking the tree (see
@@ -219,16 +308,30 @@ impl Registry {
                     self.recreated.push((old, *id));
                 }
                 let ident = identify(path);
+                let mut labels = CgroupLabels {
+                    cgroup: path.clone(),
+                    unit: ident.unit,
+                    runtime: ident.runtime,
+                    container_id: ident.container_id,
+                    pod_uid: ident.pod_uid,
+                    ..CgroupLabels::default()
+                };
+                if let Some((dir, _)) = &self.names {
+                    if labels.lacks_names() {
+                        let n = dir.lookup(&labels.pod_uid, &labels.container_id);
+                        if let Some(l) = labels.named(&n) {
+                            labels = l;
+                        }
+                        if labels.lacks_names() {
+                            // Unknown here yet: the sources refresh soon.
+                            dir.want();
+                        }
+                    }
+                }
                 self.entries.insert(
                     *id,
                     Entry {
-                        labels: Arc::new(CgroupLabels {
-                            cgroup: path.clone(),
-                            unit: ident.unit,
-                            runtime: ident.runtime,
-                            container_id: ident.container_id,
-                            pod_uid: ident.pod_uid,
-                        }),
+                        labels: Arc::new(labels),
                         dead: None,
                         resolved: true,
                         walked: true,

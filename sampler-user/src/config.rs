@@ -8,9 +8,11 @@ use clap::Args;
 use serde::Deserialize;
 
 pub mod model;
+pub mod names;
 pub mod push;
 pub mod serve;
 pub use model::ModelArgs;
+pub use names::{Kubelet, NamesArgs, NamesSettings};
 pub use push::{PushArgs, PushSettings, RemoteWrite};
 pub use serve::{Auth, ServeArgs, ServeSettings, TlsFiles};
 
@@ -105,6 +107,9 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub push: PushArgs,
+
+    #[command(flatten)]
+    pub names: NamesArgs,
 }
 
 /// The `--config` file. Unknown keys are an error (a typo must not be ignored).
@@ -151,6 +156,12 @@ pub struct FileConfig {
     pub state_dir: Option<PathBuf>,
     pub fsync_interval: Option<String>,
     pub state_retention: Option<String>,
+    pub kubelet_url: Option<String>,
+    pub node_name: Option<String>,
+    pub kubelet_token_file: Option<PathBuf>,
+    pub kubelet_ca_file: Option<PathBuf>,
+    pub kubelet_insecure_tls: Option<bool>,
+    pub runtime_socket: Option<Vec<PathBuf>>,
 }
 
 /// Validated settings.
@@ -168,6 +179,7 @@ pub struct Settings {
     pub root: SysRoot,
     pub serve: ServeSettings,
     pub push: PushSettings,
+    pub names: NamesSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -324,6 +336,7 @@ impl RunArgs {
         }
         let serve = self.serve.settings(&file, env)?;
         let push = self.push.settings(&file, env)?;
+        let names = self.names.settings(&file, env)?;
         let d = SysRoot::default();
         let root = SysRoot {
             sysfs: self
@@ -364,6 +377,7 @@ impl RunArgs {
             root,
             serve,
             push,
+            names,
         })
     }
 }

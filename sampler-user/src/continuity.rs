@@ -8,7 +8,9 @@
 use std::{collections::HashMap, sync::Arc};
 
 use crate::{
-    batch::encode::render_labels, cgroups::CgroupLabels, drain::cgroup_labels, snapshot::Snapshot,
+    batch::encode::render_labels,
+    cgroups::{CgroupLabels, PATH_LABELS},
+    snapshot::Snapshot,
 };
 
 pub const PACKAGE: &str = "ergon_package_energy_joules_total";
@@ -35,8 +37,11 @@ fn idle_key(package: u32) -> String {
     )
 }
 
+/// A cgroup's identity in the stored totals: the labels read off its path,
+/// not its names, so a series continues across a restart whether its names
+/// are known yet or not (and the keys of earlier versions still match).
 pub fn cgroup_key(l: &CgroupLabels) -> String {
-    format!("{CGROUP}{}", cgroup_labels(l))
+    format!("{CGROUP}{}", render_labels(&l.pairs()[..PATH_LABELS]))
 }
 
 fn cgroup_cpu_key(l: &CgroupLabels) -> String {

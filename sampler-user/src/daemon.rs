@@ -19,6 +19,7 @@ use crate::{
         fold::{self, FoldError},
         Jobs,
     },
+    names::{self, kubelet::KubeletClient, runtime::RuntimeClient, Directory, NamesError, Source},
     pipeline::{self, Extras, Pipeline, PipelineError},
     push::{
         client::{ClientError, Remote},
@@ -57,6 +58,8 @@ pub enum DaemonError {
     Client(#[from] ClientError),
     #[error(transparent)]
     Jobs(#[from] FoldError),
+    #[error(transparent)]
+    Names(#[from] NamesError),
     #[error("stopped without committing the durable state{since}: {lost} samples held in memory are lost, and the counters' totals since the last commit (the next run continues from those); {dropped} samples were dropped from the full queue before (ergon_push_samples_dropped_total); free space under --state-dir before the next start")]
     StateLost {
         lost: usize,
@@ -111,6 +114,26 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         Some(rw) => Some(Remote::new(rw)?),
         None => None,
     };
+    let names = &settings.names;
+    let kubelet = match &names.kubelet {
+        Some(k) => Some(KubeletClient::new(k)?),
+        None => None,
+    };
+    let runtime = (!names.runtime_sockets.is_empty()).then(|| {
+        RuntimeClient::new(
+            names.runtime_sockets.clone(),
+            names.runtime_sockets_explicit,
+        )
+    });
+    let directory = Arc::new(Directory::new(
+        &[
+            kubelet.as_ref().map(|_| Source::Kubelet),
+            runtime.as_ref().map(|_| Source::Runtime),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>(),
+    ));
     let Pipeline {
         drainer,
         snapshot: shared,
@@ -125,6 +148,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         Extras {
             push: queue.clone().filter(|_| remote.is_some()),
             continuity: Continuity::new(queue.as_ref().map(|q| q.totals()).unwrap_or_default()),
+            names: (kubelet.is_some() || runtime.is_some()).then(|| directory.clone()),
         },
     )
     .map_err(Box::new)?;
@@ -143,6 +167,22 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         tasks.spawn(async move {
             drainer.run(every, stop).await?;
             Ok("drain")
+        });
+    }
+    if let Some(client) = kubelet {
+        info!(url = %client.url(), "pod, namespace and container names from the kubelet");
+        let (dir, stop) = (directory.clone(), stop.clone());
+        tasks.spawn(async move {
+            names::run(dir, Source::Kubelet, || client.fetch(), stop).await;
+            Ok("kubelet")
+        });
+    }
+    if let Some(client) = runtime {
+        info!(sockets = ?names.runtime_sockets, "container names from the runtime's API socket(s) where present");
+        let (dir, stop) = (directory.clone(), stop.clone());
+        tasks.spawn(async move {
+            names::run(dir, Source::Runtime, || client.fetch(), stop).await;
+            Ok("runtime-names")
         });
     }
     let push_stats = Arc::new(PushStats::default());
@@ -199,6 +239,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
                 &store,
                 push_view.as_ref(),
                 jobs.as_ref(),
+                &directory,
             ),
             store.clone(),
             shared.clone(),

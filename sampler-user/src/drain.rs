@@ -390,19 +390,9 @@ impl Drainer {
             let j = j + self.continuity.cgroup(id, &l).0;
             store.push(&key, Family::Cgroup, || cgroup_labels(&l), ms, j);
             if let (true, Some(series)) = (self.push.is_some(), self.cgroup_series.get_mut(&id)) {
-                let d = series.descriptor.get_or_insert_with(|| {
-                    descriptor(
-                        continuity::CGROUP,
-                        &[
-                            ("cgroup", &l.cgroup),
-                            ("unit", &l.unit),
-                            ("runtime", &l.runtime),
-                            ("container_id", &l.container_id),
-                            ("pod_uid", &l.pod_uid),
-                        ],
-                    )
-                    .into()
-                });
+                let d = series
+                    .descriptor
+                    .get_or_insert_with(|| descriptor(continuity::CGROUP, &l.pairs()).into());
                 self.pending_push.push((d.clone(), ms, j));
             }
         }
@@ -727,11 +717,5 @@ fn wall_ns() -> i128 {
 
 /// Labels of a cgroup's batch series: the same as on `/metrics`.
 pub fn cgroup_labels(l: &CgroupLabels) -> String {
-    render_labels(&[
-        ("cgroup", &l.cgroup),
-        ("unit", &l.unit),
-        ("runtime", &l.runtime),
-        ("container_id", &l.container_id),
-        ("pod_uid", &l.pod_uid),
-    ])
+    render_labels(&l.pairs())
 }

@@ -176,7 +176,7 @@ fn container_of(c: &str, parent: Parent) -> Option<(&'static str, &str)> {
 }
 
 /// Exactly 64 lowercase hex digits.
-fn is_container_id(s: &str) -> bool {
+pub(crate) fn is_container_id(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 

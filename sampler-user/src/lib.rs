@@ -24,6 +24,7 @@ pub mod jobs;
 pub mod measure;
 pub mod measure_plot;
 pub mod metrics;
+pub mod names;
 pub mod perf;
 pub mod pipeline;
 pub mod push;

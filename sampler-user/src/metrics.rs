@@ -137,17 +137,8 @@ impl Collector for SnapshotCollector {
             "ergon_cgroup_energy_joules",
             "Package energy attributed to a cgroup by its on-CPU time, since the daemon started.",
             s.cgroups.iter().map(|c| {
-                let l = &c.labels;
-                (
-                    vec![
-                        ("cgroup", l.cgroup.clone()),
-                        ("unit", l.unit.clone()),
-                        ("runtime", l.runtime.clone()),
-                        ("container_id", l.container_id.clone()),
-                        ("pod_uid", l.pod_uid.clone()),
-                    ],
-                    c.joules,
-                )
+                let labels = c.labels.pairs().map(|(k, v)| (k, v.to_owned()));
+                (labels.to_vec(), c.joules)
             }),
         )?;
         counter(

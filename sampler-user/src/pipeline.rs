@@ -42,6 +42,8 @@ pub struct Extras {
     pub push: Option<Arc<Queue>>,
     /// Counter totals of the previous run.
     pub continuity: Continuity,
+    /// Where the cgroups' owners' names come from ([`crate::names`]).
+    pub names: Option<Arc<crate::names::Directory>>,
 }
 
 pub struct Pipeline {
@@ -131,7 +133,13 @@ pub fn build(
                 }),
             package_res_ns,
         ),
-        cgroups: Registry::new(cgroup_root, settings.cgroup_retention, settings.max_cgroups),
+        cgroups: {
+            let r = Registry::new(cgroup_root, settings.cgroup_retention, settings.max_cgroups);
+            match extras.names {
+                Some(dir) => r.with_names(dir),
+                None => r,
+            }
+        },
         export_epoch: export_epoch.clone(),
         idle_silence: (settings.period * 4).max(Duration::from_millis(20)),
         push: extras.push,

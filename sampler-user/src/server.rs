@@ -148,6 +148,7 @@ pub fn collectors(
     store: &SharedStore,
     push: Option<&PushView>,
     jobs: Option<&crate::jobs::Jobs>,
+    names: &Arc<crate::names::Directory>,
 ) -> Vec<NamedCollector> {
     let energy = Arc::new(crate::metrics::registry(snapshot));
     let mut own = prometheus_client::registry::Registry::default();
@@ -168,6 +169,11 @@ pub fn collectors(
     }
     if let Some(jobs) = jobs {
         own.register_collector(Box::new(crate::jobs::JobCollector { jobs: jobs.clone() }));
+    }
+    if !names.errors().is_empty() {
+        own.register_collector(Box::new(crate::names::NamesCollector {
+            directory: names.clone(),
+        }));
     }
     let own = Arc::new(own);
     vec![

@@ -19,6 +19,7 @@ use std::{
 
 pub mod cgroup;
 pub mod fixture;
+pub mod kubelet;
 pub mod prom;
 
 /// Fails the test (with the reason) unless we are root.

@@ -57,7 +57,9 @@ pub struct Remote {
     timeout: Duration,
 }
 
-fn roots(ca: Option<&std::path::Path>) -> Result<Option<rustls::RootCertStore>, ClientError> {
+pub(crate) fn roots(
+    ca: Option<&std::path::Path>,
+) -> Result<Option<rustls::RootCertStore>, ClientError> {
     let Some(path) = ca else { return Ok(None) };
     let err = |message: String| ClientError::Ca {
         path: path.display().to_string(),

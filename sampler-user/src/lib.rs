@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod names;
 pub mod perf;
 pub mod pipeline;
+pub mod process;
 pub mod push;
 pub mod server;
 pub mod snapshot;

@@ -196,7 +196,7 @@ pub enum NamesError {
     },
     #[error("cannot read the kubelet CA bundle {path}: {message}; pass the CA that signed the kubelet's serving certificate with --kubelet-ca-file, or --kubelet-insecure-tls")]
     Ca { path: String, message: String },
-    #[error("cannot ask the container runtime at {path}: {message}; check --runtime-socket (inside a container the socket must be mounted), or pass --runtime-socket none")]
+    #[error("cannot ask the container runtime at {path}: {message}; check --runtime-socket, that this user may open the socket (docker's group, root for podman's; inside a container it must be mounted), or pass --runtime-socket none")]
     Socket { path: String, message: String },
     #[error("the answer of {url} is not {expected}: {message}")]
     Parse {

@@ -170,6 +170,7 @@ pub fn collectors(
     if let Some(jobs) = jobs {
         own.register_collector(Box::new(crate::jobs::JobCollector { jobs: jobs.clone() }));
     }
+    own.register_collector(Box::new(crate::process::ProcessCollector));
     if !names.errors().is_empty() {
         own.register_collector(Box::new(crate::names::NamesCollector {
             directory: names.clone(),

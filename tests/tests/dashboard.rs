@@ -3,13 +3,16 @@
 //! `/metrics/batch` (job `ergon-batch`) and received its remote_write for
 //! 30 s: every panel's query, with the dashboard's variables substituted,
 //! parses and returns data. Cgroups shaped as a systemd unit, a docker
-//! container and a Kubernetes pod's container burn CPU meanwhile, so the
-//! per-unit, per-container and per-pod panels have something to show.
+//! container and a Kubernetes pod's container burn CPU meanwhile, the pod
+//! named by a test kubelet ([`tests::kubelet::FakeKubelet`]), so the
+//! per-unit, per-container, per-pod and per-namespace panels have
+//! something to show.
 
 use std::time::Duration;
 
 use tests::{
     cgroup::Cgroup,
+    kubelet::{Answer, FakeKubelet},
     prom::{Job, Options, Prometheus},
     require_root, Daemon,
 };
@@ -50,9 +53,28 @@ fn every_dashboard_query_parses_and_returns_data_from_a_real_prometheus() {
     let id = format!("{:064x}", pid);
     let unit = Cgroup::at(&format!("/ergon-dash-{pid}.slice/ergon-dash-{pid}.service"));
     let container = Cgroup::at(&format!("/ergon-dash-{pid}.slice/docker-{id}.scope"));
+    let pod_uid = format!("{pid:08x}-0000-4000-8000-000000000000");
+    let pod_container = format!("{pid:063x}f");
     let pod = Cgroup::at(&format!(
-        "/kubepods.slice/kubepods-pod{pid:08x}_0000_4000_8000_000000000000.slice/cri-containerd-{id}.scope"
+        "/kubepods.slice/kubepods-pod{}.slice/cri-containerd-{pod_container}.scope",
+        pod_uid.replace('-', "_")
     ));
+    let pods = serde_json::json!({
+        "kind": "PodList", "apiVersion": "v1", "metadata": {},
+        "items": [{
+            "metadata": {"name": "dash-0", "namespace": "energy", "uid": pod_uid},
+            "spec": {"containers": [{"name": "app", "image": "registry.example/app:1.0"}]},
+            "status": {"phase": "Running", "containerStatuses": [{
+                "name": "app", "ready": true, "restartCount": 0,
+                "image": "registry.example/app:1.0", "imageID": "",
+                "containerID": format!("containerd://{pod_container}")
+            }]}
+        }]
+    })
+    .to_string();
+    tests::kubelet::validate_pod_list(&pods);
+    let names = tempfile::tempdir().expect("tempdir");
+    let kubelet = FakeKubelet::start(names.path(), Answer::Pods(pods));
     let receiver = Prometheus::start_with(
         &[],
         &Options {
@@ -71,6 +93,12 @@ fn every_dashboard_query_parses_and_returns_data_from_a_real_prometheus() {
         "2s",
         "--state-dir",
         &state.path().display().to_string(),
+        "--kubelet-url",
+        &kubelet.url,
+        "--kubelet-ca-file",
+        &kubelet.ca_file.display().to_string(),
+        "--kubelet-token-file",
+        &kubelet.token_file.display().to_string(),
     ]);
     let p = Prometheus::start(&[
         Job {

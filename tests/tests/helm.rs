@@ -67,7 +67,13 @@ fn the_chart_lints_renders_and_validates_with_its_defaults() {
     assert!(lint.contains("0 chart(s) failed"), "{lint}");
     let rendered = helm(NS);
     let report = validate(&rendered);
-    for kind in ["serviceaccount", "service", "daemonset"] {
+    for kind in [
+        "serviceaccount",
+        "service",
+        "daemonset",
+        "clusterrole",
+        "clusterrolebinding",
+    ] {
         assert!(
             report.contains(&format!("passed for resource {kind}/ergon")),
             "{kind} validated: {report}"
@@ -89,6 +95,17 @@ fn the_chart_lints_renders_and_validates_with_its_defaults() {
         "path: /var/lib/ergon",
         "type: DirectoryOrCreate",
         "memory: 64Mi",
+        // Names from this node's kubelet, with the token mounted for it
+        // and `get` on nodes/pods only.
+        "automountServiceAccountToken: true",
+        "--kubelet-url=https://$(NODE_IP):10250",
+        "--node-name=$(NODE_NAME)",
+        "fieldPath: status.hostIP",
+        "--runtime-socket=none",
+        "kind: ClusterRole",
+        "- nodes/pods",
+        "verbs: [get]",
+        "kind: ServiceAccount\n    name: ergon\n    namespace: ergon",
     ] {
         assert!(
             rendered.contains(needle),
@@ -96,6 +113,8 @@ fn the_chart_lints_renders_and_validates_with_its_defaults() {
         );
     }
     assert!(!rendered.contains("ServiceMonitor") && !rendered.contains("remote-write"));
+    // nodes/proxy (which also opens exec through the kubelet) only on request.
+    assert!(!rendered.contains("nodes/proxy") && !rendered.contains("--kubelet-insecure-tls"));
     // deploy/kubernetes/ergon.yaml is this rendering (after its header).
     let shipped = std::fs::read_to_string(tests::repo_root().join("deploy/kubernetes/ergon.yaml"))
         .expect("manifests");
@@ -107,6 +126,33 @@ fn the_chart_lints_renders_and_validates_with_its_defaults() {
     assert_eq!(
         body, rendered,
         "deploy/kubernetes/ergon.yaml differs from the chart: regenerate it with `helm template ergon deploy/helm/ergon --namespace ergon`"
+    );
+}
+
+#[test]
+fn the_kubelet_fallbacks_and_no_kubelet_render_and_validate() {
+    let mut args = NS.to_vec();
+    args.extend(["--set", "kubelet.nodesProxy=true,kubelet.insecureTLS=true"]);
+    let rendered = helm(&args);
+    validate(&rendered);
+    assert!(
+        rendered.contains("- nodes/pods\n      - nodes/proxy"),
+        "{rendered}"
+    );
+    assert!(rendered.contains("--kubelet-insecure-tls"), "{rendered}");
+    let mut args = NS.to_vec();
+    args.extend(["--set", "kubelet.enabled=false"]);
+    let rendered = helm(&args);
+    let report = validate(&rendered);
+    assert!(
+        report.contains("passed for resource daemonset/ergon"),
+        "{report}"
+    );
+    assert!(
+        !rendered.contains("ClusterRole")
+            && !rendered.contains("--kubelet-url")
+            && rendered.contains("automountServiceAccountToken: false"),
+        "{rendered}"
     );
 }
 

@@ -357,6 +357,7 @@ pub fn report(settings: &Settings) -> Report {
             "not loaded: fix kernel, btf and privileges first",
         );
     }
+    names_lines(&mut r, &settings.names);
     if settings.source != SourceKind::Auto {
         if let Ok(topo) = Topology::read(&settings.root) {
             match settings.plan(&topo) {
@@ -375,6 +376,73 @@ pub fn report(settings: &Settings) -> Report {
         }
     }
     r
+}
+
+/// The `kubelet` and `runtime names` lines: one refresh of each name
+/// source configured, as `ergon run` makes it. Informational: a source that
+/// fails leaves names empty, it does not stop `run`.
+fn names_lines(r: &mut Report, names: &crate::config::NamesSettings) {
+    use crate::names::{kubelet::KubeletClient, runtime::RuntimeClient, Catalog};
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            r.push(
+                "names",
+                Status::Info,
+                format!("cannot ask the name sources: {e}"),
+            );
+            return;
+        }
+    };
+    let found = |c: &Catalog| {
+        format!(
+            "{} pods, {} containers named",
+            c.pods.len(),
+            c.containers.len()
+        )
+    };
+    if let Some(k) = &names.kubelet {
+        let got = KubeletClient::new(k).map(|c| (rt.block_on(c.fetch()), c.url().to_owned()));
+        match got {
+            Ok((Ok(c), url)) => r.push("kubelet", Status::Ok, format!("{url}: {}", found(&c))),
+            Ok((Err(e), _)) | Err(e) => r.push("kubelet", Status::Info, chain(&e)),
+        }
+    }
+    let present: Vec<_> = names
+        .runtime_sockets
+        .iter()
+        .filter(|p| names.runtime_sockets_explicit || p.exists())
+        .cloned()
+        .collect();
+    if present.is_empty() {
+        let why = if names.runtime_sockets_explicit {
+            "off (--runtime-socket none)".to_owned()
+        } else {
+            format!(
+                "no runtime socket at {}: no container names from a runtime (--runtime-socket)",
+                names
+                    .runtime_sockets
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        r.push("runtime", Status::Info, why);
+        return;
+    }
+    let list = present
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    match rt.block_on(RuntimeClient::new(present, true).fetch()) {
+        Ok(c) => r.push("runtime", Status::Ok, format!("{list}: {}", found(&c))),
+        Err(e) => r.push("runtime", Status::Info, chain(&e)),
+    }
 }
 
 pub fn run(settings: &Settings) -> ExitCode {

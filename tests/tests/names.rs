@@ -237,6 +237,22 @@ fn kubelet_names_label_pod_cgroups_and_a_late_pod_is_named_at_the_next_refresh()
     assert_eq!(k.bad_tokens(), 0, "every request carried the token");
     let (status, log) = d.stop();
     assert!(status.success(), "{log}");
+    // `ergon check` asks the kubelet once, as `run` does.
+    let out = Command::new(tests::ergon_bin())
+        .arg("check")
+        .args(&args)
+        .output()
+        .expect("ergon check");
+    let report = String::from_utf8_lossy(&out.stdout);
+    let line = tests::check_line(&report, "kubelet");
+    assert!(
+        line.starts_with("ok") && line.contains("2 pods, 2 containers named"),
+        "{report}"
+    );
+    assert!(
+        tests::check_line(&report, "runtime").contains("--runtime-socket none"),
+        "{report}"
+    );
 }
 
 #[test]

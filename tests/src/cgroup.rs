@@ -16,6 +16,8 @@ pub struct Cgroup {
     pub rel: String,
     /// Parents made for it ([`Cgroup::at`]), innermost first, removed after it.
     parents: Vec<PathBuf>,
+    /// Made by the test (removed on drop), not by someone else.
+    owned: bool,
 }
 
 fn cgroup2_root() -> &'static Path {
@@ -35,6 +37,20 @@ impl Cgroup {
             path,
             rel,
             parents: Vec::new(),
+            owned: true,
+        }
+    }
+
+    /// The cgroup at `rel` that someone else made (a container runtime):
+    /// read, never removed.
+    pub fn existing(rel: &str) -> Cgroup {
+        let path = cgroup2_root().join(rel.trim_start_matches('/'));
+        assert!(path.is_dir(), "no cgroup at {}", path.display());
+        Cgroup {
+            path,
+            rel: rel.to_owned(),
+            parents: Vec::new(),
+            owned: false,
         }
     }
 
@@ -54,6 +70,7 @@ impl Cgroup {
             path,
             rel: rel.to_owned(),
             parents,
+            owned: true,
         }
     }
 
@@ -114,6 +131,9 @@ impl Cgroup {
 
 impl Drop for Cgroup {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         // A task that just exited can keep its cgroup busy for a moment.
         for dir in std::iter::once(&self.path).chain(&self.parents) {
             for _ in 0..50 {

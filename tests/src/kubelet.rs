@@ -224,25 +224,9 @@ except kubernetes_validate.ValidationError as e:
     sys.exit(1)
 print("passed: PodList against %s (strict)" % v)
 "#;
-    let tool = std::env::var_os("ERGON_KUBERNETES_VALIDATE").unwrap_or_else(|| {
-        panic!("ERGON_KUBERNETES_VALIDATE is not set: run the tests with `cargo xtask test`, which fetches kubernetes-validate")
-    });
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("pods.json");
-    std::fs::write(&file, json).expect("write");
-    let out = std::process::Command::new("python3")
-        .args(["-c", SCRIPT])
-        .arg(&file)
-        .env("PYTHONPATH", tool)
-        .output()
-        .expect("run kubernetes-validate");
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (passed, report) = crate::kubernetes_validate(&["-c", SCRIPT], "pods.json", json);
     assert!(
-        out.status.success() && report.contains("passed: PodList against 1.33"),
+        passed && report.contains("passed: PodList against 1.33"),
         "kubernetes-validate: {report}"
     );
 }

@@ -20,6 +20,7 @@ use std::{
 pub mod cgroup;
 pub mod fixture;
 pub mod kubelet;
+pub mod podman;
 pub mod prom;
 
 /// Fails the test (with the reason) unless we are root.
@@ -30,6 +31,30 @@ pub fn require_root() {
         euid, 0,
         "this test loads BPF programs and needs root (CAP_BPF, CAP_PERFMON); run `cargo xtask test` as root"
     );
+}
+
+/// Runs kubernetes-validate (`ERGON_KUBERNETES_VALIDATE`, fetched by
+/// `cargo xtask test` from PyPI) as `python3 ARGS FILE`, `text` written to
+/// `FILE` (named `name`); returns whether it passed and its report.
+pub fn kubernetes_validate(args: &[&str], name: &str, text: &str) -> (bool, String) {
+    let tool = std::env::var_os("ERGON_KUBERNETES_VALIDATE").unwrap_or_else(|| {
+        panic!("ERGON_KUBERNETES_VALIDATE is not set: run the tests with `cargo xtask test`, which fetches kubernetes-validate")
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join(name);
+    std::fs::write(&file, text).expect("write");
+    let out = Command::new("python3")
+        .args(args)
+        .arg(&file)
+        .env("PYTHONPATH", tool)
+        .output()
+        .expect("run kubernetes-validate");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), report)
 }
 
 /// The repository's root (for the files under `deploy/`).

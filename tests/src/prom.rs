@@ -266,6 +266,15 @@ pub fn urlencode(s: &str) -> String {
         .collect()
 }
 
+/// The `(name, value)` pairs of a series' labels as Ergon writes them
+/// (`a="x",b=""`, no braces; values without `",`), empty values included.
+pub fn label_pairs(labels: &str) -> impl Iterator<Item = (&str, &str)> {
+    labels.split("\",").filter_map(|kv| {
+        let (k, v) = kv.split_once("=\"")?;
+        Some((k, v.trim_end_matches('"')))
+    })
+}
+
 /// Parses a classic-text batch body: labels (sorted `k=v,…`, as
 /// [`Prometheus::raw`] gives them) → [(ms, value)], for metric `name`.
 pub fn parse_batch(body: &str, name: &str) -> BTreeMap<String, Vec<(i64, f64)>> {
@@ -287,14 +296,10 @@ pub fn parse_batch(body: &str, name: &str) -> BTreeMap<String, Vec<(i64, f64)>> 
         let (Ok(v), Ok(ts)) = (v.parse::<f64>(), ts.parse::<i64>()) else {
             continue;
         };
-        let mut pairs: Vec<String> = labels
-            .split("\",")
-            .filter_map(|kv| {
-                let (k, v) = kv.split_once("=\"")?;
-                let v = v.trim_end_matches('"');
-                // Prometheus drops empty labels: so do we.
-                (!v.is_empty()).then(|| format!("{k}={v}"))
-            })
+        let mut pairs: Vec<String> = label_pairs(labels)
+            // Prometheus drops empty labels: so do we.
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| format!("{k}={v}"))
             .collect();
         pairs.sort();
         out.entry(pairs.join(",")).or_default().push((ts, v));

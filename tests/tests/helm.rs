@@ -34,22 +34,13 @@ fn helm(args: &[&str]) -> String {
 
 /// Validates `yaml` with kubernetes-validate; returns its report.
 fn validate(yaml: &str) -> String {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("rendered.yaml");
-    std::fs::write(&file, yaml).expect("write");
-    let out = Command::new("python3")
-        .args(["-m", "kubernetes_validate", "-k", "1.33.0", "--strict"])
-        .arg(&file)
-        .env("PYTHONPATH", tool("ERGON_KUBERNETES_VALIDATE"))
-        .output()
-        .expect("run kubernetes-validate");
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let (passed, report) = tests::kubernetes_validate(
+        &["-m", "kubernetes_validate", "-k", "1.33.0", "--strict"],
+        "rendered.yaml",
+        yaml,
     );
     println!("{report}");
-    assert!(out.status.success(), "kubernetes-validate: {report}");
+    assert!(passed, "kubernetes-validate: {report}");
     report
 }
 

@@ -9,42 +9,34 @@
 
 use std::{path::Path, process::Command};
 
-use tests::{cgroup::Cgroup, check_line, require_root, Daemon};
+use tests::{
+    cgroup::Cgroup,
+    check_line,
+    podman::{image, Podman},
+    require_root, Daemon,
+};
 
 const W: f64 = 10.0;
-
-fn image() -> String {
-    std::env::var("ERGON_IMAGE").unwrap_or_else(|_| {
-        panic!("ERGON_IMAGE is not set: run the tests with `cargo xtask test`, which builds the image (`cargo xtask image`) and names it")
-    })
-}
 
 /// A `podman run` of the image under `name`, removed (`podman rm -f`) on drop.
 struct Container {
     name: String,
-    conf: tempfile::TempDir,
+    podman: Podman,
 }
 
 impl Container {
     fn new(tag: &str) -> Container {
-        let conf = tempfile::tempdir().expect("tempdir");
-        std::fs::write(
-            conf.path().join("containers.conf"),
-            "[containers]\ndefault_ulimits = []\n",
-        )
-        .expect("containers.conf");
         Container {
             name: format!("ergon-test-{tag}-{}", std::process::id()),
-            conf,
+            podman: Podman::new(),
         }
     }
 
     /// `podman run` with the documented privileges and `seccomp` as the
     /// profile (`None`: the runtime's default); the image's arguments follow.
     fn run(&self, seccomp: Option<&Path>) -> Command {
-        let mut c = Command::new("podman");
-        c.env("CONTAINERS_CONF", self.conf.path().join("containers.conf"))
-            .args(["run", "--rm", "--name", &self.name, "--runtime", "runc"])
+        let mut c = self.podman.command();
+        c.args(["run", "--rm", "--name", &self.name, "--runtime", "runc"])
             .args(["--network", "host", "--pid", "host", "--cgroupns", "host"])
             .args(["--cap-drop", "all", "--cap-add", "bpf,perfmon"])
             .args(["--read-only", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:ro"]);
@@ -59,8 +51,9 @@ impl Container {
 
 impl Drop for Container {
     fn drop(&mut self) {
-        let _ = Command::new("podman")
-            .env("CONTAINERS_CONF", self.conf.path().join("containers.conf"))
+        let _ = self
+            .podman
+            .command()
             .args(["rm", "-f", "-t", "0", &self.name])
             .output();
     }

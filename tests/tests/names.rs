@@ -22,6 +22,7 @@ use serde_json::json;
 use tests::{
     cgroup::Cgroup,
     kubelet::{validate_pod_list, Answer, FakeKubelet},
+    podman::{image, Podman},
     require_root, Daemon,
 };
 
@@ -91,12 +92,8 @@ fn labels_of(d: &Daemon, rel: &str) -> Option<BTreeMap<String, String>> {
     let key = m.keys().find(|k| k.starts_with(&prefix))?;
     let inner = key.split_once('{')?.1.trim_end_matches('}');
     Some(
-        inner
-            .split("\",")
-            .filter_map(|kv| {
-                let (k, v) = kv.split_once("=\"")?;
-                Some((k.to_owned(), v.trim_end_matches('"').to_owned()))
-            })
+        tests::prom::label_pairs(inner)
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect(),
     )
 }
@@ -316,20 +313,15 @@ fn a_kubelet_that_hangs_times_out_and_blocks_nothing() {
 struct PodmanService {
     child: Child,
     socket: std::path::PathBuf,
-    conf: tempfile::TempDir,
+    podman: Podman,
 }
 
 impl PodmanService {
     fn start() -> PodmanService {
-        let conf = tempfile::tempdir().expect("tempdir");
-        std::fs::write(
-            conf.path().join("containers.conf"),
-            "[containers]\ndefault_ulimits = []\n",
-        )
-        .expect("containers.conf");
-        let socket = conf.path().join("podman.sock");
-        let child = Command::new("podman")
-            .env("CONTAINERS_CONF", conf.path().join("containers.conf"))
+        let podman = Podman::new();
+        let socket = podman.dir().join("podman.sock");
+        let child = podman
+            .command()
             .args(["system", "service", "--time", "0"])
             .arg(format!("unix://{}", socket.display()))
             .stdout(Stdio::null())
@@ -344,14 +336,12 @@ impl PodmanService {
         PodmanService {
             child,
             socket,
-            conf,
+            podman,
         }
     }
 
     fn podman(&self) -> Command {
-        let mut c = Command::new("podman");
-        c.env("CONTAINERS_CONF", self.conf.path().join("containers.conf"));
-        c
+        self.podman.command()
     }
 }
 
@@ -372,9 +362,7 @@ struct Named<'a> {
 
 impl<'a> Named<'a> {
     fn run(service: &'a PodmanService, name: &str, burn_args: &[&str]) -> Named<'a> {
-        let image = std::env::var("ERGON_IMAGE").unwrap_or_else(|_| {
-            panic!("ERGON_IMAGE is not set: run the tests with `cargo xtask test`, which builds the image")
-        });
+        let image = image();
         let name = format!("{name}-{}", std::process::id());
         let out = service
             .podman()
@@ -423,28 +411,6 @@ impl Drop for Named<'_> {
     }
 }
 
-fn usage_seconds(rel: &str) -> f64 {
-    let root = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).join("cgroup.procs").exists())
-        .expect("cgroup2");
-    let stat = std::fs::read_to_string(format!("{root}{rel}/cpu.stat")).expect("cpu.stat");
-    stat.lines()
-        .find_map(|l| l.strip_prefix("usage_usec "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .expect("usage_usec")
-        * 1e-6
-}
-
-fn joules_of(d: &Daemon, rel: &str) -> f64 {
-    let prefix = format!("ergon_cgroup_energy_joules_total{{cgroup=\"{rel}\",");
-    d.metrics()
-        .iter()
-        .filter(|(k, _)| k.starts_with(&prefix))
-        .map(|(_, v)| v)
-        .sum()
-}
-
 #[test]
 fn two_named_podman_containers_carry_their_names_and_the_busy_one_its_energy() {
     require_root();
@@ -486,9 +452,10 @@ fn two_named_podman_containers_carry_their_names_and_the_busy_one_its_energy() {
     let (m, _) = d.metrics_complete_at(std::time::SystemTime::now());
     let stolen = tests::steal_seconds() - steal0;
     assert!(tests::sum_of(&m, "ergon_package_energy_joules_total") > 0.0);
-    let truth = W * usage_seconds(&busy_cg);
-    let got = joules_of(&d, &busy_cg);
-    let idle_j = joules_of(&d, &idle_cg);
+    let (busy_cgroup, idle_cgroup) = (Cgroup::existing(&busy_cg), Cgroup::existing(&idle_cg));
+    let truth = W * busy_cgroup.usage_seconds();
+    let got = busy_cgroup.joules(&d);
+    let idle_j = idle_cgroup.joules(&d);
     println!(
         "{}: {got:.4} J vs W × cpu.stat {truth:.4} J (steal {stolen:.3} s); {}: {idle_j:.4} J",
         busy.name, idle.name

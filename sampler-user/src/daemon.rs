@@ -14,7 +14,7 @@ use crate::{
     bpf::BpfError,
     config::Settings,
     continuity::{self, Continuity},
-    drain::DrainError,
+    ingest::IngestError,
     jobs::{
         fold::{self, FoldError},
         Jobs,
@@ -44,7 +44,7 @@ pub enum DaemonError {
     #[error(transparent)]
     Serve(#[from] server::ServeError),
     #[error(transparent)]
-    Drain(#[from] DrainError),
+    Ingest(#[from] IngestError),
     #[error(transparent)]
     Pipeline(#[from] Box<PipelineError>),
     #[error("installing the signal handler failed")]

@@ -2,7 +2,7 @@
 
 use sampler_common::{TickRecord, CGROUP_SLOTS, MAX_DOMAINS, RECORD_CGROUP_FLUSH, RECORD_TICK};
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
     #[error("record of {len} bytes, expected {expected}: the eBPF object and the daemon were built from different sources; rebuild with `cargo xtask build`")]
     Size { len: usize, expected: usize },

@@ -17,8 +17,11 @@ use crate::{
     cgroups::{self, Registry},
     config::Settings,
     continuity::Continuity,
-    drain::{Books, DrainError, Drainer},
+    drain::Drainer,
     energy::EnergyBooks,
+    export::Export,
+    ingest::{Ingest, IngestError},
+    ledger::{Ledger, Parts},
     push::queue::Queue,
     snapshot::{self, SharedSnapshot, Snapshot},
     source::{poll, Plan},
@@ -30,7 +33,7 @@ pub enum PipelineError {
     #[error(transparent)]
     Bpf(#[from] BpfError),
     #[error(transparent)]
-    Drain(#[from] DrainError),
+    Ingest(#[from] IngestError),
     #[error("starting the energy counter poller failed: {0}")]
     Poller(std::io::Error),
 }
@@ -110,13 +113,12 @@ pub fn build(
         serve.consumer_ttl,
     )));
     let package_res_ns = serve.batch_resolution.as_nanos() as u64;
-    let books = Books {
+    let parts = Parts {
         energy: EnergyBooks::new(plan, &cpus),
         attribution: Attributor::new(PackageSpec::from_plan(plan, topo)).with_grid(GridConfig {
             package_res_ns,
             cgroup_res_ns: serve.cgroup_batch_resolution.as_nanos() as u64,
         }),
-        store: store.clone(),
         domains: DomainGrid::new(
             plan.counters
                 .iter()
@@ -140,23 +142,25 @@ pub fn build(
                 None => r,
             }
         },
-        export_epoch: export_epoch.clone(),
         idle_silence: (settings.period * 4).max(Duration::from_millis(20)),
-        push: extras.push,
         continuity: extras.continuity,
-        user_readings,
-        hotplug: Some(crate::hotplug::Watch::new(
-            settings.root.clone(),
-            &attached_cpus,
-        )),
     };
-    let snapshot = snapshot::shared(Snapshot {
+    let base = Snapshot {
         source: plan.source.name(),
         base_domain: plan.base_domain_name(),
         period_seconds: settings.period.as_secs_f64(),
         ..Snapshot::default()
-    });
-    let drainer = Drainer::new(sampler, ring, books, snapshot.clone())?;
+    };
+    let snapshot = snapshot::shared(base.clone());
+    let hotplug = crate::hotplug::Watch::new(settings.root.clone(), &attached_cpus);
+    let ingest = Ingest::new(sampler, ring, user_readings, Some(hotplug))?;
+    let drainer = Drainer::new(
+        ingest,
+        // Sampling began when the programs were attached, just before.
+        Ledger::new(parts, base, crate::perf::boot_ns()),
+        Export::new(store.clone(), snapshot.clone(), extras.push),
+        export_epoch.clone(),
+    );
     Ok(Pipeline {
         drainer,
         snapshot,

@@ -1,0 +1,150 @@
+//! Export: where the ledger's output goes. Batch points into the batch
+//! store (`/metrics/batch`), and, when pushing, into the remote_write
+//! queue with the counter totals of the snapshot that covers them; the
+//! snapshot itself is swapped in for `/metrics` and `/health`.
+//!
+//! This is where a series gets its identity outside the books: its store
+//! key and rendered labels, and its remote_write descriptor, made once per
+//! label set and cached. A cgroup whose labels change (resolved or named
+//! late) starts a new series; one the ledger folded ends its own.
+
+use std::{collections::HashMap, sync::Arc};
+
+use crate::{
+    batch::{self, encode::render_labels, Family, SeriesKey, SharedStore},
+    cgroups::CgroupLabels,
+    continuity,
+    ledger::{Output, Point, Series},
+    push::queue::{descriptor, Queue},
+    snapshot::{SharedSnapshot, Snapshot},
+};
+
+#[cfg(test)]
+mod tests;
+
+/// What export keeps for a cgroup's batch series: the label set it was
+/// last given (a new one starts a new series) and, once pushed, its
+/// remote_write descriptor.
+struct CgroupSeries {
+    labels: Arc<CgroupLabels>,
+    descriptor: Option<Arc<str>>,
+}
+
+pub struct Export {
+    store: SharedStore,
+    snapshot: SharedSnapshot,
+    /// The remote_write queue, when pushing.
+    push: Option<Arc<Queue>>,
+    cgroup_series: HashMap<u64, CgroupSeries>,
+    /// remote_write descriptor of each package series.
+    package_descriptors: HashMap<(u32, &'static str), Arc<str>>,
+    /// Batch points for remote_write, handed over with the next snapshot.
+    pending_push: Vec<(Arc<str>, i64, f64)>,
+}
+
+impl Export {
+    pub fn new(store: SharedStore, snapshot: SharedSnapshot, push: Option<Arc<Queue>>) -> Self {
+        Self {
+            store,
+            snapshot,
+            push,
+            cgroup_series: HashMap::new(),
+            package_descriptors: HashMap::new(),
+            pending_push: Vec::new(),
+        }
+    }
+
+    /// Writes one settle's output into the batch store (and the push
+    /// queue's inbox, with [`Export::publish`]).
+    pub fn write(&mut self, out: Output) {
+        let Output {
+            recreated,
+            points,
+            folded,
+            expire,
+        } = out;
+        if recreated.is_empty() && points.is_empty() && folded.is_empty() && expire.is_none() {
+            return;
+        }
+        let mut store = batch::lock(&self.store);
+        for id in recreated {
+            store.retire(&SeriesKey::Cgroup(id));
+            self.cgroup_series.remove(&id);
+        }
+        for Point { series, ms, joules } in points {
+            match series {
+                Series::Package { package, domain } => {
+                    let key = SeriesKey::Package { package, domain };
+                    let labels =
+                        || render_labels(&[("package", &package.to_string()), ("domain", domain)]);
+                    store.push(&key, Family::Package, labels, ms, joules);
+                    if self.push.is_some() {
+                        let d = self
+                            .package_descriptors
+                            .entry((package, domain))
+                            .or_insert_with(|| {
+                                let p = package.to_string();
+                                descriptor(
+                                    continuity::PACKAGE,
+                                    &[("package", &p), ("domain", domain)],
+                                )
+                                .into()
+                            });
+                        self.pending_push.push((d.clone(), ms, joules));
+                    }
+                }
+                Series::Cgroup { id, labels } => {
+                    let key = SeriesKey::Cgroup(id);
+                    let changed = self.cgroup_series.get(&id).is_none_or(|old| {
+                        !Arc::ptr_eq(&old.labels, &labels) && *old.labels != *labels
+                    });
+                    if changed {
+                        // A new label set (e.g. a cgroup resolved late) is a
+                        // new series; its descriptor is made again when pushed.
+                        store.retire(&key);
+                        self.cgroup_series.insert(
+                            id,
+                            CgroupSeries {
+                                labels: labels.clone(),
+                                descriptor: None,
+                            },
+                        );
+                    }
+                    store.push(&key, Family::Cgroup, || cgroup_labels(&labels), ms, joules);
+                    if let (true, Some(series)) =
+                        (self.push.is_some(), self.cgroup_series.get_mut(&id))
+                    {
+                        let d = series.descriptor.get_or_insert_with(|| {
+                            descriptor(continuity::CGROUP, &labels.pairs()).into()
+                        });
+                        self.pending_push.push((d.clone(), ms, joules));
+                    }
+                }
+            }
+        }
+        for id in folded {
+            store.retire(&SeriesKey::Cgroup(id));
+            self.cgroup_series.remove(&id);
+        }
+        if let Some((ms, now)) = expire {
+            store.expire(ms, now);
+        }
+    }
+
+    /// Swaps in a new snapshot, then hands the points written since the
+    /// last one to the push queue with that snapshot's totals, which are at
+    /// or past every one of them.
+    pub fn publish(&mut self, s: Snapshot) {
+        let snap = Arc::new(s);
+        self.snapshot.store(snap.clone());
+        if let Some(q) = &self.push {
+            let samples = std::mem::take(&mut self.pending_push);
+            q.append_with_totals(samples, Box::new(move || continuity::totals(&snap)));
+        }
+    }
+}
+
+/// Labels of a cgroup's batch series: the same as on `/metrics`.
+pub fn cgroup_labels(l: &CgroupLabels) -> String {
+    render_labels(&l.pairs())
+}

@@ -1,0 +1,401 @@
+//! The ledger driven by fixture event streams: no kernel, no root.
+
+use std::{collections::HashMap, os::unix::fs::MetadataExt, path::Path};
+
+use sampler_common::{CgroupTime, CGROUP_SLOTS};
+
+use super::*;
+use crate::{
+    attribution::{GridConfig, PackageSpec},
+    continuity,
+    decode::{blank_record, decode, record_bytes},
+    source::{CounterPlan, Plan, Resolved},
+    topology::{CpuInfo, Topology},
+};
+
+const MS: u64 = 1_000_000;
+/// Boot ns at which the fixtures begin (sampling started).
+const T0: u64 = 1_000 * MS;
+/// Wall-clock ns minus boot ns in the fixtures.
+const OFFSET: i128 = 1_700_000_000_000_000_000;
+/// One count of the fixture counter is 1 µJ.
+const JOULES_PER_COUNT: f64 = 1e-6;
+
+/// One package of `cpus` CPUs with one package counter opened on cpu 0
+/// and read by every CPU.
+fn plan(cpus: u32) -> (Plan, Topology) {
+    let plan = Plan {
+        source: Resolved::Rapl,
+        reason: String::new(),
+        counters: vec![CounterPlan {
+            domain: 0,
+            package: 0,
+            open_cpu: 0,
+            readers: (0..cpus).collect(),
+            pmu_type: 0,
+            config: 0,
+            joules_per_count: JOULES_PER_COUNT,
+            user: None,
+        }],
+        per_cpu: false,
+    };
+    let topo = Topology {
+        cpus: (0..cpus).map(|cpu| CpuInfo { cpu, package: 0 }).collect(),
+    };
+    (plan, topo)
+}
+
+struct Fixture {
+    ledger: Ledger,
+    /// The instant that stands for boot ns [`T0`].
+    at_t0: Instant,
+}
+
+impl Fixture {
+    fn new(
+        cpus: u32,
+        cgroup_root: Option<&Path>,
+        max_cgroups: usize,
+        bases: HashMap<String, f64>,
+    ) -> Self {
+        let (plan, topo) = plan(cpus);
+        let pairs: Vec<(u32, u32)> = topo.cpus.iter().map(|c| (c.cpu, c.package)).collect();
+        let parts = Parts {
+            energy: EnergyBooks::new(&plan, &pairs),
+            attribution: Attributor::new(PackageSpec::from_plan(&plan, &topo)).with_grid(
+                GridConfig {
+                    package_res_ns: 10 * MS,
+                    cgroup_res_ns: 10 * MS,
+                },
+            ),
+            cgroups: Registry::new(
+                cgroup_root.map(Path::to_path_buf),
+                Duration::from_secs(60),
+                max_cgroups,
+            ),
+            domains: DomainGrid::default(),
+            continuity: Continuity::new(bases),
+            idle_silence: Duration::from_millis(20),
+        };
+        let base = Snapshot {
+            source: "rapl",
+            base_domain: "pkg",
+            ..Snapshot::default()
+        };
+        Self {
+            ledger: Ledger::new(parts, base, T0),
+            at_t0: Instant::now(),
+        }
+    }
+
+    fn clock(&self, boot_ns: u64) -> Clock {
+        Clock {
+            boot_ns,
+            wall_ns: i128::from(boot_ns) + OFFSET,
+            instant: self.at_t0 + Duration::from_nanos(boot_ns - T0),
+        }
+    }
+
+    /// One drain as the drain task runs it, with no silent CPUs to read.
+    fn drain(&mut self, events: Vec<Event>, boot_ns: u64) -> (Output, Snapshot) {
+        assert!(self.ledger.apply(events).is_empty(), "no read failed");
+        let clock = self.clock(boot_ns);
+        self.ledger.book_readings(&clock);
+        let out = self.ledger.settle(&clock, 0);
+        (out, self.ledger.snapshot(&clock))
+    }
+}
+
+/// A timer record of `cpu` for the span `start..end`, reading the counter
+/// at `value` counts, with the time in `cgroups` and the rest idle.
+fn tick(cpu: u32, start: u64, end: u64, value: Option<u64>, cgroups: &[(u64, u64)]) -> Event {
+    let mut r = blank_record();
+    r.cpu = cpu;
+    r.span_start_ns = start;
+    r.ts_ns = end;
+    if let Some(v) = value {
+        r.valid_mask = 1;
+        r.values[0] = v;
+    }
+    for (slot, &(id, ns)) in r.cgroups.iter_mut().zip(cgroups) {
+        *slot = CgroupTime { cgroup_id: id, ns };
+    }
+    r.n_cgroups = cgroups.len() as u32;
+    r.idle_ns = (end - start) - cgroups.iter().map(|c| c.1).sum::<u64>();
+    Event::Record(decode(&record_bytes(&r)).expect("a valid fixture record"))
+}
+
+/// 100 ms at 10 W: cpu 0 runs cgroup `busy` all the time, cpu 1 runs
+/// cgroup `light` a quarter of the time; records every 10 ms.
+fn steady(busy: u64, light: u64) -> Vec<Event> {
+    let mut out = Vec::new();
+    for k in 0..10u64 {
+        let (a, b) = (T0 + k * 10 * MS, T0 + (k + 1) * 10 * MS);
+        // 10 W = 10 J/s = 1e7 µJ/s = 1e5 counts per 10 ms.
+        let value = Some(1_000_000 + (k + 1) * 100_000);
+        out.push(tick(0, a, b, value, &[(busy, 10 * MS)]));
+        out.push(tick(1, a, b, value, &[(light, 10 * MS / 4)]));
+    }
+    out
+}
+
+fn first_reading() -> Event {
+    Event::Reading {
+        counter: 0,
+        ts_ns: T0,
+        raw: 1_000_000,
+        idle_read: false,
+    }
+}
+
+fn cgroup_joules(s: &Snapshot, name: &str) -> f64 {
+    s.cgroups
+        .iter()
+        .filter(|c| c.labels.cgroup == name)
+        .map(|c| c.joules)
+        .sum()
+}
+
+fn package_joules(s: &Snapshot) -> f64 {
+    s.packages
+        .iter()
+        .filter(|p| p.domain == "pkg")
+        .map(|p| p.joules.0)
+        .sum()
+}
+
+#[test]
+fn a_snapshot_balances_and_splits_by_time() {
+    let mut f = Fixture::new(2, None, 100, HashMap::new());
+    let mut events = vec![first_reading()];
+    events.extend(steady(7, 8));
+    let (_, s) = f.drain(events, T0 + 100 * MS);
+    // 10 W for 100 ms.
+    assert!((package_joules(&s) - 1.0).abs() < 1e-9, "{:?}", s.packages);
+    let idle: f64 = s.idle.iter().map(|i| i.1).sum();
+    let booked: f64 = s.cgroups.iter().map(|c| c.joules).sum::<f64>() + idle;
+    assert!(
+        (booked - package_joules(&s)).abs() < 1e-9,
+        "cgroups + idle = package"
+    );
+    // 10 ms of cgroup 7 for every 2.5 ms of cgroup 8.
+    let (a, b) = (
+        cgroup_joules(&s, "unresolved:7"),
+        cgroup_joules(&s, "unresolved:8"),
+    );
+    assert!((a / b - 4.0).abs() < 1e-6, "{a} J vs {b} J");
+    assert_eq!(s.records_decoded, 20);
+    assert_eq!(
+        s.last_drain_unix,
+        (i128::from(T0 + 100 * MS) + OFFSET) as f64 * 1e-9
+    );
+}
+
+#[test]
+fn points_and_snapshot_carry_the_previous_runs_totals() {
+    let bases = HashMap::from([(continuity::package_key(0, "pkg"), 5.0)]);
+    let mut f = Fixture::new(2, None, 100, bases);
+    let mut events = vec![first_reading()];
+    events.extend(steady(7, 8));
+    let (out, s) = f.drain(events, T0 + 100 * MS);
+    assert!(
+        (package_joules(&s) - 6.0).abs() < 1e-9,
+        "5 J before + 1 J now"
+    );
+    let last = out
+        .points
+        .iter()
+        .rev()
+        .find(|p| {
+            p.series
+                == Series::Package {
+                    package: 0,
+                    domain: "pkg",
+                }
+        })
+        .map(|p| p.joules)
+        .expect("package points");
+    assert!(
+        (last - 6.0).abs() < 1e-9,
+        "the last point is the snapshot's total: {last}"
+    );
+    // Instants on the 10 ms grid, in wall-clock ms.
+    let first_ms = ((i128::from(T0) + OFFSET) / i128::from(MS)) as i64;
+    assert!(out.points.iter().all(|p| p.ms > first_ms && p.ms % 10 == 0));
+}
+
+#[test]
+fn the_clock_offset_moves_only_past_the_hysteresis() {
+    let mut f = Fixture::new(1, None, 100, HashMap::new());
+    let mut clock = f.clock(T0);
+    f.ledger.book_readings(&clock);
+    assert_eq!(f.ledger.offset_ns(), Some(OFFSET));
+    // Jitter between the two clock reads: kept.
+    clock.wall_ns += OFFSET_HYSTERESIS_NS - 1;
+    f.ledger.book_readings(&clock);
+    assert_eq!(f.ledger.offset_ns(), Some(OFFSET));
+    // A slew past it, or a step: followed.
+    clock.wall_ns += 2;
+    f.ledger.book_readings(&clock);
+    assert_eq!(
+        f.ledger.offset_ns(),
+        Some(OFFSET + OFFSET_HYSTERESIS_NS + 1)
+    );
+    clock.wall_ns -= 5_000_000_000;
+    f.ledger.book_readings(&clock);
+    assert_eq!(
+        f.ledger.offset_ns(),
+        Some(OFFSET + OFFSET_HYSTERESIS_NS + 1 - 5_000_000_000)
+    );
+}
+
+#[test]
+fn malformed_records_and_idle_reads_are_counted() {
+    let mut f = Fixture::new(1, None, 100, HashMap::new());
+    let bad = DecodeError::Kind { kind: 99 };
+    let idle = |ts_ns, raw| Event::Reading {
+        counter: 0,
+        ts_ns,
+        raw,
+        idle_read: true,
+    };
+    let (_, s) = f.drain(
+        vec![
+            Event::Malformed(bad.clone()),
+            idle(T0, 10),
+            // Not newer than what the book has: not applied, not counted.
+            idle(T0, 11),
+            Event::Malformed(bad),
+            idle(T0 + MS, 12),
+        ],
+        T0 + MS,
+    );
+    assert_eq!(s.records_malformed, 2);
+    assert_eq!(s.idle_counter_reads, 2);
+    assert_eq!(s.records_decoded, 0);
+}
+
+#[test]
+fn a_counter_no_program_reads_goes_stale_and_a_failed_read_is_handed_back() {
+    let mut f = Fixture::new(2, None, 100, HashMap::new());
+    f.ledger.apply([first_reading()]);
+    let after = IDLE_READ_AFTER.as_nanos() as u64;
+    assert!(f.ledger.stale_counters(T0 + after / 2).is_empty());
+    assert_eq!(f.ledger.stale_counters(T0 + after + 1), vec![0]);
+    // cpu 1's read failed: handed back for the kernel side to narrow.
+    let mut r = blank_record();
+    (r.cpu, r.span_start_ns, r.ts_ns, r.error_mask) = (1, T0, T0 + MS, 1);
+    let failed = f
+        .ledger
+        .apply([Event::Record(decode(&record_bytes(&r)).expect("valid"))]);
+    assert_eq!(failed, vec![(1, 0)]);
+}
+
+/// A CPU's kernel state: idle since `since`, its table flushed at `span_start`.
+fn idle_state(span_start: u64, since: u64) -> CpuState {
+    CpuState {
+        since_ns: since,
+        span_start_ns: span_start,
+        last_cgroup: 0,
+        last_idle: 1,
+        n_cgroups: 0,
+        idle_ns: since - span_start,
+        other_ns: 0,
+        cgroups: [CgroupTime::default(); CGROUP_SLOTS],
+    }
+}
+
+#[test]
+fn a_cpu_that_never_reports_is_closed_from_its_kernel_state() {
+    let mut f = Fixture::new(2, None, 100, HashMap::new());
+    // Only cpu 0 reports: the books wait for cpu 1.
+    let mut events = vec![first_reading()];
+    events.extend(steady(7, 8).into_iter().filter(|e| match e {
+        Event::Record(r) => r.record.cpu == 0,
+        _ => true,
+    }));
+    let now = T0 + 200 * MS;
+    let (_, s) = f.drain(events, now);
+    assert_eq!(
+        package_joules(&s),
+        0.0,
+        "nothing booked while cpu 1 is unknown"
+    );
+    let silent = f.ledger.silent_cpus(now).expect("cpu 1 is silent");
+    assert_eq!(silent.unreported, vec![1]);
+    // cpu 1 has been idle since sampling began, both reads agree.
+    let states = [idle_state(T0, T0 + 10 * MS), idle_state(T0, T0)];
+    let again = states;
+    f.ledger.close_silent(silent, &states, &again, now);
+    let (_, s) = f.drain(Vec::new(), now);
+    assert!((package_joules(&s) - 1.0).abs() < 1e-9, "{:?}", s.packages);
+    assert!((cgroup_joules(&s, "unresolved:7") + s.idle[0].1 - 1.0).abs() < 1e-9);
+    assert!(s.idle_closures >= 1);
+    // States that moved between the two reads are not trusted.
+    let mut f = Fixture::new(2, None, 100, HashMap::new());
+    f.drain(vec![first_reading()], now);
+    let silent = f.ledger.silent_cpus(now).expect("silent");
+    let moved = [idle_state(T0, T0), idle_state(T0, T0 + MS)];
+    f.ledger.close_silent(silent, &states, &moved, now);
+    assert_eq!(f.ledger.snapshot(&f.clock(now)).idle_closures, 0);
+}
+
+#[test]
+fn beyond_max_cgroups_the_smallest_fold_into_other_and_their_series_end() {
+    let mut f = Fixture::new(2, None, 1, HashMap::new());
+    let mut events = vec![first_reading()];
+    events.extend(steady(7, 8));
+    let (out, s) = f.drain(events, T0 + 100 * MS);
+    assert_eq!(out.folded, vec![8], "the smaller consumer folds");
+    assert!(out.expire.is_some());
+    assert_eq!(s.cgroup_folds, 1);
+    let other = cgroup_joules(&s, "other");
+    assert!(other > 0.0 && cgroup_joules(&s, "unresolved:8") == 0.0);
+    let idle: f64 = s.idle.iter().map(|i| i.1).sum();
+    let booked = cgroup_joules(&s, "unresolved:7") + other + idle;
+    assert!((booked - package_joules(&s)).abs() < 1e-9, "still balances");
+}
+
+fn inode(p: &Path) -> u64 {
+    std::fs::metadata(p).expect("fixture cgroup").ino()
+}
+
+#[test]
+fn a_cgroup_made_again_at_its_path_continues_its_series() {
+    let tree = tempfile::tempdir().expect("tempdir");
+    let path = tree.path().join("unit.service");
+    std::fs::create_dir(&path).expect("mkdir");
+    let old = inode(&path);
+    let mut f = Fixture::new(1, Some(tree.path()), 100, HashMap::new());
+    let half = |id, k: u64, value| {
+        let (a, b) = (T0 + k * 10 * MS, T0 + (k + 1) * 10 * MS);
+        tick(0, a, b, Some(value), &[(id, 5 * MS)])
+    };
+    let (_, s) = f.drain(vec![first_reading(), half(old, 0, 1_100_000)], T0 + 10 * MS);
+    let before = cgroup_joules(&s, "/unit.service");
+    assert!(before > 0.0, "{:?}", s.cgroups);
+    // The unit restarts: a new directory at the same path. The old one is
+    // moved out of the tree rather than removed, so the file system cannot
+    // hand its inode to the new one (cgroup ids are never reused).
+    let outside = tempfile::tempdir_in(tree.path().parent().expect("tmp")).expect("tempdir");
+    std::fs::rename(&path, outside.path().join("gone")).expect("mv");
+    std::fs::create_dir(&path).expect("mkdir");
+    let new = inode(&path);
+    assert_ne!(old, new);
+    // Past the rescan interval, so the unknown id walks the tree.
+    let later = T0 + 10 * MS + 2 * crate::cgroups::MIN_RESCAN.as_nanos() as u64;
+    let (out, s) = f.drain(vec![half(new, 1, 1_200_000)], later);
+    assert_eq!(out.recreated, vec![old]);
+    let series: Vec<_> = s
+        .cgroups
+        .iter()
+        .filter(|c| c.labels.cgroup == "/unit.service")
+        .collect();
+    assert_eq!(series.len(), 1, "one series per path");
+    assert!(
+        (series[0].joules - 2.0 * before).abs() < 1e-9,
+        "{} J then {} J",
+        before,
+        series[0].joules
+    );
+}

@@ -3,8 +3,10 @@
 //! - `on_timer` (perf_event, software `cpu-clock` per CPU): reads this CPU's
 //!   energy counters with `bpf_perf_event_read_value`, closes the CPU's
 //!   time table up to now and writes one [`TickRecord`] to the ring buffer
-//!   without waking the reader (`BPF_RB_NO_WAKEUP`; the daemon drains on a
-//!   timer).
+//!   without waking the reader (`BPF_RB_NO_WAKEUP`), except for the record
+//!   that takes the unread bytes past half the ring (`BPF_RB_FORCE_WAKEUP`):
+//!   the daemon drains on its own slow timer, on demand, and when the ring
+//!   fills.
 //! - `sched_switch` (tp_btf): adds the outgoing task's on-CPU time to its
 //!   cgroup's slot in the per-CPU table. It emits a record only when the
 //!   table is full, so record volume follows the timer rate, not the

@@ -4,7 +4,7 @@ use core::{
 };
 
 use aya_ebpf::{
-    bindings::{bpf_perf_event_value, BPF_RB_NO_WAKEUP},
+    bindings::{bpf_perf_event_value, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_smp_processor_id,
         bpf_ktime_get_boot_ns, bpf_perf_event_read_value,
@@ -57,6 +57,51 @@ static PKG_LAST_READ: Array<u64> = Array::with_max_entries(MAX_PACKAGES, 0);
 /// no limit. Read-only data: the verifier sees the daemon's constant.
 #[unsafe(no_mangle)]
 static MIN_READ_NS: u64 = 0;
+
+/// The reader is woken when the ring buffer holds this many unread bytes,
+/// set by the daemon (half the ring); 0 for never (it drains on its own
+/// timer). Read-only data.
+#[unsafe(no_mangle)]
+static WAKE_AT_BYTES: u64 = 0;
+
+/// Each CPU looks at the ring buffer's fill every this many records: the
+/// query reads the reader's position, a cache line the reader writes, so
+/// not on every record. Half the default ring is over 5,000 records, so
+/// the check is never late by much.
+const WAKE_CHECK_EVERY: u32 = 8;
+
+/// Records since this CPU last looked at the fill.
+#[map]
+static WAKE_CHECK: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// The submit flag of a record: wake the reader when the ring buffer holds
+/// `WAKE_AT_BYTES` or more unread, else submit silently. While the reader
+/// has not yet drained, each CPU wakes it again at most every
+/// `WAKE_CHECK_EVERY` records.
+#[inline(always)]
+fn wakeup_flag() -> u64 {
+    // SAFETY: a plain read of the loader-set constant.
+    let at = unsafe { core::ptr::read_volatile(&WAKE_AT_BYTES) };
+    if at == 0 {
+        return BPF_RB_NO_WAKEUP.into();
+    }
+    let Some(n) = WAKE_CHECK.get_ptr_mut(0) else {
+        return BPF_RB_NO_WAKEUP.into();
+    };
+    // SAFETY: this CPU's own slot; the program does not migrate mid-run.
+    unsafe {
+        *n += 1;
+        if *n < WAKE_CHECK_EVERY {
+            return BPF_RB_NO_WAKEUP.into();
+        }
+        *n = 0;
+    }
+    if EVENTS.query(BPF_RB_AVAIL_DATA.into()) >= at {
+        BPF_RB_FORCE_WAKEUP.into()
+    } else {
+        BPF_RB_NO_WAKEUP.into()
+    }
+}
 
 /// Whether this CPU may read its package's counters now: one reader per
 /// package at a time and at most one read per `MIN_READ_NS`. The kernel's
@@ -216,7 +261,7 @@ fn flush(st: &mut CpuState, kind: u32, cpu: u32, now: u64, counters: &Counters) 
             (*rec).cgroups[i] = st.cgroups[i];
         }
     }
-    entry.submit(BPF_RB_NO_WAKEUP.into());
+    entry.submit(wakeup_flag());
     st.span_start_ns = now;
     st.idle_ns = 0;
     st.other_ns = 0;

@@ -146,9 +146,13 @@ impl Sampler {
             return Err(BpfError::NotBuilt);
         }
         let min_read_ns = MIN_READ_NS;
+        // The record that takes the unread bytes past half the ring wakes
+        // the drain: the ring never fills between two of its slow ticks.
+        let wake_at_bytes = u64::from(opts.ringbuf_bytes / 2);
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("EVENTS", opts.ringbuf_bytes)
             .override_global("MIN_READ_NS", &min_read_ns, true)
+            .override_global("WAKE_AT_BYTES", &wake_at_bytes, true)
             .load(BPF_OBJECT)
             .map_err(load_error)?;
 

@@ -31,7 +31,7 @@ pub const MIN_PERIOD: Duration = Duration::from_micros(50);
 pub const MAX_PERIOD: Duration = Duration::from_secs(1);
 pub const DEFAULT_SYNTHETIC_WATTS: f64 = 10.0;
 pub const DEFAULT_RINGBUF_BYTES: u64 = 4 << 20;
-pub const DEFAULT_DRAIN_INTERVAL: Duration = Duration::from_millis(10);
+pub const DEFAULT_DRAIN_INTERVAL: Duration = Duration::from_millis(100);
 pub const DEFAULT_CGROUP_RETENTION: Duration = Duration::from_secs(600);
 pub const DEFAULT_MAX_CGROUPS: usize = 5000;
 
@@ -69,7 +69,9 @@ pub struct RunArgs {
     #[arg(long, env = "ERGON_RINGBUF_SIZE")]
     pub ringbuf_size: Option<u64>,
 
-    /// How often the daemon drains the ring buffer, 1ms..1s [default: 10ms].
+    /// How often the daemon drains the ring buffer when nothing else wakes
+    /// it (a read of /metrics, /metrics/batch or /health, or a half-full
+    /// ring buffer), 1ms..1s [default: 100ms].
     #[arg(long, env = "ERGON_DRAIN_INTERVAL")]
     pub drain_interval: Option<String>,
 
@@ -311,7 +313,7 @@ impl RunArgs {
             Duration::from_millis(1),
             Duration::from_secs(1),
             DEFAULT_DRAIN_INTERVAL,
-            "pass e.g. --drain-interval 10ms (1ms..1s)",
+            "pass e.g. --drain-interval 100ms (1ms..1s)",
         )?;
         let cgroup_retention = duration_or(
             "cgroup_retention",

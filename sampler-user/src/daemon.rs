@@ -137,6 +137,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     let Pipeline {
         drainer,
         snapshot: shared,
+        demand,
         store,
         export_epoch,
         logger,
@@ -249,7 +250,8 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
             serve.health_stale_after.max(settings.drain_interval * 2),
         )
         .with_push(push_view)
-        .with_state(queue.clone());
+        .with_state(queue.clone())
+        .with_demand(demand);
         let router = server::router(app, serve.auth.clone(), serve.health_no_auth);
         tasks.spawn(async move {
             server::serve(listener, router, tls, stop).await?;

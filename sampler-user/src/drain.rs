@@ -1,7 +1,15 @@
-//! The drain task: every `--drain-interval` it moves what the kernel side
-//! holds ([`crate::ingest`]) through the books ([`crate::ledger`]) into the
-//! stores and the snapshot ([`crate::export`]). It holds no state of its
-//! own but when the statistics were last read.
+//! The drain task: it moves what the kernel side holds ([`crate::ingest`])
+//! through the books ([`crate::ledger`]) into the stores and the snapshot
+//! ([`crate::export`]). It holds no state of its own but when it last
+//! published and read the statistics.
+//!
+//! It wakes on data, not on a fast clock: when a reader asks for the books
+//! as of now ([`crate::snapshot::Demand`]: a scrape, `/metrics/batch`,
+//! `/health`), when the ring buffer is half full (the kernel program that
+//! takes it past half wakes the drain), and every `--drain-interval` (a
+//! slow safety tick, 100 ms by default). A snapshot is built only when a
+//! reader asked or the last one is [`PUBLISH_EVERY`] old: a drain nobody
+//! reads moves records into the books and the batch store, nothing else.
 
 use std::{
     sync::{
@@ -20,8 +28,13 @@ use crate::{
     ledger::{Clock, Ledger},
 };
 
-/// Kernel map statistics and program run statistics are refreshed this often.
+/// Kernel map statistics and program run statistics are refreshed at most
+/// this often (when a snapshot is built).
 const STATS_EVERY: Duration = Duration::from_millis(250);
+
+/// A snapshot is built at least this often even if nobody asks (the push
+/// queue's points go with one).
+pub const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 
 pub struct Drainer {
     ingest: Ingest,
@@ -30,8 +43,10 @@ pub struct Drainer {
     /// Incremented by every `/metrics` response written: dead cgroups leave
     /// only after being exported at least once.
     export_epoch: Arc<AtomicU64>,
+    /// Reused by every drain: no allocation once it has grown.
     events: Vec<crate::ledger::Event>,
     last_stats: Option<Instant>,
+    last_publish: Option<Instant>,
 }
 
 impl Drainer {
@@ -48,11 +63,12 @@ impl Drainer {
             export_epoch,
             events: Vec::new(),
             last_stats: None,
+            last_publish: None,
         }
     }
 
-    /// Runs until `stop`; drains one last time before returning, then drops
-    /// the sampler (detaching the programs).
+    /// Runs until `stop`; drains and publishes one last time before
+    /// returning, then drops the sampler (detaching the programs).
     pub async fn run(
         mut self,
         every: Duration,
@@ -60,15 +76,20 @@ impl Drainer {
     ) -> Result<(), IngestError> {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let demand = self.export.demand().clone();
         loop {
-            tokio::select! {
+            let asked = tokio::select! {
                 _ = stop.cancelled() => break,
-                _ = tick.tick() => {}
-                r = self.ingest.readable() => r?,
-            }
-            self.drain_once()?;
+                _ = tick.tick() => false,
+                r = self.ingest.readable() => {
+                    r?;
+                    false
+                }
+                _ = demand.asked() => true,
+            };
+            self.drain_once(asked)?;
         }
-        self.drain_once()?;
+        self.drain_once(true)?;
         info!(
             records = self.ledger.records_decoded(),
             "drain stopped; detaching kernel programs"
@@ -76,11 +97,10 @@ impl Drainer {
         Ok(())
     }
 
-    /// One drain: records, idle counters, silent CPUs, booking, export,
-    /// statistics, snapshot.
-    pub fn drain_once(&mut self) -> Result<(), IngestError> {
-        self.ingest.collect(&mut self.events);
-        let failed = self.ledger.apply(self.events.drain(..));
+    /// One drain: records, idle counters, silent CPUs, booking, export;
+    /// then, when a reader `asked` or one is due, statistics and snapshot.
+    pub fn drain_once(&mut self, asked: bool) -> Result<(), IngestError> {
+        let failed = self.ledger.apply(self.ingest.events());
         for (cpu, idx) in self.ingest.narrow(failed)? {
             self.ledger.forget_reader(cpu, idx);
         }
@@ -96,10 +116,14 @@ impl Drainer {
         let clock = Clock::now();
         let epoch = self.export_epoch.load(Ordering::Relaxed);
         self.export.write(self.ledger.settle(&clock, epoch));
-        if self
-            .last_stats
-            .is_none_or(|t| clock.instant.duration_since(t) >= STATS_EVERY)
-        {
+        let due = |last: Option<Instant>, every| {
+            last.is_none_or(|t| clock.instant.duration_since(t) >= every)
+        };
+        if !asked && !due(self.last_publish, PUBLISH_EVERY) {
+            return Ok(());
+        }
+        self.last_publish = Some(clock.instant);
+        if due(self.last_stats, STATS_EVERY) {
             self.last_stats = Some(clock.instant);
             let (stats, programs) = self.ingest.stats()?;
             self.ledger.kernel_stats(stats, programs);

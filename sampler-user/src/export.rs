@@ -16,7 +16,7 @@ use crate::{
     continuity,
     ledger::{Output, Point, Series},
     push::queue::{descriptor, Queue},
-    snapshot::{SharedSnapshot, Snapshot},
+    snapshot::{Demand, SharedSnapshot, Snapshot},
 };
 
 #[cfg(test)]
@@ -33,6 +33,8 @@ struct CgroupSeries {
 pub struct Export {
     store: SharedStore,
     snapshot: SharedSnapshot,
+    /// Readers waiting for the next snapshot.
+    demand: Arc<Demand>,
     /// The remote_write queue, when pushing.
     push: Option<Arc<Queue>>,
     cgroup_series: HashMap<u64, CgroupSeries>,
@@ -43,10 +45,16 @@ pub struct Export {
 }
 
 impl Export {
-    pub fn new(store: SharedStore, snapshot: SharedSnapshot, push: Option<Arc<Queue>>) -> Self {
+    pub fn new(
+        store: SharedStore,
+        snapshot: SharedSnapshot,
+        demand: Arc<Demand>,
+        push: Option<Arc<Queue>>,
+    ) -> Self {
         Self {
             store,
             snapshot,
+            demand,
             push,
             cgroup_series: HashMap::new(),
             package_descriptors: HashMap::new(),
@@ -131,16 +139,22 @@ impl Export {
         }
     }
 
-    /// Swaps in a new snapshot, then hands the points written since the
-    /// last one to the push queue with that snapshot's totals, which are at
-    /// or past every one of them.
+    /// Swaps in a new snapshot and lets the readers waiting for it go on,
+    /// then hands the points written since the last one to the push queue
+    /// with that snapshot's totals, which are at or past every one of them.
     pub fn publish(&mut self, s: Snapshot) {
         let snap = Arc::new(s);
         self.snapshot.store(snap.clone());
+        self.demand.published();
         if let Some(q) = &self.push {
             let samples = std::mem::take(&mut self.pending_push);
             q.append_with_totals(samples, Box::new(move || continuity::totals(&snap)));
         }
+    }
+
+    /// Readers' demand for the next snapshot.
+    pub fn demand(&self) -> &Arc<Demand> {
+        &self.demand
     }
 }
 

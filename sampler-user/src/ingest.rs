@@ -41,6 +41,9 @@ pub struct Ingest {
     user_readings: Option<Receiver<Reading>>,
     /// CPUs going offline and coming back, when followed.
     hotplug: Option<Watch>,
+    /// What following hotplug found, handed out first by the next
+    /// [`Ingest::events`].
+    hotplug_events: Vec<Event>,
     /// Counters narrowed to their opening CPU: logged once each.
     narrowed: HashSet<usize>,
     idle_read_complaint: Complaint,
@@ -62,6 +65,7 @@ impl Ingest {
             ring,
             user_readings,
             hotplug,
+            hotplug_events: Vec::new(),
             narrowed: HashSet::new(),
             idle_read_complaint: Complaint::default(),
         })
@@ -79,26 +83,29 @@ impl Ingest {
         Ok(())
     }
 
-    /// Everything waiting: CPUs that went offline or came back first (a
-    /// reopened counter's book is rebased before its first reading), then
-    /// the ring buffer's records, then a userspace source's readings.
-    pub fn collect(&mut self, out: &mut Vec<Event>) {
-        self.follow_hotplug(out);
+    /// Everything waiting, streamed (a record is decoded straight out of the
+    /// ring buffer into the books, never copied into a list): CPUs that went
+    /// offline or came back first (a reopened counter's book is rebased
+    /// before its first reading), then the ring buffer's records, then a
+    /// userspace source's readings.
+    pub fn events(&mut self) -> impl Iterator<Item = Event> + '_ {
+        self.follow_hotplug();
         let ring = self.ring.get_mut();
-        while let Some(item) = ring.next() {
-            out.push(match decode(&item) {
+        let records = std::iter::from_fn(move || {
+            ring.next().map(|item| match decode(&item) {
                 Ok(ev) => Event::Record(ev),
                 Err(e) => Event::Malformed(e),
-            });
-        }
-        if let Some(rx) = &self.user_readings {
-            out.extend(rx.try_iter().map(|(counter, ts_ns, raw)| Event::Reading {
+            })
+        });
+        let user = self.user_readings.iter().flat_map(|rx| {
+            rx.try_iter().map(|(counter, ts_ns, raw)| Event::Reading {
                 counter,
                 ts_ns,
                 raw,
                 idle_read: false,
-            }));
-        }
+            })
+        });
+        self.hotplug_events.drain(..).chain(records).chain(user)
     }
 
     /// Of the failed reads, those by another CPU than the counter's opener
@@ -161,7 +168,8 @@ impl Ingest {
     /// ([`crate::hotplug`]). A failure is logged and leaves that CPU silent
     /// (its timeline is then closed from its kernel state); the daemon goes
     /// on.
-    fn follow_hotplug(&mut self, out: &mut Vec<Event>) {
+    fn follow_hotplug(&mut self) {
+        let out = &mut self.hotplug_events;
         let Some(watch) = self.hotplug.as_mut() else {
             return;
         };

@@ -244,7 +244,13 @@ async fn measure(
 ) -> Result<i32, MeasureError> {
     let Signals { mut int, mut term } = signals;
     let p = pipeline::build(settings, plan, topo, Extras::default()).map_err(Box::new)?;
-    let (snapshot, store) = (p.snapshot.clone(), p.store.clone());
+    let (snapshot, store, demand) = (p.snapshot.clone(), p.store.clone(), p.demand.clone());
+    // Waiting for the books: ask the drain for them every 5 ms (it
+    // publishes only when asked, or every second).
+    let poll = || async {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        demand.fresh(crate::server::FRESH_WITHIN).await;
+    };
     let stop = CancellationToken::new();
     let drain = tokio::spawn({
         let stop = stop.clone();
@@ -282,7 +288,7 @@ async fn measure(
                 cpus,
             });
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        poll().await;
     }
     let procs = CString::new(dir.join("cgroup.procs").as_os_str().as_bytes()).map_err(|e| {
         MeasureError::Cgroup {
@@ -363,7 +369,7 @@ async fn measure(
     while snapshot.load().books_complete_unix * 1000.0 < (end_ms + 2) as f64
         && Instant::now() < done_by
     {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        poll().await;
     }
     stop.cancel();
     if let Ok(Err(e)) = drain.await {

@@ -52,6 +52,8 @@ pub struct Extras {
 pub struct Pipeline {
     pub drainer: Drainer,
     pub snapshot: SharedSnapshot,
+    /// Where readers ask the drain for the books as of now.
+    pub demand: Arc<snapshot::Demand>,
     pub store: SharedStore,
     /// Incremented by every `/metrics` body written.
     pub export_epoch: Arc<AtomicU64>,
@@ -152,18 +154,20 @@ pub fn build(
         ..Snapshot::default()
     };
     let snapshot = snapshot::shared(base.clone());
+    let demand = Arc::new(snapshot::Demand::default());
     let hotplug = crate::hotplug::Watch::new(settings.root.clone(), &attached_cpus);
     let ingest = Ingest::new(sampler, ring, user_readings, Some(hotplug))?;
     let drainer = Drainer::new(
         ingest,
         // Sampling began when the programs were attached, just before.
         Ledger::new(parts, base, crate::perf::boot_ns()),
-        Export::new(store.clone(), snapshot.clone(), extras.push),
+        Export::new(store.clone(), snapshot.clone(), demand.clone(), extras.push),
         export_epoch.clone(),
     );
     Ok(Pipeline {
         drainer,
         snapshot,
+        demand,
         store,
         export_epoch,
         logger,

@@ -96,7 +96,14 @@ pub struct App {
     /// The durable state, with `--state-dir` (`/health` is unhealthy while
     /// its commits fail).
     pub state: Option<Arc<crate::push::queue::Queue>>,
+    /// Where a handler asks the drain for books up to now before reading
+    /// them; `None` serves what is there (tests without a drain).
+    pub demand: Option<Arc<crate::snapshot::Demand>>,
 }
+
+/// A handler waits at most this long for the drain to publish the books as
+/// of its request; then it serves the snapshot there is.
+pub const FRESH_WITHIN: Duration = Duration::from_millis(250);
 
 /// What `/health` and `/metrics` read of the push path.
 #[derive(Clone, Debug)]
@@ -126,6 +133,19 @@ impl App {
             health_stale_after,
             push: None,
             state: None,
+            demand: None,
+        }
+    }
+
+    pub fn with_demand(mut self, demand: Arc<crate::snapshot::Demand>) -> Self {
+        self.demand = Some(demand);
+        self
+    }
+
+    /// Asks the drain for the books as of now ([`crate::snapshot::Demand`]).
+    pub async fn fresh(&self) {
+        if let Some(d) = &self.demand {
+            d.fresh(FRESH_WITHIN).await;
         }
     }
 
@@ -300,6 +320,7 @@ async fn metrics_handler(State(app): State<App>, headers: HeaderMap) -> Response
         Ok(s) => s,
         Err(r) => return *r,
     };
+    app.fresh().await;
     let resp = match scrape::gather(&app.collectors, deadline, &app.stats).await {
         Gathered::Text { body, timed_out } => {
             if !timed_out.contains(&"energy") {

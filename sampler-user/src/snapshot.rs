@@ -74,3 +74,45 @@ pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
 pub fn shared(initial: Snapshot) -> SharedSnapshot {
     Arc::new(ArcSwap::from_pointee(initial))
 }
+
+/// Readers' demand for books up to now. The drain builds a snapshot only
+/// when one is read (a scrape, `/metrics/batch`, `/health`, `ergon
+/// measure`) or every [`crate::drain::PUBLISH_EVERY`], not on every
+/// drain: a reader asks, the drain wakes at once, drains, publishes, and
+/// the reader goes on with what was just computed.
+#[derive(Debug)]
+pub struct Demand {
+    asked: tokio::sync::Notify,
+    published: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Demand {
+    fn default() -> Self {
+        Self {
+            asked: tokio::sync::Notify::new(),
+            published: tokio::sync::watch::Sender::new(0),
+        }
+    }
+}
+
+impl Demand {
+    /// Asks for a snapshot of the books as of now and waits for it, at
+    /// most `within` (then the reader goes on with the current one).
+    /// Concurrent readers share one drain.
+    pub async fn fresh(&self, within: std::time::Duration) {
+        let mut rx = self.published.subscribe();
+        let seen = *rx.borrow_and_update();
+        self.asked.notify_one();
+        let _ = tokio::time::timeout(within, rx.wait_for(|&g| g > seen)).await;
+    }
+
+    /// Resolves once a reader has asked since the last call.
+    pub async fn asked(&self) {
+        self.asked.notified().await
+    }
+
+    /// A snapshot was published: the readers waiting go on.
+    pub fn published(&self) {
+        self.published.send_modify(|g| *g += 1);
+    }
+}

@@ -98,7 +98,12 @@ fn main() -> Result<()> {
             out,
             source,
         } => {
-            let bin = build::build(&root)?;
+            // ERGON_BIN benches another build (e.g. the previous commit's)
+            // against the same eBPF object.
+            let bin = match std::env::var_os("ERGON_BIN") {
+                Some(b) => std::path::PathBuf::from(b),
+                None => build::build(&root)?,
+            };
             bench::overhead(&bin, &source, seconds, out.as_deref())
         }
     }

@@ -15,7 +15,7 @@ fn defaults() {
     assert_eq!(s.synthetic.watts, 10.0);
     assert_eq!(s.synthetic.layout, Layout::PerCpu);
     assert_eq!(s.ringbuf_bytes, 4 << 20);
-    assert_eq!(s.drain_interval, Duration::from_millis(10));
+    assert_eq!(s.drain_interval, Duration::from_millis(100));
     assert_eq!(s.root, SysRoot::default());
     assert_eq!(s.cgroup_retention, Duration::from_secs(600));
     assert_eq!(s.max_cgroups, 5000);

@@ -12,7 +12,12 @@ use crate::{batch::Store, snapshot};
 fn export(push: Option<Arc<Queue>>) -> (Export, SharedStore, SharedSnapshot) {
     let store: SharedStore = Arc::new(Mutex::new(Store::new(1_000, Duration::from_secs(600))));
     let snap = snapshot::shared(Snapshot::default());
-    (Export::new(store.clone(), snap.clone(), push), store, snap)
+    let demand = Arc::new(crate::snapshot::Demand::default());
+    (
+        Export::new(store.clone(), snap.clone(), demand, push),
+        store,
+        snap,
+    )
 }
 
 fn labels(cgroup: &str) -> Arc<CgroupLabels> {

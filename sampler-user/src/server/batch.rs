@@ -118,6 +118,8 @@ pub async fn handler(
         Ok(s) => s,
         Err(r) => return *r,
     };
+    // The points up to now, drained first.
+    app.fresh().await;
     let store = app.store.clone();
     let name = consumer.clone();
     let job = tokio::task::spawn_blocking(move || -> Result<Encoded, batch::store::StoreError> {

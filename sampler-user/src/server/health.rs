@@ -111,6 +111,7 @@ pub async fn handler(State(app): State<App>, headers: axum::http::HeaderMap) -> 
     if let Err(e) = super::deadline(&headers, started) {
         return super::bad_request(e);
     }
+    app.fresh().await;
     let snap = app.snapshot.load();
     let last = snap.last_reading_unix;
     let now = SystemTime::now()

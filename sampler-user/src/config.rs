@@ -151,7 +151,11 @@ pub struct FileConfig {
     pub remote_write_bearer_token_file: Option<PathBuf>,
     pub remote_write_ca_file: Option<PathBuf>,
     pub remote_write_max_samples: Option<usize>,
+    pub remote_write_header: Option<Vec<String>>,
+    /// Deprecated spelling of `remote_write_header` (accepted, with a warning).
     pub remote_write_headers: Option<Vec<String>>,
+    pub external_label: Option<Vec<String>>,
+    /// Deprecated spelling of `external_label` (accepted, with a warning).
     pub external_labels: Option<Vec<String>>,
     pub push_interval: Option<String>,
     pub push_buffer: Option<u64>,
@@ -467,6 +471,36 @@ pub fn parse_duration(
         ));
     }
     Ok(d)
+}
+
+/// A list setting: the flag's values (or its `ERGON_*` variable's) when
+/// given, else the file's, under its key or its deprecated spelling
+/// (warned about; both at once is an error). Lists follow the precedence
+/// of every other setting: they are not merged.
+pub(crate) fn list_setting<T: Clone>(
+    flag: &[T],
+    file: &Option<Vec<T>>,
+    deprecated: &Option<Vec<T>>,
+    key: &'static str,
+    old_key: &'static str,
+) -> Result<Vec<T>, ConfigError> {
+    match (file, deprecated) {
+        (Some(_), Some(_)) => Err(invalid(
+            key,
+            old_key.to_string(),
+            "is given twice in the config file, as the key and as its deprecated spelling",
+            "keep only the key spelled like the flag, with `_` for `-`",
+        )),
+        _ if !flag.is_empty() => Ok(flag.to_vec()),
+        (Some(v), None) => Ok(v.clone()),
+        (None, Some(v)) => {
+            tracing::warn!(
+                "the config key `{old_key}` is deprecated: rename it `{key}` (the flag's name with `_`)"
+            );
+            Ok(v.clone())
+        }
+        (None, None) => Ok(Vec::new()),
+    }
 }
 
 fn load_file(path: &std::path::Path) -> Result<FileConfig, ConfigError> {

@@ -8,8 +8,9 @@
 //! `/health`), when the ring buffer is half full (the kernel program that
 //! takes it past half wakes the drain), and every `--drain-interval` (a
 //! slow safety tick, 100 ms by default). A snapshot is built only when a
-//! reader asked or the last one is [`PUBLISH_EVERY`] old: a drain nobody
-//! reads moves records into the books and the batch store, nothing else.
+//! reader asked, the last one is [`PUBLISH_EVERY`] old, or there are points
+//! for the push queue: a drain nobody reads moves records into the books
+//! and the batch store, nothing else.
 
 use std::{
     sync::{
@@ -32,8 +33,8 @@ use crate::{
 /// this often (when a snapshot is built).
 const STATS_EVERY: Duration = Duration::from_millis(250);
 
-/// A snapshot is built at least this often even if nobody asks (the push
-/// queue's points go with one).
+/// A snapshot is built at least this often even if nobody asks (and on
+/// every drain with points for the push queue, which go with one).
 pub const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 
 pub struct Drainer {
@@ -119,7 +120,10 @@ impl Drainer {
         let due = |last: Option<Instant>, every| {
             last.is_none_or(|t| clock.instant.duration_since(t) >= every)
         };
-        if !asked && !due(self.last_publish, PUBLISH_EVERY) {
+        // Points for the push queue go with a snapshot: pushing, every
+        // drain that booked some publishes (the queue's durability window
+        // is --fsync-interval plus one drain).
+        if !asked && !due(self.last_publish, PUBLISH_EVERY) && !self.export.pushes_pending() {
             return Ok(());
         }
         self.last_publish = Some(clock.instant);

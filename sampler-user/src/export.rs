@@ -152,6 +152,11 @@ impl Export {
         }
     }
 
+    /// Whether points wait for the push queue (they go with a snapshot).
+    pub fn pushes_pending(&self) -> bool {
+        !self.pending_push.is_empty()
+    }
+
     /// Readers' demand for the next snapshot.
     pub fn demand(&self) -> &Arc<Demand> {
         &self.demand

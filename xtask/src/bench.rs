@@ -138,15 +138,15 @@ fn measure(bin: &Path, args: &[String], hz: u64, seconds: u64, ncpus: usize) -> 
 }
 
 /// On-CPU nanoseconds of a process's threads.
-struct CpuNs {
-    all: u64,
+pub(crate) struct CpuNs {
+    pub(crate) all: u64,
     /// The userspace sources' poller thread (`ergon-poll`), if any.
     poller: u64,
 }
 
 /// On-CPU nanoseconds of every thread of a process (`/proc/PID/task/*/schedstat`,
 /// first field): nanosecond resolution, unlike utime/stime's clock ticks.
-fn cpu_ns(pid: u32) -> Result<CpuNs> {
+pub(crate) fn cpu_ns(pid: u32) -> Result<CpuNs> {
     let mut total = CpuNs { all: 0, poller: 0 };
     for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
         let dir = task?.path();

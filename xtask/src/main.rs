@@ -1,10 +1,11 @@
-//! Developer tasks: `cargo xtask build | run | test | test-kernels | bench-overhead | image`.
+//! Developer tasks: `cargo xtask build | run | test | test-kernels | bench-overhead | bench-peers | image`.
 //!
 //! Each task first makes sure the toolchain is present (installing Debian
 //! packages and bpf-linker when missing, and saying so), so the README's two
 //! commands work on a fresh Debian 12 machine.
 
 mod bench;
+mod bench_peers;
 mod build;
 mod disk;
 mod image;
@@ -67,6 +68,17 @@ enum Cmd {
         #[arg(long, default_value = "synthetic")]
         source: String,
     },
+    /// Ergon beside node_exporter's rapl collector on one fixture powercap
+    /// counter advancing every 1 ms: energy samples per second, CPU and
+    /// VmHWM of each, and the ratios (docs/benchmarks.md).
+    BenchPeers {
+        /// Seconds each tool is scraped.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// Scrape interval, seconds.
+        #[arg(long, default_value_t = 2)]
+        every: u64,
+    },
 }
 
 fn main() -> Result<()> {
@@ -105,6 +117,13 @@ fn main() -> Result<()> {
                 None => build::build(&root)?,
             };
             bench::overhead(&bin, &source, seconds, out.as_deref())
+        }
+        Cmd::BenchPeers { seconds, every } => {
+            let bin = match std::env::var_os("ERGON_BIN") {
+                Some(b) => std::path::PathBuf::from(b),
+                None => build::build(&root)?,
+            };
+            bench_peers::bench_peers(&root, &bin, seconds, std::time::Duration::from_secs(every))
         }
     }
 }

@@ -223,8 +223,13 @@ impl PushArgs {
                         "pass e.g. --remote-write-max-samples 10000",
                     ));
                 }
-                let mut headers = self.remote_write_headers.clone();
-                headers.extend(file.remote_write_headers.clone().unwrap_or_default());
+                let headers = super::list_setting(
+                    &self.remote_write_headers,
+                    &file.remote_write_header,
+                    &file.remote_write_headers,
+                    "remote_write_header",
+                    "remote_write_headers",
+                )?;
                 let headers = pairs(
                     "remote_write_header",
                     &headers,
@@ -251,8 +256,13 @@ impl PushArgs {
                         "pass --remote-write-header NAME=VALUE with a token name and a printable value",
                     ));
                 }
-                let mut labels = self.external_labels.clone();
-                labels.extend(file.external_labels.clone().unwrap_or_default());
+                let labels = super::list_setting(
+                    &self.external_labels,
+                    &file.external_label,
+                    &file.external_labels,
+                    "external_label",
+                    "external_labels",
+                )?;
                 let external_labels = pairs(
                     "external_label",
                     &labels,

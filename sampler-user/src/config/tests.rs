@@ -1,6 +1,7 @@
 //! Tests of flag, environment and file validation.
 
 use super::*;
+use std::path::Path;
 
 fn args() -> RunArgs {
     RunArgs::default()
@@ -445,6 +446,304 @@ proptest::proptest! {
             let e = e.to_string();
             proptest::prop_assert!(e.contains("ergon.toml") || e.contains("invalid"), "{e}");
             proptest::prop_assert!(e.len() < 4096, "{} bytes", e.len());
+        }
+    }
+}
+
+/// `ergon run`'s arguments as the binary parses them.
+#[derive(clap::Parser, Debug)]
+struct RunCli {
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// The config-file key of a flag: its name with `_` for `-`; the model
+/// flags live in the `[model]` table.
+fn file_key(long: &str) -> String {
+    let key = long.replace('-', "_");
+    match key.strip_prefix("model_") {
+        Some(k) => format!("model.{k}"),
+        None => key,
+    }
+}
+
+/// A value for every flag of `ergon run` (not the default), as given on the
+/// command line and as written in TOML. A new flag fails the test below
+/// until it is added here.
+fn sample(long: &str, files: &Path) -> Option<(Option<String>, String)> {
+    let file = |name: &str| {
+        let p = files.join(name);
+        std::fs::write(&p, "secret-or-pem\n").expect("write sample file");
+        p.display().to_string()
+    };
+    let s = |v: &str| Some((Some(v.to_string()), format!("{v:?}")));
+    let n = |v: &str| Some((Some(v.to_string()), v.to_string()));
+    let list = |v: &str| Some((Some(v.to_string()), format!("[{v:?}]")));
+    let path = |name: &str| {
+        let p = file(name);
+        Some((Some(p.clone()), format!("{p:?}")))
+    };
+    let switch = || Some((None, "true".to_string()));
+    match long {
+        "source" => s("synthetic"),
+        "period" => s("1ms"),
+        "synthetic-watts" => n("12.5"),
+        "synthetic-layout" => s("package"),
+        "model-idle-watts" => n("1.5"),
+        "model-max-watts" => n("5.5"),
+        "listen" => s("127.0.0.1:9999"),
+        "ringbuf-size" => n("8192"),
+        "drain-interval" => s("50ms"),
+        "cgroup-retention" => s("5m"),
+        "max-cgroups" => n("77"),
+        "sysfs-root" => s("/fixture/sys"),
+        "procfs-root" => s("/fixture/proc"),
+        "cgroup-root" => s("/fixture/cgroup"),
+        "dev-root" => s("/fixture/dev"),
+        "batch-resolution" => s("5ms"),
+        "cgroup-batch-resolution" => s("200ms"),
+        "batch-buffer" => n("1234"),
+        "consumer-ttl" => s("3m"),
+        "max-concurrent-scrapes" => n("3"),
+        "health-stale-after" => s("2s"),
+        "tls-cert-file" => path("cert.pem"),
+        "tls-key-file" => path("key.pem"),
+        "basic-auth-username" => s("alice"),
+        "basic-auth-password-file" => path("password"),
+        "bearer-token-file" => path("token"),
+        "health-no-auth" => switch(),
+        "remote-write-url" => s("https://receiver.example/api/v1/write"),
+        "remote-write-username" => s("bob"),
+        "remote-write-password-file" => path("rw-password"),
+        "remote-write-bearer-token-file" => path("rw-token"),
+        "remote-write-ca-file" => path("ca.pem"),
+        "remote-write-max-samples" => n("500"),
+        "remote-write-header" => list("X-Scope-OrgID=team-a"),
+        "external-label" => list("node=web-1"),
+        "push-interval" => s("30s"),
+        "push-buffer" => n("1000"),
+        "state-dir" => s("/fixture/state"),
+        "fsync-interval" => s("2s"),
+        "state-retention" => s("1d"),
+        "kubelet-url" => s("https://127.0.0.1:10250"),
+        "node-name" => s("node-1"),
+        "kubelet-token-file" => path("kubelet-token"),
+        "kubelet-ca-file" => path("kubelet-ca.pem"),
+        "kubelet-insecure-tls" => switch(),
+        "runtime-socket" => list("/fixture/docker.sock"),
+        _ => None,
+    }
+}
+
+/// What `ergon run ARGS` would run with (or the error it would stop with),
+/// with no environment.
+fn outcome(args: &[String]) -> String {
+    use clap::Parser;
+    let cli =
+        RunCli::try_parse_from(std::iter::once("ergon".to_string()).chain(args.iter().cloned()))
+            .expect("the flags parse");
+    format!("{:?}", cli.run.settings_with_env(&|_| None))
+}
+
+#[test]
+fn every_flag_of_run_has_a_file_key_with_the_same_value_and_meaning() {
+    use clap::CommandFactory;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut checked = 0;
+    for arg in RunCli::command().get_arguments() {
+        let Some(long) = arg.get_long() else { continue };
+        if long == "config" || long == "help" {
+            continue;
+        }
+        let Some((value, toml_value)) = sample(long, dir.path()) else {
+            panic!(
+                "--{long} has no sample value in this test: add one (and its file key {})",
+                file_key(long)
+            );
+        };
+        // A setting that only means something beside another gets it, both ways.
+        let context: Vec<String> = if long.starts_with("remote-write-")
+            && long != "remote-write-url"
+            || matches!(long, "external-label" | "push-interval")
+        {
+            vec!["--remote-write-url=https://receiver.example/api/v1/write".into()]
+        } else if long.starts_with("kubelet-") && long != "kubelet-url" || long == "node-name" {
+            vec!["--kubelet-url=https://127.0.0.1:10250".into()]
+        } else {
+            Vec::new()
+        };
+        let default = outcome(&context);
+        let mut flag = context.clone();
+        flag.push(format!("--{long}"));
+        flag.extend(value);
+        let from_flag = outcome(&flag);
+        let key = file_key(long);
+        let toml = match key.split_once('.') {
+            Some((table, k)) => format!("[{table}]\n{k} = {toml_value}\n"),
+            None => format!("{key} = {toml_value}\n"),
+        };
+        let config = dir.path().join(format!("{long}.toml"));
+        std::fs::write(&config, &toml).expect("write config");
+        let mut file = context;
+        file.extend(["--config".into(), config.display().to_string()]);
+        let from_file = outcome(&file);
+        assert_eq!(
+            from_flag,
+            from_file,
+            "--{long} on the command line and `{}` in the file",
+            toml.trim()
+        );
+        assert_ne!(
+            from_flag, default,
+            "--{long}'s sample value changes nothing: pick one that does"
+        );
+        // The environment variable is the flag's, upper case, with ERGON_.
+        let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+        let want = format!("ERGON_{}", long.replace('-', "_").to_uppercase());
+        let plural = matches!(long, "remote-write-header" | "external-label");
+        assert!(
+            env.as_deref() == Some(want.as_str()) || (plural && env == Some(format!("{want}S"))),
+            "--{long} reads {env:?}, not {want}"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 40, "only {checked} flags seen");
+}
+
+#[test]
+fn a_list_follows_the_precedence_and_the_old_key_still_works() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).expect("write config");
+        p.display().to_string()
+    };
+    let url = "--remote-write-url=https://receiver.example/api/v1/write";
+    let new = write("new.toml", "remote_write_header = [\"X-A=file\"]\n");
+    let old = write("old.toml", "remote_write_headers = [\"X-A=file\"]\n");
+    let both = write(
+        "both.toml",
+        "remote_write_header = [\"X-A=1\"]\nremote_write_headers = [\"X-A=2\"]\n",
+    );
+    let headers = |args: &[&str]| {
+        use clap::Parser;
+        let cli = RunCli::try_parse_from(std::iter::once("ergon").chain(args.iter().copied()))
+            .expect("parse");
+        cli.run
+            .settings_with_env(&|_| None)
+            .map(|s| s.push.remote_write.map(|r| r.headers).unwrap_or_default())
+            .map_err(|e| e.to_string())
+    };
+    let file = Ok(vec![("X-A".to_string(), "file".to_string())]);
+    assert_eq!(headers(&[url, "--config", &new]), file);
+    assert_eq!(
+        headers(&[url, "--config", &old]),
+        file,
+        "the deprecated key is accepted"
+    );
+    // The flag wins over the file, as for every other setting: not merged.
+    assert_eq!(
+        headers(&[url, "--config", &new, "--remote-write-header", "X-A=flag"]),
+        Ok(vec![("X-A".to_string(), "flag".to_string())])
+    );
+    let e = headers(&[url, "--config", &both]).expect_err("both spellings");
+    assert!(
+        e.contains("remote_write_header") && e.contains("deprecated"),
+        "{e}"
+    );
+}
+
+/// The rows of the README's configuration table: (flags, env, key, default).
+fn readme_rows() -> Vec<(Vec<String>, String, String, String)> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let ticked = |cell: &str| -> Vec<String> {
+        cell.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect()
+    };
+    readme
+        .lines()
+        .skip_while(|l| !l.starts_with("| flag | env | TOML key | default | meaning |"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            let flags = ticked(cells[1])
+                .iter()
+                .map(|f| {
+                    f.split_whitespace()
+                        .next()
+                        .unwrap_or("")
+                        .trim_start_matches("--")
+                        .to_string()
+                })
+                .collect();
+            (
+                flags,
+                cells[2].to_string(),
+                cells[3].to_string(),
+                cells[4].to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_readme_configuration_table_is_the_flags() {
+    use clap::CommandFactory;
+    let rows = readme_rows();
+    assert!(
+        rows.len() >= 40,
+        "the table was not found or is short: {} rows",
+        rows.len()
+    );
+    let cmd = RunCli::command();
+    let args: Vec<_> = cmd
+        .get_arguments()
+        .filter(|a| a.get_long().is_some_and(|l| l != "help"))
+        .collect();
+    for arg in &args {
+        let long = arg.get_long().unwrap_or_default();
+        let Some((_, env, key, default)) = rows.iter().find(|r| r.0.iter().any(|f| f == long))
+        else {
+            panic!("--{long} is missing from the README's configuration table");
+        };
+        if let Some(e) = arg.get_env() {
+            let e = e.to_string_lossy();
+            assert!(
+                env.contains(&format!("`{e}`")),
+                "--{long}: README says env {env}, the code reads {e}"
+            );
+        }
+        if long != "config" {
+            let k = file_key(long);
+            assert!(
+                key.contains(&format!("`{k}`")),
+                "--{long}: README says key {key}, the file takes `{k}`"
+            );
+        }
+        // A default the help states is the README's.
+        let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+        if let Some(d) = help
+            .split("[default: ")
+            .nth(1)
+            .and_then(|d| d.split(']').next())
+        {
+            let cell: Vec<&str> = default.split('`').skip(1).step_by(2).collect();
+            if cell.len() == 1 && !d.contains(' ') {
+                assert_eq!(cell[0], d, "--{long}: README default vs --help");
+            }
+        }
+    }
+    for (flags, ..) in &rows {
+        for f in flags {
+            assert!(
+                args.iter().any(|a| a.get_long() == Some(f.as_str())),
+                "the README lists --{f}, which `ergon run` does not take"
+            );
         }
     }
 }

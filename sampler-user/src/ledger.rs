@@ -342,6 +342,7 @@ impl Ledger {
     }
 
     /// The offset [`Ledger::book_readings`] last used.
+    #[cfg(test)]
     pub fn offset_ns(&self) -> Option<i128> {
         self.clock_offset
     }

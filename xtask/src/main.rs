@@ -81,6 +81,15 @@ enum Cmd {
     },
 }
 
+/// The binary a benchmark runs: `ERGON_BIN` to bench another build (e.g.
+/// the previous commit's) against the same eBPF object, else a fresh build.
+fn bench_bin(root: &std::path::Path) -> Result<PathBuf> {
+    match std::env::var_os("ERGON_BIN") {
+        Some(b) => Ok(PathBuf::from(b)),
+        None => build::build(root),
+    }
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let root = workspace_root();
@@ -110,19 +119,11 @@ fn main() -> Result<()> {
             out,
             source,
         } => {
-            // ERGON_BIN benches another build (e.g. the previous commit's)
-            // against the same eBPF object.
-            let bin = match std::env::var_os("ERGON_BIN") {
-                Some(b) => std::path::PathBuf::from(b),
-                None => build::build(&root)?,
-            };
+            let bin = bench_bin(&root)?;
             bench::overhead(&bin, &source, seconds, out.as_deref())
         }
         Cmd::BenchPeers { seconds, every } => {
-            let bin = match std::env::var_os("ERGON_BIN") {
-                Some(b) => std::path::PathBuf::from(b),
-                None => build::build(&root)?,
-            };
+            let bin = bench_bin(&root)?;
             bench_peers::bench_peers(&root, &bin, seconds, std::time::Duration::from_secs(every))
         }
     }

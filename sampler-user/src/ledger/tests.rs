@@ -125,10 +125,11 @@ fn tick(cpu: u32, start: u64, end: u64, value: Option<u64>, cgroups: &[(u64, u64
     Event::Record(decode(&record_bytes(&r)).expect("a valid fixture record"))
 }
 
-/// 100 ms at 10 W: cpu 0 runs cgroup `busy` all the time, cpu 1 runs
-/// cgroup `light` a quarter of the time; records every 10 ms.
+/// The counter's first reading, then 100 ms at 10 W: cpu 0 runs cgroup
+/// `busy` all the time, cpu 1 runs cgroup `light` a quarter of the time;
+/// records every 10 ms.
 fn steady(busy: u64, light: u64) -> Vec<Event> {
-    let mut out = Vec::new();
+    let mut out = vec![first_reading()];
     for k in 0..10u64 {
         let (a, b) = (T0 + k * 10 * MS, T0 + (k + 1) * 10 * MS);
         // 10 W = 10 J/s = 1e7 µJ/s = 1e5 counts per 10 ms.
@@ -167,8 +168,7 @@ fn package_joules(s: &Snapshot) -> f64 {
 #[test]
 fn a_snapshot_balances_and_splits_by_time() {
     let mut f = Fixture::new(2, None, 100, HashMap::new());
-    let mut events = vec![first_reading()];
-    events.extend(steady(7, 8));
+    let events = steady(7, 8);
     let (_, s) = f.drain(events, T0 + 100 * MS);
     // 10 W for 100 ms.
     assert!((package_joules(&s) - 1.0).abs() < 1e-9, "{:?}", s.packages);
@@ -195,8 +195,7 @@ fn a_snapshot_balances_and_splits_by_time() {
 fn points_and_snapshot_carry_the_previous_runs_totals() {
     let bases = HashMap::from([(continuity::package_key(0, "pkg"), 5.0)]);
     let mut f = Fixture::new(2, None, 100, bases);
-    let mut events = vec![first_reading()];
-    events.extend(steady(7, 8));
+    let events = steady(7, 8);
     let (out, s) = f.drain(events, T0 + 100 * MS);
     assert!(
         (package_joules(&s) - 6.0).abs() < 1e-9,
@@ -309,11 +308,13 @@ fn idle_state(span_start: u64, since: u64) -> CpuState {
 fn a_cpu_that_never_reports_is_closed_from_its_kernel_state() {
     let mut f = Fixture::new(2, None, 100, HashMap::new());
     // Only cpu 0 reports: the books wait for cpu 1.
-    let mut events = vec![first_reading()];
-    events.extend(steady(7, 8).into_iter().filter(|e| match e {
-        Event::Record(r) => r.record.cpu == 0,
-        _ => true,
-    }));
+    let events: Vec<Event> = steady(7, 8)
+        .into_iter()
+        .filter(|e| match e {
+            Event::Record(r) => r.record.cpu == 0,
+            _ => true,
+        })
+        .collect();
     let now = T0 + 200 * MS;
     let (_, s) = f.drain(events, now);
     assert_eq!(
@@ -343,8 +344,7 @@ fn a_cpu_that_never_reports_is_closed_from_its_kernel_state() {
 #[test]
 fn beyond_max_cgroups_the_smallest_fold_into_other_and_their_series_end() {
     let mut f = Fixture::new(2, None, 1, HashMap::new());
-    let mut events = vec![first_reading()];
-    events.extend(steady(7, 8));
+    let events = steady(7, 8);
     let (out, s) = f.drain(events, T0 + 100 * MS);
     assert_eq!(out.folded, vec![8], "the smaller consumer folds");
     assert!(out.expire.is_some());

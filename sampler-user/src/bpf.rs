@@ -73,6 +73,11 @@ pub enum BpfError {
         #[source]
         source: perf::PerfError,
     },
+    #[error("--bpf-stats: switching on the kernel's BPF run-time statistics failed (bpf(BPF_ENABLE_STATS) needs CAP_SYS_ADMIN); grant it, or run without --bpf-stats (sampling and attribution do not need it)")]
+    Stats {
+        #[source]
+        source: aya::sys::SyscallError,
+    },
     #[error("putting a counter fd into {map}[{cpu}] failed")]
     CounterSlot {
         map: &'static str,
@@ -94,6 +99,10 @@ pub struct LoadOptions {
     pub period_ns: u64,
     /// Ring buffer size in bytes (power of two, multiple of the page size).
     pub ringbuf_bytes: u32,
+    /// Switch on the kernel's BPF run-time statistics (`--bpf-stats`) for
+    /// the sampler's lifetime. The switch is host-wide: every BPF program on
+    /// the node then pays two clock reads per run, so it is off by default.
+    pub bpf_stats: bool,
 }
 
 /// One opened energy counter and where it is read.
@@ -121,7 +130,8 @@ pub struct Detached {
 }
 
 /// Kernel run statistics of one program (cumulative since load, counted only
-/// while BPF stats are enabled, which `Sampler` does for its lifetime).
+/// while BPF stats are enabled, which `Sampler` does for its lifetime when
+/// loaded with [`LoadOptions::bpf_stats`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProgramStats {
     pub name: &'static str,
@@ -156,13 +166,14 @@ impl Sampler {
             .load(BPF_OBJECT)
             .map_err(load_error)?;
 
-        // Run statistics for the self-metrics; held until the sampler drops.
-        let stats = match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
-            Ok(fd) => Some(fd),
-            Err(e) => {
-                tracing::warn!(error = %e, "BPF run-time statistics unavailable; ergon_bpf_program_* will stay 0");
-                None
-            }
+        // Run statistics for the self-metrics, only when asked: held until
+        // the sampler drops (the kernel switches them off with the last fd).
+        let stats = if opts.bpf_stats {
+            let fd = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+                .map_err(|source| BpfError::Stats { source })?;
+            Some(fd)
+        } else {
+            None
         };
 
         // Counters first, so the first timer run already finds them.
@@ -458,8 +469,12 @@ impl Sampler {
         self.per_cpu("CPU_STATE", 0)
     }
 
-    /// Run count and run time of both programs.
+    /// Run count and run time of both programs; none unless loaded with
+    /// [`LoadOptions::bpf_stats`] (without it the kernel counts nothing).
     pub fn program_stats(&self) -> Vec<ProgramStats> {
+        if self._stats.is_none() {
+            return Vec::new();
+        }
         [TIMER_PROGRAM, SWITCH_PROGRAM]
             .into_iter()
             .map(|name| {

@@ -22,7 +22,8 @@ pub enum Layout {
 
 impl Layout {
     /// The cgroup2 mount point, when there is one.
-    pub fn v2_mount(&self) -> Option<&PathBuf> {
+    #[cfg(test)]
+    fn v2_mount(&self) -> Option<&PathBuf> {
         match self {
             Layout::V2 { mount } | Layout::Hybrid { mount, .. } => Some(mount),
             _ => None,

@@ -237,10 +237,6 @@ impl Registry {
         }
     }
 
-    pub fn root(&self) -> Option<&Path> {
-        self.root.as_deref()
-    }
-
     /// Labels of `id`, resolving it first ([`Self::ensure`]).
     #[cfg(test)]
     fn labels(&mut self, id: u64, now: Instant) -> Arc<CgroupLabels> {
@@ -276,7 +272,8 @@ impl Registry {
     }
 
     /// Walks made so far.
-    pub fn scans(&self) -> u64 {
+    #[cfg(test)]
+    fn scans(&self) -> u64 {
         self.scans
     }
 

@@ -167,7 +167,7 @@ pub fn inspect(root: &SysRoot, declared: &Declared, probe: &dyn Probe) -> Report
                     ),
                 );
                 if !has(CAP_SYS_ADMIN) {
-                    r.push("bpf stats", Status::Info, "CAP_SYS_ADMIN absent: BPF run-time statistics (bpf_enable_stats) need it, so ergon_bpf_program_* stay 0; sampling and attribution need only CAP_BPF and CAP_PERFMON (on 5.11 and newer, no CAP_SYS_RESOURCE for memlock either)");
+                    r.push("bpf stats", Status::Info, "CAP_SYS_ADMIN absent: --bpf-stats (the kernel's BPF run-time statistics, ergon_bpf_program_*) needs it and is refused without it; sampling and attribution need only CAP_BPF and CAP_PERFMON (on 5.11 and newer, no CAP_SYS_RESOURCE for memlock either)");
                 }
             } else {
                 r.push("privileges", Status::Fail, "neither CAP_SYS_ADMIN nor CAP_BPF+CAP_PERFMON: run as root or grant both capabilities (e.g. setcap cap_bpf,cap_perfmon+ep ergon)");

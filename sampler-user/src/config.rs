@@ -13,7 +13,7 @@ pub mod push;
 pub mod serve;
 pub use model::ModelArgs;
 pub use names::{Kubelet, NamesArgs, NamesSettings};
-pub use push::{PushArgs, PushSettings, RemoteWrite};
+pub use push::{PushArgs, PushSettings, RemoteWrite, State};
 pub use serve::{Auth, ServeArgs, ServeSettings, TlsFiles};
 
 use crate::{
@@ -85,6 +85,12 @@ pub struct RunArgs {
     #[arg(long, env = "ERGON_MAX_CGROUPS")]
     pub max_cgroups: Option<usize>,
 
+    /// Switch on the kernel's BPF run-time statistics and serve
+    /// `ergon_bpf_program_*`. Host-wide: while on, every BPF program on the
+    /// node pays two clock reads per run; needs CAP_SYS_ADMIN [default: off].
+    #[arg(long, env = "ERGON_BPF_STATS")]
+    pub bpf_stats: bool,
+
     /// Where sysfs is mounted [default: /sys].
     #[arg(long, env = "ERGON_SYSFS_ROOT")]
     pub sysfs_root: Option<PathBuf>,
@@ -127,6 +133,7 @@ pub struct FileConfig {
     pub drain_interval: Option<String>,
     pub cgroup_retention: Option<String>,
     pub max_cgroups: Option<usize>,
+    pub bpf_stats: Option<bool>,
     pub sysfs_root: Option<PathBuf>,
     pub procfs_root: Option<PathBuf>,
     pub cgroup_root: Option<PathBuf>,
@@ -182,6 +189,8 @@ pub struct Settings {
     pub drain_interval: Duration,
     pub cgroup_retention: Duration,
     pub max_cgroups: usize,
+    /// `--bpf-stats`: the kernel's run-time statistics while Ergon runs.
+    pub bpf_stats: bool,
     pub root: SysRoot,
     pub serve: ServeSettings,
     pub push: PushSettings,
@@ -380,6 +389,7 @@ impl RunArgs {
             drain_interval,
             cgroup_retention,
             max_cgroups,
+            bpf_stats: self.bpf_stats || file.bpf_stats.unwrap_or(false),
             root,
             serve,
             push,

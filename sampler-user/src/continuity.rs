@@ -7,45 +7,12 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use crate::{
-    batch::encode::render_labels,
-    cgroups::{CgroupLabels, PATH_LABELS},
-    snapshot::Snapshot,
-};
+use crate::{cgroups::CgroupLabels, series::Series, snapshot::Snapshot};
 
-pub const PACKAGE: &str = "ergon_package_energy_joules_total";
-pub const CPU: &str = "ergon_cpu_energy_joules_total";
-pub const CGROUP: &str = "ergon_cgroup_energy_joules_total";
-pub const CGROUP_CPU: &str = "ergon_cgroup_cpu_seconds_total";
-pub const IDLE: &str = "ergon_idle_energy_joules_total";
-
-pub fn package_key(package: u32, domain: &str) -> String {
-    format!(
-        "{PACKAGE}{}",
-        render_labels(&[("package", &package.to_string()), ("domain", domain)])
-    )
-}
-
-fn cpu_key(cpu: u32) -> String {
-    format!("{CPU}{}", render_labels(&[("cpu", &cpu.to_string())]))
-}
-
-fn idle_key(package: u32) -> String {
-    format!(
-        "{IDLE}{}",
-        render_labels(&[("package", &package.to_string())])
-    )
-}
-
-/// A cgroup's identity in the stored totals: the labels read off its path,
-/// not its names, so a series continues across a restart whether its names
-/// are known yet or not (and the keys of earlier versions still match).
-pub fn cgroup_key(l: &CgroupLabels) -> String {
-    format!("{CGROUP}{}", render_labels(&l.pairs()[..PATH_LABELS]))
-}
-
-fn cgroup_cpu_key(l: &CgroupLabels) -> String {
-    format!("{CGROUP_CPU}{}", render_labels(&[("cgroup", &l.cgroup)]))
+/// The key under which the total of a package's `domain` energy is stored.
+#[cfg(test)]
+pub fn package_key(package: u32, domain: &'static str) -> String {
+    Series::Package { package, domain }.continuity_key()
 }
 
 /// Bases from the previous run, with per-series caches so a drain does not
@@ -53,8 +20,27 @@ fn cgroup_cpu_key(l: &CgroupLabels) -> String {
 #[derive(Debug, Default)]
 pub struct Continuity {
     bases: HashMap<String, f64>,
-    fixed: HashMap<(u8, u32, &'static str), f64>,
+    /// Package, CPU and idle series (cheap to compare) → base.
+    fixed: HashMap<Fixed, f64>,
     cgroups: HashMap<u64, (Arc<CgroupLabels>, f64, f64)>,
+}
+
+/// The series without labels of their own to cache by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Fixed {
+    Package(u32, &'static str),
+    Cpu(u32),
+    Idle(u32),
+}
+
+impl Fixed {
+    fn series(self) -> Series {
+        match self {
+            Fixed::Package(package, domain) => Series::Package { package, domain },
+            Fixed::Cpu(cpu) => Series::Cpu { cpu },
+            Fixed::Idle(package) => Series::Idle { package },
+        }
+    }
 }
 
 impl Continuity {
@@ -65,27 +51,21 @@ impl Continuity {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.bases.is_empty()
-    }
-
-    fn fixed(&mut self, kind: u8, id: u32, domain: &'static str) -> f64 {
+    fn fixed(&mut self, series: Fixed) -> f64 {
         if self.bases.is_empty() {
             return 0.0;
         }
         let bases = &self.bases;
-        *self.fixed.entry((kind, id, domain)).or_insert_with(|| {
-            let key = match kind {
-                0 => package_key(id, domain),
-                1 => cpu_key(id),
-                _ => idle_key(id),
-            };
-            bases.get(&key).copied().unwrap_or(0.0)
+        *self.fixed.entry(series).or_insert_with(|| {
+            bases
+                .get(&series.series().continuity_key())
+                .copied()
+                .unwrap_or(0.0)
         })
     }
 
     pub fn package(&mut self, package: u32, domain: &'static str) -> f64 {
-        self.fixed(0, package, domain)
+        self.fixed(Fixed::Package(package, domain))
     }
 
     /// (energy base, cpu-seconds base) of cgroup `id` with labels `l`.
@@ -98,8 +78,15 @@ impl Continuity {
                 return (*e, *c);
             }
         }
-        let e = self.bases.get(&cgroup_key(l)).copied().unwrap_or(0.0);
-        let c = self.bases.get(&cgroup_cpu_key(l)).copied().unwrap_or(0.0);
+        let base = |s: Series| self.bases.get(&s.continuity_key()).copied().unwrap_or(0.0);
+        let e = base(Series::Cgroup {
+            id,
+            labels: l.clone(),
+        });
+        let c = base(Series::CgroupCpu {
+            id,
+            labels: l.clone(),
+        });
         self.cgroups.insert(id, (l.clone(), e, c));
         (e, c)
     }
@@ -109,7 +96,7 @@ impl Continuity {
     }
 
     /// Adds the bases to a snapshot's counters (in place).
-    pub fn apply(&mut self, s: &mut Snapshot, cgroup_ids: &[u64]) {
+    pub fn apply(&mut self, s: &mut Snapshot) {
         if self.bases.is_empty() {
             return;
         }
@@ -117,13 +104,13 @@ impl Continuity {
             p.joules.0 += self.package(p.package, p.domain);
         }
         for c in &mut s.cpus {
-            c.joules.0 += self.fixed(1, c.cpu, "");
+            c.joules.0 += self.fixed(Fixed::Cpu(c.cpu));
         }
         for (p, j) in &mut s.idle {
-            *j += self.fixed(2, *p, "");
+            *j += self.fixed(Fixed::Idle(*p));
         }
-        for (c, &id) in s.cgroups.iter_mut().zip(cgroup_ids) {
-            let (e, cpu) = self.cgroup(id, &c.labels);
+        for c in &mut s.cgroups {
+            let (e, cpu) = self.cgroup(c.id, &c.labels);
             c.joules += e;
             c.cpu_seconds += cpu;
         }
@@ -138,13 +125,21 @@ pub fn totals(s: &Snapshot) -> Vec<(String, f64)> {
     out.extend(
         s.packages
             .iter()
-            .map(|p| (package_key(p.package, p.domain), p.joules.0)),
+            .map(|p| (Series::from(p).continuity_key(), p.joules.0)),
     );
-    out.extend(s.cpus.iter().map(|c| (cpu_key(c.cpu), c.joules.0)));
-    out.extend(s.idle.iter().map(|&(p, j)| (idle_key(p), j)));
+    out.extend(
+        s.cpus
+            .iter()
+            .map(|c| (Series::Cpu { cpu: c.cpu }.continuity_key(), c.joules.0)),
+    );
+    out.extend(
+        s.idle
+            .iter()
+            .map(|&(package, j)| (Series::Idle { package }.continuity_key(), j)),
+    );
     for c in &s.cgroups {
-        out.push((cgroup_key(&c.labels), c.joules));
-        out.push((cgroup_cpu_key(&c.labels), c.cpu_seconds));
+        out.push((c.energy_series().continuity_key(), c.joules));
+        out.push((c.cpu_series().continuity_key(), c.cpu_seconds));
     }
     out
 }
@@ -154,6 +149,24 @@ mod tests {
     use super::*;
     use crate::{energy::PackageEnergy, snapshot::CgroupEnergy, units::Joules};
 
+    #[test]
+    fn the_keys_are_those_earlier_versions_stored() {
+        assert_eq!(
+            package_key(0, "pkg"),
+            "ergon_package_energy_joules_total{package=\"0\",domain=\"pkg\"}"
+        );
+        let keys: Vec<String> = totals(&snap(1.0, 1.0)).into_iter().map(|t| t.0).collect();
+        assert_eq!(
+            keys,
+            [
+                "ergon_package_energy_joules_total{package=\"0\",domain=\"pkg\"}",
+                "ergon_idle_energy_joules_total{package=\"0\"}",
+                "ergon_cgroup_energy_joules_total{cgroup=\"/a\",unit=\"\",runtime=\"\",container_id=\"\",pod_uid=\"\"}",
+                "ergon_cgroup_cpu_seconds_total{cgroup=\"/a\"}",
+            ]
+        );
+    }
+
     fn snap(pkg: f64, cg: f64) -> Snapshot {
         Snapshot {
             packages: vec![PackageEnergy {
@@ -162,6 +175,7 @@ mod tests {
                 joules: Joules(pkg),
             }],
             cgroups: vec![CgroupEnergy {
+                id: 7,
                 labels: Arc::new(CgroupLabels {
                     cgroup: "/a".into(),
                     ..CgroupLabels::default()
@@ -181,7 +195,7 @@ mod tests {
         assert_eq!(persisted[&package_key(0, "pkg")], 100.0);
         let mut c = Continuity::new(persisted);
         let mut second = snap(1.5, 0.5);
-        c.apply(&mut second, &[7]);
+        c.apply(&mut second);
         assert_eq!(second.packages[0].joules.0, 101.5);
         assert_eq!(second.cgroups[0].joules, 40.5);
         assert_eq!(second.cgroups[0].cpu_seconds, 2.0);
@@ -195,7 +209,7 @@ mod tests {
     fn without_state_nothing_changes() {
         let mut c = Continuity::default();
         let mut s = snap(1.0, 0.5);
-        c.apply(&mut s, &[7]);
+        c.apply(&mut s);
         assert_eq!(s.packages[0].joules.0, 1.0);
         assert_eq!(s.cgroups[0].joules, 0.5);
     }

@@ -1,18 +1,21 @@
-//! `ergon run`: wires the tasks together. Drain, HTTP and the kernel logger
-//! run as tokio tasks under one cancellation token; SIGINT/SIGTERM or the
-//! first task that fails stops the rest, and dropping the sampler detaches
-//! the kernel programs.
+//! `ergon run`: wires the tasks together. Drain, HTTP, push, state, names
+//! and the kernel logger run as tokio tasks under one cancellation token;
+//! the shutdown future (SIGINT/SIGTERM for `ergon run`) or the first task
+//! that fails stops the rest, and dropping the sampler detaches the kernel
+//! programs.
 
 use aya_log::EbpfLogger;
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use std::sync::Arc;
+use std::{future::Future, path::PathBuf, sync::Arc};
+
+use tokio::net::TcpListener;
 
 use crate::{
     bpf::BpfError,
-    config::Settings,
+    config::{PushSettings, RemoteWrite, Settings, State},
     continuity::{self, Continuity},
     ingest::IngestError,
     jobs::{
@@ -72,12 +75,76 @@ pub enum DaemonError {
     Panic { message: String },
 }
 
+/// `ergon run`: SIGTERM or SIGINT stops it; the listener is bound from
+/// `--listen`. [`serve`] is the same daemon on a listener and a shutdown
+/// future of the caller's (tests bind port 0 and stop it themselves).
 pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     // Signal handlers first: a SIGTERM during start-up must stop cleanly too.
-    let mut term = tokio::signal::unix::signal(SignalKind::terminate())
-        .map_err(|source| DaemonError::Signal { source })?;
-    let mut int = tokio::signal::unix::signal(SignalKind::interrupt())
-        .map_err(|source| DaemonError::Signal { source })?;
+    let shutdown = signals()?;
+    // Bind before loading anything: a taken port fails at once.
+    let listener = server::bind(settings.listen).await?;
+    serve(settings, listener, shutdown).await
+}
+
+/// A future that resolves on the first SIGTERM or SIGINT, the handlers
+/// installed now.
+fn signals() -> Result<impl Future<Output = ()> + Send + 'static, DaemonError> {
+    let signal =
+        |kind| tokio::signal::unix::signal(kind).map_err(|source| DaemonError::Signal { source });
+    let (mut term, mut int) = (
+        signal(SignalKind::terminate())?,
+        signal(SignalKind::interrupt())?,
+    );
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM: stopping"),
+            _ = int.recv() => info!("SIGINT: stopping"),
+        }
+    })
+}
+
+/// The durable state opened, with what rides on it: job records and, with
+/// remote_write, the push client.
+struct Durable {
+    queue: Arc<Queue>,
+    jobs: Jobs,
+    dir: PathBuf,
+    push: Option<(Remote, RemoteWrite)>,
+}
+
+impl Durable {
+    /// Opens the state: a locked, corrupt or foreign one fails here, before
+    /// anything is loaded.
+    fn open(state: &State, push: &PushSettings) -> Result<Self, DaemonError> {
+        let queue = Queue::open(&state.dir, push.push_buffer)?;
+        info!(path = %queue.path().display(), queued = queue.len(), totals = queue.totals().len(), "durable state opened");
+        // Job records (`ergon measure --record-to`) live in the same state.
+        let jobs = Jobs::with_totals(queue.with_db(|db| fold::load(db, queue.path()))?);
+        let push = match &state.remote_write {
+            Some(rw) => Some((Remote::new(rw)?, rw.clone())),
+            None => None,
+        };
+        Ok(Self {
+            queue: Arc::new(queue),
+            jobs,
+            dir: state.dir.clone(),
+            push,
+        })
+    }
+
+    /// The queue, when the drain feeds it points to push.
+    fn push_queue(&self) -> Option<Arc<Queue>> {
+        self.push.as_ref().map(|_| self.queue.clone())
+    }
+}
+
+/// The daemon on `listener` until `shutdown` resolves (or a task fails).
+/// Dropping the sampler at the end detaches the kernel programs.
+pub async fn serve(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), DaemonError> {
     let topo = Topology::read(&settings.root)?;
     let plan = settings.plan(&topo)?;
     info!(
@@ -86,32 +153,16 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         counters = plan.counters.len(),
         "energy source chosen"
     );
-    // Bind and read the TLS files before loading anything: a taken port or
-    // a bad certificate fails at once.
-    let listener = server::bind(settings.listen).await?;
+    // Read the TLS files before loading anything: a bad certificate fails
+    // at once.
     let serve = &settings.serve;
     let tls = match &serve.tls {
         Some(files) => Some(server::tls::server_config(files).map_err(server::ServeError::from)?),
         None => None,
     };
-    // The state directory next: a locked, corrupt or foreign one fails
-    // before anything is loaded.
     let push = &settings.push;
-    let queue = match &push.state_dir {
-        Some(dir) => {
-            let q = Queue::open(dir, push.push_buffer)?;
-            info!(path = %q.path().display(), queued = q.len(), totals = q.totals().len(), "durable state opened");
-            Some(Arc::new(q))
-        }
-        None => None,
-    };
-    // Job records (`ergon measure --record-to`) live in the same state.
-    let jobs = match &queue {
-        Some(q) => Some(Jobs::with_totals(q.with_db(|db| fold::load(db, q.path()))?)),
-        None => None,
-    };
-    let remote = match &push.remote_write {
-        Some(rw) => Some(Remote::new(rw)?),
+    let mut durable = match &push.state {
+        Some(state) => Some(Durable::open(state, push)?),
         None => None,
     };
     let names = &settings.names;
@@ -147,8 +198,13 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         &plan,
         &topo,
         Extras {
-            push: queue.clone().filter(|_| remote.is_some()),
-            continuity: Continuity::new(queue.as_ref().map(|q| q.totals()).unwrap_or_default()),
+            push: durable.as_ref().and_then(Durable::push_queue),
+            continuity: Continuity::new(
+                durable
+                    .as_ref()
+                    .map(|d| d.queue.totals())
+                    .unwrap_or_default(),
+            ),
             names: (kubelet.is_some() || runtime.is_some()).then(|| directory.clone()),
         },
     )
@@ -187,36 +243,39 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         });
     }
     let push_stats = Arc::new(PushStats::default());
-    if let (Some(remote), Some(q), Some(rw)) = (remote, &queue, &push.remote_write) {
-        info!(url = %rw.url, interval = %humantime::format_duration(rw.interval), "pushing with remote_write");
-        let sender = Sender {
-            queue: q.clone(),
-            remote,
-            stats: push_stats.clone(),
-            interval: rw.interval,
-            max_samples: rw.max_samples,
-            external_labels: rw.external_labels.clone(),
-        };
-        let stop = stop.clone();
-        tasks.spawn(async move {
-            sender.run(stop).await;
-            Ok("push")
-        });
-    }
-    if let Some(q) = &queue {
+    let mut push_view = None;
+    if let Some(d) = durable.as_mut() {
+        let pushing = d.push.is_some();
+        if let Some((remote, rw)) = d.push.take() {
+            info!(url = %rw.url, interval = %humantime::format_duration(rw.interval), "pushing with remote_write");
+            push_view = Some(server::PushView {
+                stats: push_stats.clone(),
+                queue: d.queue.clone(),
+            });
+            let sender = Sender {
+                queue: d.queue.clone(),
+                remote,
+                stats: push_stats.clone(),
+                interval: rw.interval,
+                max_samples: rw.max_samples,
+                external_labels: rw.external_labels,
+            };
+            let stop = stop.clone();
+            tasks.spawn(async move {
+                sender.run(stop).await;
+                Ok("push")
+            });
+        }
         let snap = shared.clone();
         let totals: Arc<dyn Fn() -> Vec<(String, f64)> + Send + Sync> =
             Arc::new(move || continuity::totals(&snap.load()));
-        let (q, stop, every) = (q.clone(), stop.clone(), push.fsync_interval);
+        let (q, task_stop, every) = (d.queue.clone(), stop.clone(), push.fsync_interval);
         let retention = push.state_retention;
         tasks.spawn(async move {
-            flush_loop(q, every, retention, totals, stop).await;
+            flush_loop(q, every, retention, totals, task_stop).await;
             Ok("state")
         });
-    }
-    if let (Some(q), Some(jobs), Some(dir)) = (&queue, &jobs, &push.state_dir) {
-        let (q, jobs, dir, stop) = (q.clone(), jobs.clone(), dir.clone(), stop.clone());
-        let (pushing, retention) = (push.remote_write.is_some(), push.state_retention);
+        let (q, jobs, dir, stop) = (d.queue.clone(), d.jobs.clone(), d.dir.clone(), stop.clone());
         info!(spool = %dir.join(crate::jobs::SPOOL).display(), "folding job records from `ergon measure --record-to`");
         tasks.spawn(async move {
             fold::run(q, jobs, dir, pushing, retention, stop).await;
@@ -226,20 +285,13 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     {
         let stop = stop.clone();
         let stats = Arc::new(HttpStats::default());
-        let push_view = queue
-            .clone()
-            .filter(|_| push.remote_write.is_some())
-            .map(|queue| server::PushView {
-                stats: push_stats.clone(),
-                queue,
-            });
         let app = server::App::new(
             server::collectors(
                 shared.clone(),
                 &stats,
                 &store,
                 push_view.as_ref(),
-                jobs.as_ref(),
+                durable.as_ref().map(|d| &d.jobs),
                 &directory,
             ),
             store.clone(),
@@ -250,7 +302,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
             serve.health_stale_after.max(settings.drain_interval * 2),
         )
         .with_push(push_view)
-        .with_state(queue.clone())
+        .with_state(durable.as_ref().map(|d| d.queue.clone()))
         .with_demand(demand);
         let router = server::router(app, serve.auth.clone(), serve.health_no_auth);
         tasks.spawn(async move {
@@ -269,12 +321,11 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         let stop = stop.clone();
         tasks.spawn(async move {
             tokio::select! {
-                _ = term.recv() => info!("SIGTERM: stopping"),
-                _ = int.recv() => info!("SIGINT: stopping"),
+                _ = shutdown => {}
                 _ = stop.cancelled() => {}
             }
             stop.cancel();
-            Ok("signals")
+            Ok("shutdown")
         });
     }
 
@@ -292,7 +343,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         }
         stop.cancel();
     }
-    if let Some(q) = &queue {
+    if let Some(q) = durable.as_ref().map(|d| &d.queue) {
         // After the drain's last pass: commit what it appended at the end
         // (reopening the database first after an I/O error).
         if let Err(e) = q.commit(&continuity::totals(&shared.load())) {

@@ -3,19 +3,19 @@
 //! queue with the counter totals of the snapshot that covers them; the
 //! snapshot itself is swapped in for `/metrics` and `/health`.
 //!
-//! This is where a series gets its identity outside the books: its store
-//! key and rendered labels, and its remote_write descriptor, made once per
-//! label set and cached. A cgroup whose labels change (resolved or named
+//! A series' store key, and its rendered labels and remote_write
+//! descriptor ([`Series`]), are made once per label set and cached. A cgroup whose labels change (resolved or named
 //! late) starts a new series; one the ledger folded ends its own.
 
 use std::{collections::HashMap, sync::Arc};
 
 use crate::{
-    batch::{self, encode::render_labels, Family, SeriesKey, SharedStore},
+    batch::{self, Family, SeriesKey, SharedStore},
     cgroups::CgroupLabels,
     continuity,
-    ledger::{Output, Point, Series},
-    push::queue::{descriptor, Queue},
+    ledger::{Output, Point},
+    push::queue::Queue,
+    series::Series,
     snapshot::{Demand, SharedSnapshot, Snapshot},
 };
 
@@ -80,54 +80,62 @@ impl Export {
             self.cgroup_series.remove(&id);
         }
         for Point { series, ms, joules } in points {
-            match series {
+            // The ledger books batch points for packages and cgroups.
+            match &series {
                 Series::Package { package, domain } => {
-                    let key = SeriesKey::Package { package, domain };
-                    let labels =
-                        || render_labels(&[("package", &package.to_string()), ("domain", domain)]);
-                    store.push(&key, Family::Package, labels, ms, joules);
+                    let key = SeriesKey::Package {
+                        package: *package,
+                        domain,
+                    };
+                    store.push(
+                        &key,
+                        Family::Package,
+                        || series.rendered_labels(),
+                        ms,
+                        joules,
+                    );
                     if self.push.is_some() {
                         let d = self
                             .package_descriptors
-                            .entry((package, domain))
-                            .or_insert_with(|| {
-                                let p = package.to_string();
-                                descriptor(
-                                    continuity::PACKAGE,
-                                    &[("package", &p), ("domain", domain)],
-                                )
-                                .into()
-                            });
+                            .entry((*package, domain))
+                            .or_insert_with(|| series.descriptor().into());
                         self.pending_push.push((d.clone(), ms, joules));
                     }
                 }
                 Series::Cgroup { id, labels } => {
-                    let key = SeriesKey::Cgroup(id);
-                    let changed = self.cgroup_series.get(&id).is_none_or(|old| {
-                        !Arc::ptr_eq(&old.labels, &labels) && *old.labels != *labels
+                    let key = SeriesKey::Cgroup(*id);
+                    let changed = self.cgroup_series.get(id).is_none_or(|old| {
+                        !Arc::ptr_eq(&old.labels, labels) && *old.labels != **labels
                     });
                     if changed {
                         // A new label set (e.g. a cgroup resolved late) is a
                         // new series; its descriptor is made again when pushed.
                         store.retire(&key);
                         self.cgroup_series.insert(
-                            id,
+                            *id,
                             CgroupSeries {
                                 labels: labels.clone(),
                                 descriptor: None,
                             },
                         );
                     }
-                    store.push(&key, Family::Cgroup, || cgroup_labels(&labels), ms, joules);
-                    if let (true, Some(series)) =
-                        (self.push.is_some(), self.cgroup_series.get_mut(&id))
+                    store.push(
+                        &key,
+                        Family::Cgroup,
+                        || series.rendered_labels(),
+                        ms,
+                        joules,
+                    );
+                    if let (true, Some(cached)) =
+                        (self.push.is_some(), self.cgroup_series.get_mut(id))
                     {
-                        let d = series.descriptor.get_or_insert_with(|| {
-                            descriptor(continuity::CGROUP, &labels.pairs()).into()
-                        });
+                        let d = cached
+                            .descriptor
+                            .get_or_insert_with(|| series.descriptor().into());
                         self.pending_push.push((d.clone(), ms, joules));
                     }
                 }
+                other => debug_assert!(false, "no batch series for {other:?}"),
             }
         }
         for id in folded {
@@ -161,9 +169,4 @@ impl Export {
     pub fn demand(&self) -> &Arc<Demand> {
         &self.demand
     }
-}
-
-/// Labels of a cgroup's batch series: the same as on `/metrics`.
-pub fn cgroup_labels(l: &CgroupLabels) -> String {
-    render_labels(&l.pairs())
 }

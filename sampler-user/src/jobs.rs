@@ -26,7 +26,11 @@ use std::{
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::{counter, counter1, gauge};
+use crate::{
+    families::{counter, counter1, gauge},
+    metrics::series_family,
+    series::{self, Series},
+};
 
 /// The spool directory below the state directory.
 pub const SPOOL: &str = "jobs";
@@ -236,17 +240,19 @@ impl Collector for JobCollector {
             all.iter()
                 .map(move |(name, t)| (vec![("job", name.clone())], f(t)))
         };
-        counter(
+        series_family(
             &mut enc,
-            "ergon_job_energy_joules",
+            series::JOB_ENERGY,
             "Joules attributed to the runs of a job recorded with `ergon measure --record-to … --job NAME`.",
-            per(|t| t.joules),
+            all.iter()
+                .map(|(job, t)| (Series::JobEnergy { job: job.clone() }, t.joules)),
         )?;
-        counter(
+        series_family(
             &mut enc,
-            "ergon_job_runs",
+            series::JOB_RUNS,
             "Recorded runs of a job.",
-            per(|t| t.runs as f64),
+            all.iter()
+                .map(|(job, t)| (Series::JobRuns { job: job.clone() }, t.runs as f64)),
         )?;
         counter(
             &mut enc,

@@ -19,7 +19,6 @@
 
 use std::{
     collections::HashSet,
-    sync::Arc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -32,11 +31,12 @@ use crate::{
     attribution::{Attributor, IdleState},
     batch::domains::DomainGrid,
     bpf::ProgramStats,
-    cgroups::{CgroupLabels, Registry},
+    cgroups::Registry,
     complaint::Complaint,
     continuity::Continuity,
     decode::{self, DecodeError},
     energy::{EnergyBooks, PackageEnergy},
+    series::Series,
     snapshot::{CgroupEnergy, Snapshot},
     units::Joules,
 };
@@ -134,22 +134,10 @@ pub struct Parts {
     pub idle_silence: Duration,
 }
 
-/// What a batch point measures.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Series {
-    Package {
-        package: u32,
-        domain: &'static str,
-    },
-    /// A cgroup, with the labels it had when the point was booked.
-    Cgroup {
-        id: u64,
-        labels: Arc<CgroupLabels>,
-    },
-}
-
 /// One batch point: the series' counter total (joules, previous runs
-/// included) at a wall-clock instant.
+/// included) at a wall-clock instant. The ledger books points for
+/// [`Series::Package`] and [`Series::Cgroup`] (with the labels it had when
+/// the point was booked).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Point {
     pub series: Series,
@@ -542,22 +530,19 @@ impl Ledger {
             .sort_by(|a, b| (a.package, a.domain).cmp(&(b.package, b.domain)));
         s.idle = pkgs.iter().map(|&(p, _, idle)| (p, idle)).collect();
         s.cpus = self.attribution.cpus();
-        let mut cgroups: Vec<(u64, CgroupEnergy)> = self
+        let mut cgroups: Vec<CgroupEnergy> = self
             .attribution
             .cgroups()
             .iter()
-            .map(|(&id, t)| {
-                let e = CgroupEnergy {
-                    labels: self.cgroups.known_labels(id),
-                    joules: self.attribution.joules(t),
-                    cpu_seconds: t.cpu_ns as f64 * 1e-9,
-                };
-                (id, e)
+            .map(|(&id, t)| CgroupEnergy {
+                id,
+                labels: self.cgroups.known_labels(id),
+                joules: self.attribution.joules(t),
+                cpu_seconds: t.cpu_ns as f64 * 1e-9,
             })
             .collect();
-        cgroups.sort_by(|a, b| a.1.labels.cgroup.cmp(&b.1.labels.cgroup));
-        let ids: Vec<u64> = cgroups.iter().map(|c| c.0).collect();
-        s.cgroups = cgroups.into_iter().map(|c| c.1).collect();
+        cgroups.sort_by(|a, b| a.labels.cgroup.cmp(&b.labels.cgroup));
+        s.cgroups = cgroups;
         s.cgroup_folds = self.cgroups.folds();
         (s.idle_closures, s.idle_closure_corrections) = self.attribution.closure_stats();
         s.cgroups_dead = self.cgroups.dead() as u64;
@@ -585,7 +570,7 @@ impl Ledger {
         } else {
             0.0
         };
-        self.continuity.apply(&mut s, &ids);
+        self.continuity.apply(&mut s);
         s
     }
 

@@ -16,39 +16,44 @@
 //! [`snapshot`]). [`daemon`] wires the tasks; [`names`] fills cgroup names
 //! from the kubelet and the runtime; [`measure`] profiles one command.
 
+// What the binary, the benches, the privileged tests and xtask use.
 pub mod attribution;
 pub mod batch;
 pub mod bpf;
-pub mod cgroupfs;
-pub mod cgroups;
 pub mod check;
-pub mod complaint;
 pub mod config;
-pub mod continuity;
 pub mod daemon;
 pub mod decode;
-pub mod drain;
 pub mod energy;
-pub mod export;
-pub mod files;
-pub mod hotplug;
-pub mod identity;
-pub mod ingest;
-pub mod jobs;
-pub mod ledger;
 pub mod measure;
-pub mod measure_plot;
-pub mod metrics;
-pub mod names;
-pub mod perf;
-pub mod pipeline;
-pub mod process;
 pub mod push;
-pub mod server;
-pub mod snapshot;
 pub mod source;
 pub mod sysroot;
+pub mod topology;
+
+// The rest is the daemon's inside.
+mod cgroupfs;
+mod cgroups;
+mod complaint;
+mod continuity;
+mod drain;
+mod export;
+mod families;
+mod files;
+mod hotplug;
+mod identity;
+mod ingest;
+mod jobs;
+mod ledger;
+mod measure_plot;
+mod metrics;
+mod names;
+mod perf;
+mod pipeline;
+mod process;
+mod series;
+mod server;
+mod snapshot;
 #[cfg(test)]
 mod testdata;
-pub mod topology;
-pub mod units;
+mod units;

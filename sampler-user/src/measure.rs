@@ -98,8 +98,8 @@ pub enum MeasureError {
         #[source]
         source: std::io::Error,
     },
-    #[error("drawing {path}: {message}")]
-    Plot { path: PathBuf, message: String },
+    #[error(transparent)]
+    Plot(#[from] crate::measure_plot::PlotError),
     #[error(transparent)]
     Job(#[from] crate::jobs::JobError),
     #[error("the sampler's books did not start within {waited:?} ({cpus}); see `ergon check`")]

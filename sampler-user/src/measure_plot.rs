@@ -1,15 +1,21 @@
 //! `ergon measure --plot FILE.svg`: the package's and the command's power
 //! over time (plotters, SVG backend).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use plotters::prelude::*;
 
-use crate::measure::MeasureError;
+/// Drawing the plot failed.
+#[derive(Debug, thiserror::Error)]
+#[error("drawing {path}: {message}")]
+pub struct PlotError {
+    pub path: PathBuf,
+    pub message: String,
+}
 
 /// Draws both 1 ms power series, averaged over 10 ms so the lines stay readable.
-pub fn svg(path: &Path, package: &[f64], command: &[f64]) -> Result<(), MeasureError> {
-    let err = |e: &dyn std::fmt::Display| MeasureError::Plot {
+pub fn svg(path: &Path, package: &[f64], command: &[f64]) -> Result<(), PlotError> {
+    let err = |e: &dyn std::fmt::Display| PlotError {
         path: path.to_owned(),
         message: e.to_string(),
     };

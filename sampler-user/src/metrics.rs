@@ -5,14 +5,15 @@
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric},
-    metrics::{counter::ConstCounter, gauge::ConstGauge, MetricType},
+    metrics::{gauge::ConstGauge, MetricType},
     registry::Registry,
 };
 
-use crate::snapshot::SharedSnapshot;
-
-/// Content type of what [`encode`] writes.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+use crate::{
+    families::{counter, counter1, gauge1},
+    series::{self, Series},
+    snapshot::SharedSnapshot,
+};
 
 #[derive(Debug)]
 struct SnapshotCollector {
@@ -26,136 +27,71 @@ pub fn registry(snapshot: SharedSnapshot) -> Registry {
 }
 
 /// Encodes the whole registry (OpenMetrics text, `# EOF` terminated).
-pub fn encode(registry: &Registry) -> Result<String, std::fmt::Error> {
+#[cfg(test)]
+fn encode(registry: &Registry) -> Result<String, std::fmt::Error> {
     let mut out = String::with_capacity(4096);
     prometheus_client::encoding::text::encode(&mut out, registry)?;
     Ok(out)
 }
 
-/// Labelled series of one family, from (labels, value) pairs.
-fn labelled<I>(
+/// The counter family `family` (a [`crate::series`] name), one sample per
+/// (series, value), each labelled by its [`Series`].
+pub(crate) fn series_family<I>(
     enc: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    ty: MetricType,
-    items: I,
-) -> std::fmt::Result
-where
-    I: IntoIterator<Item = (Vec<(&'static str, String)>, f64)>,
-{
-    let mut m = enc.encode_descriptor(name, help, None, ty)?;
-    for (labels, v) in items {
-        match ty {
-            MetricType::Counter => ConstCounter::new(v).encode(m.encode_family(&labels)?)?,
-            _ => ConstGauge::new(v).encode(m.encode_family(&labels)?)?,
-        }
-    }
-    Ok(())
-}
-
-/// A counter family, one series per (labels, value).
-pub(crate) fn counter<I>(
-    enc: &mut DescriptorEncoder,
-    name: &str,
+    family: &'static str,
     help: &str,
     items: I,
 ) -> std::fmt::Result
 where
-    I: IntoIterator<Item = (Vec<(&'static str, String)>, f64)>,
+    I: IntoIterator<Item = (Series, f64)>,
 {
-    labelled(enc, name, help, MetricType::Counter, items)
-}
-
-/// A gauge family, one series per (labels, value).
-pub(crate) fn gauge<I>(
-    enc: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    items: I,
-) -> std::fmt::Result
-where
-    I: IntoIterator<Item = (Vec<(&'static str, String)>, f64)>,
-{
-    labelled(enc, name, help, MetricType::Gauge, items)
-}
-
-/// A counter without labels.
-pub(crate) fn counter1<V>(
-    enc: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    v: V,
-) -> std::fmt::Result
-where
-    ConstCounter<V>: EncodeMetric,
-{
-    let m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
-    ConstCounter::new(v).encode(m)
-}
-
-/// A gauge without labels.
-pub(crate) fn gauge1<V>(
-    enc: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    v: V,
-) -> std::fmt::Result
-where
-    ConstGauge<V>: EncodeMetric,
-{
-    let m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
-    ConstGauge::new(v).encode(m)
+    counter(
+        enc,
+        family,
+        help,
+        items.into_iter().map(|(s, v)| {
+            debug_assert_eq!(s.family(), family, "{s:?} in the family {family}");
+            (s.labels(), v)
+        }),
+    )
 }
 
 impl Collector for SnapshotCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = self.snapshot.load();
-        counter(
+        series_family(
             &mut enc,
-            "ergon_package_energy_joules",
+            series::PACKAGE_ENERGY,
             "Energy consumed by a package in an energy domain since the daemon started.",
-            s.packages.iter().map(|p| {
-                (
-                    vec![
-                        ("package", p.package.to_string()),
-                        ("domain", p.domain.to_string()),
-                    ],
-                    p.joules.0,
-                )
-            }),
+            s.packages.iter().map(|p| (Series::from(p), p.joules.0)),
         )?;
-        counter(
+        series_family(
             &mut enc,
-            "ergon_cpu_energy_joules",
+            series::CPU_ENERGY,
             "Package energy of the attribution base domain (pkg, or psys where there is no pkg counter; ergon_source_info's domain) attributed to a CPU, idle included; sums to the package.",
             s.cpus
                 .iter()
-                .map(|c| (vec![("cpu", c.cpu.to_string())], c.joules.0)),
+                .map(|c| (Series::Cpu { cpu: c.cpu }, c.joules.0)),
         )?;
-        counter(
+        series_family(
             &mut enc,
-            "ergon_cgroup_energy_joules",
+            series::CGROUP_ENERGY,
             "Package energy attributed to a cgroup by its on-CPU time, since the daemon started.",
-            s.cgroups.iter().map(|c| {
-                let labels = c.labels.pairs().map(|(k, v)| (k, v.to_owned()));
-                (labels.to_vec(), c.joules)
-            }),
+            s.cgroups.iter().map(|c| (c.energy_series(), c.joules)),
         )?;
-        counter(
+        series_family(
             &mut enc,
-            "ergon_cgroup_cpu_seconds",
+            series::CGROUP_CPU,
             "On-CPU time of a cgroup as the kernel programs saw it.",
-            s.cgroups
-                .iter()
-                .map(|c| (vec![("cgroup", c.labels.cgroup.clone())], c.cpu_seconds)),
+            s.cgroups.iter().map(|c| (c.cpu_series(), c.cpu_seconds)),
         )?;
-        counter(
+        series_family(
             &mut enc,
-            "ergon_idle_energy_joules",
+            series::IDLE_ENERGY,
             "Package energy attributed to idle time.",
             s.idle
                 .iter()
-                .map(|&(p, j)| (vec![("package", p.to_string())], j)),
+                .map(|&(package, j)| (Series::Idle { package }, j)),
         )?;
         counter1(
             &mut enc,
@@ -269,25 +205,29 @@ impl Collector for SnapshotCollector {
             "Counter reads made by the daemon because every CPU reading the counter was idle.",
             s.idle_counter_reads,
         )?;
-        counter(
-            &mut enc,
-            "ergon_bpf_program_runs",
-            "Runs of each kernel program (kernel BPF stats, enabled while the daemon runs).",
-            s.programs
-                .iter()
-                .map(|p| (vec![("program", p.name.to_string())], p.run_count as f64)),
-        )?;
-        counter(
-            &mut enc,
-            "ergon_bpf_program_run_seconds",
-            "Time spent in each kernel program (kernel BPF stats).",
-            s.programs.iter().map(|p| {
-                (
-                    vec![("program", p.name.to_string())],
-                    p.run_time_ns as f64 * 1e-9,
-                )
-            }),
-        )?;
+        // Only with --bpf-stats: without it the kernel counts nothing, and a
+        // family of zeros would read as "the programs never ran".
+        if !s.programs.is_empty() {
+            counter(
+                &mut enc,
+                "ergon_bpf_program_runs",
+                "Runs of each kernel program (kernel BPF stats; served with --bpf-stats only).",
+                s.programs
+                    .iter()
+                    .map(|p| (vec![("program", p.name.to_string())], p.run_count as f64)),
+            )?;
+            counter(
+                &mut enc,
+                "ergon_bpf_program_run_seconds",
+                "Time spent in each kernel program (kernel BPF stats).",
+                s.programs.iter().map(|p| {
+                    (
+                        vec![("program", p.name.to_string())],
+                        p.run_time_ns as f64 * 1e-9,
+                    )
+                }),
+            )?;
+        }
         gauge1(
             &mut enc,
             "ergon_last_drain_timestamp_seconds",

@@ -287,7 +287,7 @@ pub struct NamesCollector {
 
 impl prometheus_client::collector::Collector for NamesCollector {
     fn encode(&self, mut enc: prometheus_client::encoding::DescriptorEncoder) -> std::fmt::Result {
-        crate::metrics::counter(
+        crate::families::counter(
             &mut enc,
             "ergon_metadata_errors",
             "Failed refreshes of the names of cgroups' owners, per source (kubelet: --kubelet-url; runtime: --runtime-socket). Labels keep their last names meanwhile; unknown ones stay empty.",

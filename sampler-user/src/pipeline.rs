@@ -80,6 +80,7 @@ pub fn build(
         &LoadOptions {
             period_ns: settings.period.as_nanos() as u64,
             ringbuf_bytes: settings.ringbuf_bytes,
+            bpf_stats: settings.bpf_stats,
         },
     )?;
     let attached_cpus = sampler.attached_cpus.clone();

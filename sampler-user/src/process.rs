@@ -6,7 +6,7 @@
 
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 
-use crate::metrics::{counter1, gauge1};
+use crate::families::{counter1, gauge1};
 
 /// What `/proc/self` says of this process.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -10,14 +10,35 @@ use crate::{
     bpf::ProgramStats,
     cgroups::CgroupLabels,
     energy::{CpuEnergy, CpuTime, PackageEnergy},
+    series::Series,
 };
 
 /// Energy and on-CPU time of one cgroup.
 #[derive(Clone, Debug)]
 pub struct CgroupEnergy {
+    /// The cgroup's id (its cgroup2 directory's inode).
+    pub id: u64,
     pub labels: Arc<CgroupLabels>,
     pub joules: f64,
     pub cpu_seconds: f64,
+}
+
+impl CgroupEnergy {
+    /// The series of its energy.
+    pub fn energy_series(&self) -> Series {
+        Series::Cgroup {
+            id: self.id,
+            labels: self.labels.clone(),
+        }
+    }
+
+    /// The series of its on-CPU time.
+    pub fn cpu_series(&self) -> Series {
+        Series::CgroupCpu {
+            id: self.id,
+            labels: self.labels.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default)]

@@ -42,20 +42,6 @@ impl fmt::Display for Joules {
     }
 }
 
-/// Power in watts.
-#[derive(Clone, Copy, Debug, Default, PartialEq, PartialOrd)]
-pub struct Watts(pub f64);
-
-/// A duration or a boot-time instant in nanoseconds.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Nanos(pub u64);
-
-impl Nanos {
-    pub fn as_secs_f64(self) -> f64 {
-        self.0 as f64 * 1e-9
-    }
-}
-
 /// Advance of a counter that counts up and wraps at `2^bits` (`bits` in
 /// 1..=64), from `prev` to `cur`. The perf PMU hands out 64-bit accumulated
 /// counts (`bits = 64`); the RAPL MSR is 32 bits wide. A counter that is read

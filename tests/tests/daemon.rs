@@ -120,6 +120,69 @@ fn a_full_ring_buffer_counts_drops_and_loses_no_energy() {
 }
 
 #[test]
+fn the_daemon_runs_in_process_on_port_0_until_its_shutdown_future() {
+    require_root();
+    use ergon::{config::RunArgs, daemon, source::SourceKind};
+    let settings = RunArgs {
+        source: Some(SourceKind::Synthetic),
+        ..RunArgs::default()
+    }
+    .settings_with_env(&|_| None)
+    .expect("the defaults with --source synthetic are valid");
+    let rt = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    // Port 0: the kernel picks a free port, nothing races for it.
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local address").to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let daemon = rt.spawn(daemon::serve(settings, listener, async {
+        let _ = stopped.await;
+    }));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let scrape = || tests::http_get(&addr, "/metrics").map(|b| tests::parse_metrics(&b));
+    let a = loop {
+        match scrape() {
+            Some(m) if m.get(BOOKS_TS).is_some_and(|&t| t > 0.0) => break m,
+            _ => {
+                assert!(
+                    !daemon.is_finished(),
+                    "the daemon stopped before serving: {:?}",
+                    rt.block_on(daemon)
+                );
+                assert!(std::time::Instant::now() < deadline, "no books within 20 s");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let b = scrape().expect("a second scrape");
+    let (status, _) = tests::http_get_status(&addr, "/health", &[]).expect("GET /health");
+    // Ground truth: the synthetic source declares 10 W per CPU.
+    let dt = b[BOOKS_TS] - a[BOOKS_TS];
+    let pkg = (sum_of(&b, PKG) - sum_of(&a, PKG)) / dt;
+    let want = 10.0 * online_cpus().len() as f64;
+    println!("in process on {addr}: {pkg:.3} W over {dt:.3} s (want {want} W), /health {status}");
+    assert!(
+        (pkg - want).abs() / want < 0.02,
+        "package {pkg} W vs {want} W"
+    );
+    assert_eq!(status, 200, "/health of a running daemon");
+    // The shutdown future stops it cleanly, and the port is released.
+    stop.send(())
+        .expect("the daemon is still waiting for its shutdown");
+    let result = rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), daemon).await });
+    match result {
+        Ok(Ok(Ok(()))) => {}
+        other => panic!("the daemon did not stop cleanly within 10 s: {other:?}"),
+    }
+    assert!(
+        std::net::TcpStream::connect(&addr).is_err(),
+        "{addr} still accepts connections after the shutdown"
+    );
+}
+
+#[test]
 fn sigterm_detaches_and_exits_cleanly() {
     require_root();
     let d = Daemon::start(&["--source", "synthetic"]);
@@ -144,6 +207,80 @@ fn sigterm_detaches_and_exits_cleanly() {
             "on_timer still loaded 5 s after pid {pid} exited (is another ergon running?)"
         );
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Runs counted by the kernel for every loaded `on_timer` program (ours:
+/// the tests run one daemon at a time).
+fn on_timer_runs() -> Vec<u64> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| p.name_as_str() == Some("on_timer"))
+        .map(|p| p.run_count())
+        .collect()
+}
+
+#[test]
+fn bpf_stats_are_off_unless_asked_for_and_then_count_every_run() {
+    require_root();
+    // Asked for: the kernel counts the programs' runs and the daemon serves
+    // them, at the cadence (2 kHz per CPU at the default 500us).
+    let d = Daemon::start(&["--source", "synthetic", "--bpf-stats"]);
+    std::thread::sleep(Duration::from_secs(1));
+    let a = d.metrics();
+    std::thread::sleep(Duration::from_secs(1));
+    let b = d.metrics();
+    let kernel = on_timer_runs();
+    let (status, stderr) = d.stop();
+    assert!(status.success(), "{stderr}");
+    let key = "ergon_bpf_program_runs_total{program=\"on_timer\"}";
+    let served = b.get(key).copied().unwrap_or(0.0) - a.get(key).copied().unwrap_or(0.0);
+    println!("--bpf-stats: {served} on_timer runs served in 1 s, kernel counts {kernel:?}");
+    assert!(served > 0.0, "with --bpf-stats, {key} must grow: {b:?}");
+    assert!(
+        kernel.iter().any(|&k| k as f64 >= b[key]),
+        "the kernel's count of our on_timer ({kernel:?}) is at least the served {}",
+        b[key]
+    );
+    assert!(b.contains_key("ergon_bpf_program_run_seconds_total{program=\"sched_switch\"}"));
+
+    // Not asked for (the default): the switch is host-wide, so it stays off
+    // once the daemon that held it is gone, and nothing is served.
+    let host_wide = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
+        .map(|s| s.trim() == "1")
+        .unwrap_or(false);
+    // The kernel frees programs asynchronously: wait for the last one to go,
+    // so the count read below is the new daemon's.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !on_timer_runs().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "on_timer still loaded 5 s after the daemon exited"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let d = Daemon::start(&["--source", "synthetic"]);
+    std::thread::sleep(Duration::from_secs(1));
+    let m = d.metrics();
+    let kernel = on_timer_runs();
+    let (status, stderr) = d.stop();
+    assert!(status.success(), "{stderr}");
+    let served: Vec<_> = m
+        .keys()
+        .filter(|k| k.starts_with("ergon_bpf_program"))
+        .collect();
+    assert!(
+        served.is_empty(),
+        "without --bpf-stats nothing is served: {served:?}"
+    );
+    assert_eq!(kernel.len(), 1, "one on_timer loaded: {kernel:?}");
+    if host_wide {
+        println!("kernel.bpf_stats_enabled=1 on this host: someone else counts runs; not asserting the kernel's count");
+    } else {
+        assert_eq!(
+            kernel[0], 0,
+            "without --bpf-stats the kernel must count no runs (stats off host-wide)"
+        );
     }
 }
 

@@ -40,6 +40,7 @@ fn load(period: Duration) -> (Sampler, Topology) {
         &LoadOptions {
             period_ns: period.as_nanos() as u64,
             ringbuf_bytes: 16 << 20,
+            bpf_stats: false,
         },
     )
     .expect("the kernel programs load and attach (kernel 5.8+ with BTF)");

@@ -3,7 +3,7 @@
 //! `Busy` spinners and `Daemon`.
 //!
 //! For each rate (1, 2 and 10 kHz per CPU) it pins a spinning thread on every
-//! CPU, runs `ergon run --source S --period P` (S: `--source`, default
+//! CPU, runs `ergon run --source S --period P --bpf-stats` (S: `--source`, default
 //! `synthetic`), and between two scrapes
 //! `seconds` apart reports: ns per run of each kernel program (kernel BPF
 //! stats), the daemon's CPU use (all threads' schedstat run time) and its
@@ -37,7 +37,13 @@ const POWERCAP_ZONE: &str = "/sys/class/powercap/intel-rapl:0";
 
 pub fn overhead(bin: &Path, source: &str, seconds: u64, out: Option<&Path>) -> Result<()> {
     let cpus = tests::online_cpus();
-    let mut args = vec!["--source".to_string(), source.to_string()];
+    // The per-run costs come from the kernel's run-time statistics, which
+    // the daemon switches on only when asked.
+    let mut args = vec![
+        "--source".to_string(),
+        source.to_string(),
+        "--bpf-stats".to_string(),
+    ];
     let mut fixture: Option<(PathBuf, tests::Preroll<u64>)> = None;
     if source == "powercap" && !Path::new(POWERCAP_ZONE).exists() {
         let dir = std::env::temp_dir().join(format!("ergon-bench-powercap-{}", std::process::id()));

@@ -116,12 +116,30 @@ pub struct RemoteWrite {
 
 #[derive(Clone, Debug)]
 pub struct PushSettings {
-    pub remote_write: Option<RemoteWrite>,
-    /// Where durable state lives (None: nothing is kept across restarts).
-    pub state_dir: Option<PathBuf>,
+    /// The durable state (None: nothing is kept across restarts, and
+    /// nothing is pushed: remote_write always queues through the state).
+    pub state: Option<State>,
     pub push_buffer: u64,
     pub fsync_interval: Duration,
     pub state_retention: Duration,
+}
+
+/// The durable state directory and what rides on it. Pushing lives here,
+/// so remote_write without a state directory cannot be represented.
+#[derive(Clone, Debug)]
+pub struct State {
+    /// `--state-dir` (`/var/lib/ergon` when only remote_write is given).
+    pub dir: PathBuf,
+    /// `--remote-write-url` and its settings: samples are queued in the
+    /// state and sent from there.
+    pub remote_write: Option<RemoteWrite>,
+}
+
+impl PushSettings {
+    /// The remote_write settings, when pushing.
+    pub fn remote_write(&self) -> Option<&RemoteWrite> {
+        self.state.as_ref()?.remote_write.as_ref()
+    }
 }
 
 fn pairs(
@@ -303,14 +321,16 @@ impl PushArgs {
                 })
             }
         };
-        let state_dir = match (&remote_write, state_dir) {
-            (_, Some(d)) => Some(d),
-            (Some(_), None) => Some(PathBuf::from(DEFAULT_STATE_DIR)),
+        let state = match (remote_write, state_dir) {
+            (remote_write, Some(dir)) => Some(State { dir, remote_write }),
+            (Some(rw), None) => Some(State {
+                dir: PathBuf::from(DEFAULT_STATE_DIR),
+                remote_write: Some(rw),
+            }),
             (None, None) => None,
         };
         Ok(PushSettings {
-            remote_write,
-            state_dir,
+            state,
             push_buffer,
             fsync_interval,
             state_retention,

@@ -496,6 +496,7 @@ fn sample(long: &str, files: &Path) -> Option<(Option<String>, String)> {
         "drain-interval" => s("50ms"),
         "cgroup-retention" => s("5m"),
         "max-cgroups" => n("77"),
+        "bpf-stats" => switch(),
         "sysfs-root" => s("/fixture/sys"),
         "procfs-root" => s("/fixture/proc"),
         "cgroup-root" => s("/fixture/cgroup"),
@@ -631,7 +632,12 @@ fn a_list_follows_the_precedence_and_the_old_key_still_works() {
             .expect("parse");
         cli.run
             .settings_with_env(&|_| None)
-            .map(|s| s.push.remote_write.map(|r| r.headers).unwrap_or_default())
+            .map(|s| {
+                s.push
+                    .remote_write()
+                    .map(|r| r.headers.clone())
+                    .unwrap_or_default()
+            })
             .map_err(|e| e.to_string())
     };
     let file = Ok(vec![("X-A".to_string(), "file".to_string())]);

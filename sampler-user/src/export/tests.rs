@@ -83,14 +83,35 @@ fn a_cgroup_whose_labels_change_starts_a_new_series() {
     let key = SeriesKey::Cgroup(5);
     assert_eq!(
         batch::lock(&store).labels_of(&key),
-        Some(cgroup_labels(&named).as_str())
+        Some(
+            Series::Cgroup {
+                id: 0,
+                labels: named.clone()
+            }
+            .rendered_labels()
+            .as_str()
+        )
     );
     let series = leased(&store);
     assert_eq!(
         series,
         vec![
-            (cgroup_labels(&named), vec![(30, 0.7)]),
-            (cgroup_labels(&late), vec![(10, 0.5), (20, 0.6)]),
+            (
+                Series::Cgroup {
+                    id: 0,
+                    labels: named.clone()
+                }
+                .rendered_labels(),
+                vec![(30, 0.7)]
+            ),
+            (
+                Series::Cgroup {
+                    id: 0,
+                    labels: late.clone()
+                }
+                .rendered_labels(),
+                vec![(10, 0.5), (20, 0.6)]
+            ),
             (r#"{package="0",domain="pkg"}"#.to_string(), vec![(10, 1.0)]),
         ]
     );

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{JobRecord, JobTotals, Jobs, SPOOL, SUFFIX};
-use crate::push::queue::{descriptor, Queue};
+use crate::{push::queue::Queue, series::Series};
 
 /// job name → its totals (JSON of [`JobTotals`]).
 const JOBS: TableDefinition<&str, &str> = TableDefinition::new("jobs");
@@ -307,12 +307,11 @@ pub async fn run(
 /// runs, stamped `now_ms`), so a push-only setup gets job metrics too.
 pub fn to_push(q: &Queue, changed: &[(String, JobTotals)], now_ms: i64) {
     for (job, t) in changed {
-        let labels = [("job", job.as_str())];
-        for (name, v) in [
-            ("ergon_job_energy_joules_total", t.joules),
-            ("ergon_job_runs_total", t.runs as f64),
+        for (series, v) in [
+            (Series::JobEnergy { job: job.clone() }, t.joules),
+            (Series::JobRuns { job: job.clone() }, t.runs as f64),
         ] {
-            let desc: Arc<str> = descriptor(name, &labels).into();
+            let desc: Arc<str> = series.descriptor().into();
             q.append(&desc, now_ms, v);
         }
     }

@@ -425,17 +425,15 @@ fn the_default_push_interval_is_15_seconds() {
         crate::config::push::DEFAULT_PUSH_INTERVAL,
         Duration::from_secs(15)
     );
-    assert!(s.push.remote_write.is_none() && s.push.state_dir.is_none());
+    assert!(s.push.state.is_none());
     let mut a = crate::config::RunArgs::default();
     a.push.remote_write_url = Some("http://127.0.0.1:9/api/v1/write".into());
     let s = a.settings_with_env(&|_| None).expect("valid");
-    let rw = s.push.remote_write.expect("remote write");
+    let state = s.push.state.as_ref().expect("a state to push through");
+    let rw = state.remote_write.as_ref().expect("remote write");
     assert_eq!(rw.interval, Duration::from_secs(15));
     assert_eq!(rw.max_samples, 10_000);
-    assert_eq!(
-        s.push.state_dir.as_deref(),
-        Some(std::path::Path::new("/var/lib/ergon"))
-    );
+    assert_eq!(state.dir, std::path::Path::new("/var/lib/ergon"));
     assert_eq!(s.push.fsync_interval, Duration::from_secs(1));
     assert_eq!(s.push.state_retention, Duration::from_secs(7 * 24 * 3600));
     let mut a = crate::config::RunArgs::default();

@@ -12,7 +12,7 @@ use std::{
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 
 use super::queue::Queue;
-use crate::metrics::{counter, counter1, gauge1};
+use crate::families::{counter, counter1, gauge1};
 
 #[derive(Debug, Default)]
 pub struct PushStats {

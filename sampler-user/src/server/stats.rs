@@ -17,7 +17,7 @@ use prometheus_client::{
 
 use crate::{
     batch::{self, SharedStore},
-    metrics::{counter, counter1, gauge, gauge1},
+    families::{counter, counter1, gauge, gauge1},
 };
 
 /// Endpoints with their own duration histogram.

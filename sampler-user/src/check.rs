@@ -358,6 +358,14 @@ pub fn report(settings: &Settings) -> Report {
         );
     }
     names_lines(&mut r, &settings.names);
+    if let Ok(topo) = Topology::read(&settings.root) {
+        let (status, detail) = ring_buffer(
+            u64::from(settings.ringbuf_bytes),
+            topo.cpus.len(),
+            settings.period,
+        );
+        r.push("ring buffer", status, detail);
+    }
     if settings.source != SourceKind::Auto {
         if let Ok(topo) = Topology::read(&settings.root) {
             match settings.plan(&topo) {
@@ -376,6 +384,39 @@ pub fn report(settings: &Settings) -> Report {
         }
     }
     r
+}
+
+/// The drain is woken when the ring buffer is half full; below this much
+/// time to that point, a stalled drain can lose records.
+pub const RING_WAKE_HEADROOM_MIN: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The `ring buffer` line: how long `bytes` of ring buffer holds the
+/// records of `cpus` busy CPUs at `period` ([`bpf::ring_headroom`]), and
+/// the size that holds a second when the wake-up comes too soon.
+pub fn ring_buffer(bytes: u64, cpus: usize, period: std::time::Duration) -> (Status, String) {
+    let full = bpf::ring_headroom(bytes, cpus, period);
+    let half = full / 2;
+    let ms = |d: std::time::Duration| format!("{:.0} ms", d.as_secs_f64() * 1e3);
+    let held = format!(
+        "{} KiB holds {} of records from {cpus} CPUs at {} ({} B each, one per CPU per period); the drain is woken at half full, {} in",
+        bytes / 1024,
+        ms(full),
+        humantime::format_duration(period),
+        bpf::RING_RECORD_BYTES,
+        ms(half)
+    );
+    if half >= RING_WAKE_HEADROOM_MIN {
+        (Status::Ok, held)
+    } else {
+        // A second of records: the drain is woken after half of it.
+        let size = bpf::ring_size_for(cpus, period, std::time::Duration::from_secs(1));
+        (
+            Status::Info,
+            format!(
+                "{held}: a drain that stalls longer drops records (ergon_ringbuf_dropped_total; the joules stay exact, their time resolution is lost); --ringbuf-size {size} holds 1 s and wakes it after 500 ms"
+            ),
+        )
+    }
 }
 
 /// The `kubelet` and `runtime names` lines: one refresh of each name
@@ -457,6 +498,36 @@ pub fn run(settings: &Settings) -> ExitCode {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_ring_buffer_line_gives_the_headroom_and_a_size_that_holds_a_second() {
+        // A second of records, the smallest power of two that holds it.
+        use std::time::Duration;
+        let us500 = Duration::from_micros(500);
+        // 2 CPUs at 2 kHz: 4,000 records of 360 B a second; 4 MiB holds 2.9 s.
+        assert_eq!(super::bpf::RING_RECORD_BYTES, 360);
+        let (status, line) = super::ring_buffer(4 << 20, 2, us500);
+        assert_eq!(status, super::Status::Ok, "{line}");
+        assert!(
+            line.contains("holds 2913 ms") && line.contains("1456 ms in"),
+            "{line}"
+        );
+        // 256 CPUs at 2 kHz: 184 MB/s, 23 ms in 4 MiB (the figure).
+        let (status, line) = super::ring_buffer(4 << 20, 256, us500);
+        assert_eq!(status, super::Status::Info, "{line}");
+        assert!(line.contains("holds 23 ms"), "{line}");
+        let size: u64 = line
+            .rsplit("--ringbuf-size ")
+            .next()
+            .and_then(|s| s.split(' ').next())
+            .and_then(|s| s.parse().ok())
+            .expect("a size in the fix");
+        assert!(size.is_power_of_two(), "{size}");
+        let held = super::bpf::ring_headroom(size, 256, us500);
+        assert!(held >= Duration::from_secs(1), "{size} B holds {held:?}");
+        assert!(super::bpf::ring_headroom(size / 2, 256, us500) < Duration::from_secs(1));
+        assert_eq!(size, 256 << 20, "184 MB a second");
+    }
+
     use super::*;
     use crate::source::{
         liveness::Assume,

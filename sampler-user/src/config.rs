@@ -337,18 +337,15 @@ impl RunArgs {
             DEFAULT_CGROUP_RETENTION,
             "pass e.g. --cgroup-retention 10m (0s..7d)",
         )?;
-        let max_cgroups = self
-            .max_cgroups
-            .or(file.max_cgroups)
-            .unwrap_or(DEFAULT_MAX_CGROUPS);
-        if !(1..=1_000_000).contains(&max_cgroups) {
-            return Err(invalid(
-                "max_cgroups",
-                max_cgroups.to_string(),
-                "must be between 1 and 1000000",
-                "pass e.g. --max-cgroups 5000",
-            ));
-        }
+        let max_cgroups = in_range(
+            "max_cgroups",
+            self.max_cgroups
+                .or(file.max_cgroups)
+                .unwrap_or(DEFAULT_MAX_CGROUPS),
+            1..=1_000_000,
+            "",
+            "pass e.g. --max-cgroups 5000",
+        )?;
         let serve = self.serve.settings(&file, env)?;
         let push = self.push.settings(&file, env)?;
         let names = self.names.settings(&file, env)?;
@@ -439,6 +436,34 @@ pub(crate) fn invalid(
         problem: problem.to_string(),
         fix,
     }
+}
+
+/// `value` when it lies in `range`, else an error that names the field and
+/// the range (`must be between LOW and HIGH{unit}`): each range is written
+/// once, in the check that also words its message.
+pub(crate) fn in_range<T>(
+    field: &'static str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+    unit: &str,
+    fix: &'static str,
+) -> Result<T, ConfigError>
+where
+    T: PartialOrd + std::fmt::Display,
+{
+    if range.contains(&value) {
+        return Ok(value);
+    }
+    Err(invalid(
+        field,
+        value.to_string(),
+        &format!(
+            "must be between {} and {}{unit}",
+            range.start(),
+            range.end()
+        ),
+        fix,
+    ))
 }
 
 /// A duration from the flag (or its `ERGON_*` variable), else the file,

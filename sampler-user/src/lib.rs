@@ -13,7 +13,9 @@
 //! [`drain`] is the task that moves data through [`ingest`] (the kernel
 //! side), the pure [`ledger`] (the books: [`energy`], [`attribution`],
 //! [`cgroups`], [`continuity`]) and [`export`] ([`batch`], [`push`], the
-//! [`snapshot`]). [`daemon`] wires the tasks; [`names`] fills cgroup names
+//! [`snapshot`]); every exported counter is named and labelled once, by
+//! [`series`]. [`daemon`] wires the tasks (`daemon::serve` takes the
+//! listener and the shutdown future); [`names`] fills cgroup names
 //! from the kubelet and the runtime; [`measure`] profiles one command.
 
 // What the binary, the benches, the privileged tests and xtask use.

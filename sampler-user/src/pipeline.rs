@@ -84,6 +84,15 @@ pub fn build(
         },
     )?;
     let attached_cpus = sampler.attached_cpus.clone();
+    // The same words as `ergon check`'s `ring buffer` line.
+    match crate::check::ring_buffer(
+        u64::from(settings.ringbuf_bytes),
+        topo.cpus.len(),
+        settings.period,
+    ) {
+        (crate::check::Status::Ok, ring) => info!("ring buffer: {ring}"),
+        (_, ring) => warn!("ring buffer: {ring}"),
+    }
     let logger = sampler.take_logger();
     let ring = sampler.take_ringbuf()?;
     let cpus: Vec<(u32, u32)> = topo.cpus.iter().map(|c| (c.cpu, c.package)).collect();

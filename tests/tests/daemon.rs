@@ -397,6 +397,18 @@ fn check_reports_this_machine_and_exits_zero() {
     ] {
         assert!(text.contains(want), "missing `{want}`");
     }
+    // The ring buffer's headroom for this machine's CPUs at the defaults.
+    let (status, ring) = check::ring_buffer(4 << 20, topo.cpus.len(), Duration::from_micros(500));
+    let ring_line = text
+        .lines()
+        .find(|l| l.contains("ring buffer"))
+        .expect("a ring buffer line");
+    assert!(ring_line.ends_with(&ring), "{ring_line} vs {ring}");
+    assert_eq!(
+        ring_line.starts_with("ok"),
+        status == check::Status::Ok,
+        "{ring_line}"
+    );
     // The cgroup layout and the source auto picks are what the probe found.
     for item in ["cgroup", "auto source", "attribution", "cpus"] {
         let f = expected.find(item).expect("probed line");

@@ -6,7 +6,7 @@ use std::{path::PathBuf, time::Duration};
 use clap::Args;
 
 use super::{
-    duration_or, invalid,
+    duration_or, in_range, invalid,
     serve::{resolve_auth, Auth, AuthNames},
     ConfigError, FileConfig,
 };
@@ -202,18 +202,15 @@ impl PushArgs {
             DEFAULT_STATE_RETENTION,
             "pass e.g. --state-retention 7d (1h..3650d)",
         )?;
-        let push_buffer = self
-            .push_buffer
-            .or(file.push_buffer)
-            .unwrap_or(DEFAULT_PUSH_BUFFER);
-        if !(1000..=1_000_000_000).contains(&push_buffer) {
-            return Err(invalid(
-                "push_buffer",
-                push_buffer.to_string(),
-                "must be between 1000 and 1000000000 samples",
-                "pass e.g. --push-buffer 5000000",
-            ));
-        }
+        let push_buffer = in_range(
+            "push_buffer",
+            self.push_buffer
+                .or(file.push_buffer)
+                .unwrap_or(DEFAULT_PUSH_BUFFER),
+            1000..=1_000_000_000,
+            " samples",
+            "pass e.g. --push-buffer 5000000",
+        )?;
         let state_dir = self.state_dir.clone().or(file.state_dir.clone());
         let remote_write = match url {
             None => None,
@@ -229,18 +226,15 @@ impl PushArgs {
                         "pass e.g. --remote-write-url http://prometheus:9090/api/v1/write",
                     ));
                 }
-                let max_samples = self
-                    .remote_write_max_samples
-                    .or(file.remote_write_max_samples)
-                    .unwrap_or(DEFAULT_MAX_SAMPLES);
-                if !(1..=1_000_000).contains(&max_samples) {
-                    return Err(invalid(
-                        "remote_write_max_samples",
-                        max_samples.to_string(),
-                        "must be between 1 and 1000000",
-                        "pass e.g. --remote-write-max-samples 10000",
-                    ));
-                }
+                let max_samples = in_range(
+                    "remote_write_max_samples",
+                    self.remote_write_max_samples
+                        .or(file.remote_write_max_samples)
+                        .unwrap_or(DEFAULT_MAX_SAMPLES),
+                    1..=1_000_000,
+                    "",
+                    "pass e.g. --remote-write-max-samples 10000",
+                )?;
                 let headers = super::list_setting(
                     &self.remote_write_headers,
                     &file.remote_write_header,

@@ -7,7 +7,7 @@ use std::{fmt, path::PathBuf, time::Duration};
 
 use clap::Args;
 
-use super::{duration_or, invalid, parse_duration, ConfigError, FileConfig};
+use super::{duration_or, in_range, invalid, parse_duration, ConfigError, FileConfig};
 
 pub const DEFAULT_BATCH_RESOLUTION: Duration = Duration::from_millis(1);
 pub const DEFAULT_CGROUP_BATCH_RESOLUTION: Duration = Duration::from_millis(100);
@@ -186,14 +186,13 @@ impl ServeArgs {
                 None => d.batch_buffer,
             },
         };
-        if !(1000..=100_000_000).contains(&batch_buffer) {
-            return Err(invalid(
-                "batch_buffer",
-                batch_buffer.to_string(),
-                "must be between 1000 and 100000000 samples",
-                "pass e.g. --batch-buffer 1000000 (about 20 MB)",
-            ));
-        }
+        let batch_buffer = in_range(
+            "batch_buffer",
+            batch_buffer,
+            1000..=100_000_000,
+            " samples",
+            "pass e.g. --batch-buffer 1000000 (about 20 MB)",
+        )?;
         let consumer_ttl = duration_or(
             "consumer_ttl",
             &self.consumer_ttl,
@@ -203,18 +202,15 @@ impl ServeArgs {
             d.consumer_ttl,
             "pass e.g. --consumer-ttl 10m (1s..7d)",
         )?;
-        let max_concurrent_scrapes = self
-            .max_concurrent_scrapes
-            .or(file.max_concurrent_scrapes)
-            .unwrap_or(d.max_concurrent_scrapes);
-        if !(1..=1024).contains(&max_concurrent_scrapes) {
-            return Err(invalid(
-                "max_concurrent_scrapes",
-                max_concurrent_scrapes.to_string(),
-                "must be between 1 and 1024",
-                "pass e.g. --max-concurrent-scrapes 8",
-            ));
-        }
+        let max_concurrent_scrapes = in_range(
+            "max_concurrent_scrapes",
+            self.max_concurrent_scrapes
+                .or(file.max_concurrent_scrapes)
+                .unwrap_or(d.max_concurrent_scrapes),
+            1..=1024,
+            "",
+            "pass e.g. --max-concurrent-scrapes 8",
+        )?;
         let health_stale_after = duration_or(
             "health_stale_after",
             &self.health_stale_after,

@@ -753,3 +753,44 @@ fn the_readme_configuration_table_is_the_flags() {
         }
     }
 }
+
+#[test]
+fn every_default_the_help_states_is_the_default() {
+    use clap::CommandFactory;
+    // With remote_write on, so the push settings' defaults count too.
+    let base = ["--remote-write-url", "http://127.0.0.1:9/api/v1/write"].map(String::from);
+    let default = outcome(&base);
+    let mut checked = 0;
+    for arg in RunCli::command().get_arguments() {
+        let Some(long) = arg.get_long() else { continue };
+        let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+        let Some(stated) = help
+            .split("[default: ")
+            .nth(1)
+            .and_then(|d| d.split([']', ',']).next())
+        else {
+            continue;
+        };
+        // Not values: a switch's "off", and the defaults found at run time
+        // ($NODE_NAME, the service account's files, the system's roots, the
+        // sockets that exist). Giving --model-*-watts at all declares this
+        // machine's watts (no warning), a different outcome by design.
+        if stated == "off"
+            || stated.starts_with('$')
+            || stated.starts_with("the ")
+            || stated.contains(' ')
+            || long.starts_with("model-")
+        {
+            continue;
+        }
+        let mut args = base.to_vec();
+        args.extend([format!("--{long}"), stated.to_string()]);
+        assert_eq!(
+            outcome(&args),
+            default,
+            "--{long} {stated}, the default its help states, is not what no flag gives"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 25, "only {checked} stated defaults checked");
+}

@@ -22,6 +22,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use rustc_hash::FxHashMap;
+
 use crate::{
     attribution::OTHER_CGROUP,
     identity::identify,
@@ -125,7 +127,7 @@ pub fn v2_root(root: &SysRoot) -> Option<PathBuf> {
 #[derive(Debug)]
 pub struct Registry {
     root: Option<PathBuf>,
-    entries: HashMap<u64, Entry>,
+    entries: FxHashMap<u64, Entry>,
     last_scan: Option<Instant>,
     retention: Duration,
     max: usize,
@@ -154,7 +156,7 @@ impl Registry {
     pub fn new(root: Option<PathBuf>, retention: Duration, max: usize) -> Self {
         Self {
             root,
-            entries: HashMap::new(),
+            entries: FxHashMap::default(),
             last_scan: None,
             retention,
             max,
@@ -415,6 +417,13 @@ fn walk(root: &Path, dir: &Path, out: &mut HashMap<u64, String>, depth: usize) {
         .map(|r| format!("/{}", r.display()))
         .unwrap_or_else(|_| "/".into());
     out.insert(meta.ino(), rel);
+    // cgroupfs (kernfs) counts a directory's links as 2 + its child
+    // directories, like most Unix filesystems: a leaf cgroup's ~40 control
+    // files need not be listed to know it has no children. (A filesystem
+    // that does not count, like btrfs, gives 1: it is listed.)
+    if meta.nlink() == 2 {
+        return;
+    }
     let Ok(it) = std::fs::read_dir(dir) else {
         return;
     };

@@ -9,6 +9,8 @@
 
 use std::{collections::HashMap, sync::Arc};
 
+use rustc_hash::FxHashMap;
+
 use crate::{
     batch::{self, Family, SeriesKey, SharedStore},
     cgroups::CgroupLabels,
@@ -37,7 +39,7 @@ pub struct Export {
     demand: Arc<Demand>,
     /// The remote_write queue, when pushing.
     push: Option<Arc<Queue>>,
-    cgroup_series: HashMap<u64, CgroupSeries>,
+    cgroup_series: FxHashMap<u64, CgroupSeries>,
     /// remote_write descriptor of each package series.
     package_descriptors: HashMap<(u32, &'static str), Arc<str>>,
     /// Batch points for remote_write, handed over with the next snapshot.
@@ -56,7 +58,7 @@ impl Export {
             snapshot,
             demand,
             push,
-            cgroup_series: HashMap::new(),
+            cgroup_series: FxHashMap::default(),
             package_descriptors: HashMap::new(),
             pending_push: Vec::new(),
         }

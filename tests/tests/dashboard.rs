@@ -87,6 +87,8 @@ fn every_dashboard_query_parses_and_returns_data_from_a_real_prometheus() {
     let d = Daemon::start(&[
         "--source",
         "synthetic",
+        // The BPF panel reads the kernel's run-time statistics, served only with this flag.
+        "--bpf-stats",
         "--remote-write-url",
         &url,
         "--push-interval",

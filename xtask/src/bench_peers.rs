@@ -211,7 +211,7 @@ fn measure(
 }
 
 /// Peak resident set of a process, from `/proc/PID/status`.
-fn vm_hwm_kib(pid: u32) -> Result<u64> {
+pub(crate) fn vm_hwm_kib(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()

@@ -1,4 +1,4 @@
-//! Developer tasks: `cargo xtask build | run | test | test-kernels | bench-overhead | bench-peers | image`.
+//! Developer tasks: `cargo xtask build | run | test | test-kernels | bench-overhead | bench-peers | bench-scale | image`.
 //!
 //! Each task first makes sure the toolchain is present (installing Debian
 //! packages and bpf-linker when missing, and saying so), so the README's two
@@ -6,6 +6,7 @@
 
 mod bench;
 mod bench_peers;
+mod bench_scale;
 mod build;
 mod disk;
 mod image;
@@ -79,6 +80,18 @@ enum Cmd {
         #[arg(long, default_value_t = 2)]
         every: u64,
     },
+    /// The daemon's cost as live cgroups grow: for each count, that many
+    /// cgroups each holding a process waking every 50 ms; daemon CPU,
+    /// VmHWM, `/metrics` size and scrape time, `/metrics/batch` per 2 s
+    /// (docs/benchmarks.md).
+    BenchScale {
+        /// Live cgroup counts, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "10,300,1000")]
+        cgroups: Vec<usize>,
+        /// Seconds measured per count.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
 }
 
 /// The binary a benchmark runs: `ERGON_BIN` to bench another build (e.g.
@@ -121,6 +134,10 @@ fn main() -> Result<()> {
         } => {
             let bin = bench_bin(&root)?;
             bench::overhead(&bin, &source, seconds, out.as_deref())
+        }
+        Cmd::BenchScale { cgroups, seconds } => {
+            let bin = bench_bin(&root)?;
+            bench_scale::bench_scale(&bin, &cgroups, seconds)
         }
         Cmd::BenchPeers { seconds, every } => {
             let bin = bench_bin(&root)?;

@@ -64,6 +64,83 @@ static MIN_READ_NS: u64 = 0;
 #[unsafe(no_mangle)]
 static WAKE_AT_BYTES: u64 = 0;
 
+/// The load-dependent synthetic counter (`--synthetic-idle-watts` below
+/// `--synthetic-watts`): mW that a busy CPU draws above an idle one, set by
+/// the daemon; 0 (the default, and every real source) leaves the counters
+/// as read. Read-only data: with 0 the verifier drops every branch below.
+///
+/// With it, a CPU's domain-0 value is reported as
+/// `(cpu-clock ns >> 10) × SYNTH_IDLE_SCALE[cpu] + (busy ns >> 10) × SYNTH_BUSY_MW`
+/// (counts of mW × 1.024 µs): idle power over the whole wall time plus the
+/// extra power over the time the CPU (per-CPU layout) or the package's
+/// CPUs (package layout) ran a task. Busy time is the time the programs
+/// book to a task that is not the idle task, as the attribution sees it.
+#[unsafe(no_mangle)]
+static SYNTH_BUSY_MW: u64 = 0;
+
+/// Entry `cpu`: the idle-power multiplier of the counter that CPU reads
+/// (mW per CPU × the CPUs the counter stands for), set by the daemon with
+/// `SYNTH_BUSY_MW`.
+#[map]
+static SYNTH_IDLE_SCALE: Array<u64> = Array::with_max_entries(MAX_CPUS, 0);
+
+/// Busy ns of this CPU since load (load-dependent synthetic only).
+#[map]
+static CPU_BUSY_NS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Busy ns of each package's CPUs since load, indexed as `PKG_LAST_READ`
+/// (load-dependent synthetic, package layout).
+#[map]
+static PKG_BUSY_NS: Array<u64> = Array::with_max_entries(MAX_PACKAGES, 0);
+
+#[inline(always)]
+fn synth_busy_mw() -> u64 {
+    // SAFETY: a plain read of the loader-set constant.
+    unsafe { core::ptr::read_volatile(&SYNTH_BUSY_MW) }
+}
+
+/// Books `d` ns of busy time on `cpu` for the load-dependent synthetic
+/// counter: to the CPU, and to its package when it reads a package counter.
+#[inline(always)]
+fn add_busy(cpu: u32, d: u64) {
+    if let Some(p) = CPU_BUSY_NS.get_ptr_mut(0) {
+        // SAFETY: this CPU's own slot; programs do not nest on one CPU.
+        unsafe { *p += d };
+    }
+    let slot = CPU_PACKAGE.get(cpu).copied().unwrap_or(0);
+    if slot == 0 {
+        return;
+    }
+    if let Some(p) = PKG_BUSY_NS.get_ptr_mut(slot - 1) {
+        // Shared by the package's CPUs: an atomic add (BPF_ATOMIC | BPF_ADD,
+        // without fetch: every kernel the programs load on has it).
+        // SAFETY: `p` points to this package's u64 in an array map.
+        unsafe {
+            core::intrinsics::atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, d);
+        }
+    }
+}
+
+/// The load-dependent synthetic value of domain 0 for `cpu` (see
+/// `SYNTH_BUSY_MW`), from the cpu-clock count just read.
+#[inline(always)]
+fn synth_value(cpu: u32, clock_ns: u64) -> u64 {
+    let idle_scale = SYNTH_IDLE_SCALE.get(cpu).copied().unwrap_or(0);
+    let slot = CPU_PACKAGE.get(cpu).copied().unwrap_or(0);
+    let busy = if slot == 0 {
+        CPU_BUSY_NS.get(0).copied().unwrap_or(0)
+    } else {
+        match PKG_BUSY_NS.get_ptr(slot - 1) {
+            // SAFETY: as in `may_read`: an aligned 64-bit load is single-copy atomic.
+            Some(p) => unsafe { core::ptr::read_volatile(p) },
+            None => 0,
+        }
+    };
+    (clock_ns >> 10)
+        .wrapping_mul(idle_scale)
+        .wrapping_add((busy >> 10).wrapping_mul(synth_busy_mw()))
+}
+
 /// Each CPU looks at the ring buffer's fill every this many records: the
 /// query reads the reader's position, a cache line the reader writes, so
 /// not on every record. Half the default ring is over 5,000 records, so
@@ -218,6 +295,10 @@ fn close_span(st: &mut CpuState, now: u64, idle: bool, cgroup_id: u64) -> Option
     }
     let d = now.saturating_sub(st.since_ns);
     st.since_ns = now;
+    if !idle && synth_busy_mw() != 0 {
+        // SAFETY: plain helper call.
+        add_busy(unsafe { bpf_get_smp_processor_id() }, d);
+    }
     if idle {
         st.idle_ns += d;
         None
@@ -351,7 +432,7 @@ fn current_task() -> (bool, u64) {
 pub fn on_timer(ctx: PerfEventContext) -> u32 {
     // SAFETY: plain helper calls.
     let cpu = unsafe { bpf_get_smp_processor_id() };
-    let counters = read_counters(cpu, unsafe { bpf_ktime_get_boot_ns() });
+    let mut counters = read_counters(cpu, unsafe { bpf_ktime_get_boot_ns() });
     let now = unsafe { bpf_ktime_get_boot_ns() };
     if counters.errors != 0 && bump(STAT_READ_ERRORS) == 0 {
         warn!(
@@ -370,6 +451,10 @@ pub fn on_timer(ctx: PerfEventContext) -> u32 {
         // the time goes to `other` only for this span.
         bump(STAT_CGROUP_OVERFLOW);
         st.other_ns += d;
+    }
+    if synth_busy_mw() != 0 && counters.valid & 1 != 0 {
+        // After the span is closed, so this CPU's busy time is counted up to now.
+        counters.values[0] = synth_value(cpu, counters.values[0]);
     }
     flush(st, RECORD_TICK, cpu, now, &counters);
     0

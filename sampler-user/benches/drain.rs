@@ -56,10 +56,7 @@ fn plan(cpus: u32) -> (Plan, Vec<(u32, u32)>) {
     let topo = Topology {
         cpus: (0..cpus).map(|cpu| CpuInfo { cpu, package: 0 }).collect(),
     };
-    let spec = Synthetic {
-        watts: 10.0,
-        layout: Layout::PerCpu,
-    };
+    let spec = Synthetic::constant(10.0, Layout::PerCpu);
     let cpus = topo.cpus.iter().map(|c| (c.cpu, c.package)).collect();
     (synthetic::plan(&topo, spec, String::new()), cpus)
 }

@@ -20,6 +20,13 @@
 //!    on-CPU ns, idle ns and untracked (`other`) ns — in proportion to time.
 //!    A span that straddles `F'` is split pro rata; its rest waits.
 //!
+//! Once a package's idle power is known (declared, or learned from its
+//! near-idle intervals), steps 2–3 follow the power instead of the clock
+//! for a package-wide counter: the interval's energy is a static part
+//! (idle power × the interval) and a dynamic part, which goes to what ran
+//! by its on-CPU time across the package, and to each CPU with it
+//! ([`cause`]).
+//!
 //! Energy is kept in integer units (counts × 2^16) and every split uses the
 //! largest-remainder method, so at every step Σ cgroups + idle = Σ CPUs =
 //! package, exactly, however long the daemon runs.
@@ -112,6 +119,16 @@ struct PackageLine {
     idle: u128,
     /// Rotates which CPU gets the rounding remainder of an equal split.
     rr: usize,
+    /// The package's idle power, declared or being learned.
+    idle_power: IdlePower,
+}
+
+impl PackageLine {
+    /// Measured by package-wide counters only: no per-CPU counter, no
+    /// per-core ones (those already follow each CPU's power).
+    fn package_wide(&self) -> bool {
+        self.spec.counters.iter().all(|c| c.1.is_none()) && self.spec.core_counters.is_empty()
+    }
 }
 
 /// Totals of one cgroup.
@@ -124,7 +141,7 @@ pub struct CgroupTotals {
 
 /// Composition of one CPU's time over an interval.
 #[derive(Default)]
-struct Mix {
+pub(super) struct Mix {
     idle: u64,
     other: u64,
     cgroups: Vec<(u64, u64)>,
@@ -141,6 +158,11 @@ impl Mix {
     /// that add up in its totals, which is cheaper than a lookup per span.
     fn add(&mut self, id: u64, ns: u64) {
         self.cgroups.push((id, ns));
+    }
+
+    /// Time of everything but the idle task.
+    fn busy(&self) -> u64 {
+        self.other + self.cgroups.iter().map(|&(_, ns)| ns).sum::<u64>()
     }
 }
 
@@ -167,6 +189,10 @@ pub struct Attributor {
     idle_closures: u64,
     closure_corrections: u64,
     mix: Mix,
+    /// One mix per CPU of a package, for the split by cause.
+    mixes: Vec<Mix>,
+    /// `--idle-energy`.
+    idle_energy: IdleEnergy,
     /// Sample points for the batch exporters (None: not recorded).
     grid: Option<GridState>,
 }
@@ -205,6 +231,7 @@ impl Attributor {
                     energy: 0,
                     idle: 0,
                     rr: 0,
+                    idle_power: IdlePower::new(None),
                 }
             })
             .collect();
@@ -218,8 +245,31 @@ impl Attributor {
             idle_closures: 0,
             closure_corrections: 0,
             mix: Mix::default(),
+            mixes: Vec::new(),
+            idle_energy: IdleEnergy::default(),
             grid: None,
         }
+    }
+
+    /// Splits package-wide counters by cause ([`cause`]) once each
+    /// package's idle power is known: declared here, or learned.
+    pub fn with_cause(mut self, cause: Cause) -> Self {
+        self.idle_energy = cause.idle_energy;
+        for p in &mut self.packages {
+            p.idle_power = IdlePower::new(cause.idle_watts.of(p.spec.package));
+        }
+        self
+    }
+
+    /// The packages split by cause once their idle power is known (those
+    /// measured by package-wide counters only), with their idle power once
+    /// known and where it comes from.
+    pub fn idle_powers(&self) -> Vec<(u32, Option<(f64, IdleOrigin)>)> {
+        self.packages
+            .iter()
+            .filter(|p| p.package_wide())
+            .map(|p| (p.spec.package, p.idle_power.known()))
+            .collect()
     }
 
     /// Records timestamped totals on a wall-clock grid (see [`grid`]).
@@ -416,7 +466,6 @@ impl Attributor {
             return false;
         }
         let pkg = &self.packages[p];
-        let n_cpus = pkg.cpu_lines.len();
         // 1. Counter energy over [from, to].
         let mut shared: u128 = 0;
         let mut own: Vec<(u32, u128)> = Vec::new();
@@ -432,39 +481,24 @@ impl Attributor {
         }
         self.package_points(p, from, to);
         let pkg = &self.packages[p];
-        // 2. To CPUs: own counters directly, package counters in equal parts.
         let lines = pkg.cpu_lines.clone();
-        let rr = pkg.rr;
-        let mut cpu_energy = match self.by_core_energy(p, from, to, shared) {
-            Some(split) => split,
-            None => {
-                let mut equal = vec![0u128; n_cpus];
-                if n_cpus > 0 {
-                    let base = shared / n_cpus as u128;
-                    let rem = (shared % n_cpus as u128) as usize;
-                    for (j, e) in equal.iter_mut().enumerate() {
-                        *e = base + u128::from((j + n_cpus - rr % n_cpus) % n_cpus < rem);
-                    }
-                }
-                equal
-            }
+        let by_core = self.by_core_energy(p, from, to, shared);
+        // The split by cause: a package-wide counter, whose package's idle
+        // power is known.
+        let package_wide = pkg.package_wide();
+        let idle_watts = match (package_wide, pkg.idle_power.known()) {
+            (true, Some((w, _))) => Some(w),
+            _ => None,
         };
-        for (c, d) in own {
-            if let Some(&ci) = self.cpu_index.get(&c) {
-                if let Some(j) = lines.iter().position(|&l| l == ci) {
-                    cpu_energy[j] += d;
-                }
-            }
-        }
-        // 3. Each CPU's energy over what ran on it.
-        let mut idle_total = 0u128;
-        let mut energy_total = 0u128;
-        for (j, &ci) in lines.iter().enumerate() {
-            self.take_mix(ci, to);
-            let e = cpu_energy[j];
-            energy_total += e;
-            self.cpus[ci].energy += e;
-            idle_total += self.book_mix(p, e);
+        let (energy_total, idle_total, busy) = match idle_watts {
+            Some(w) => self.book_by_cause(p, &lines, to, shared, w, to - from),
+            None => self.book_by_time(p, &lines, to, shared, by_core, own),
+        };
+        if package_wide {
+            let joules = units_to_joules(energy_total, self.packages[p].spec.joules_per_count);
+            self.packages[p]
+                .idle_power
+                .observe(joules, to - from, busy, lines.len());
         }
         // Readings before the last one at or before `to` are no longer needed.
         let spec = &self.packages[p].spec;
@@ -487,6 +521,112 @@ impl Attributor {
         pkg.idle += idle_total;
         pkg.rr = pkg.rr.wrapping_add(1);
         true
+    }
+
+    /// Steps 2–3 by time: a package counter's `shared` energy to the CPUs
+    /// in equal parts (or by core energy), own counters to their CPUs, and
+    /// each CPU's energy over what ran on it by time. Returns (energy,
+    /// idle part, busy ns) of the interval.
+    fn book_by_time(
+        &mut self,
+        p: usize,
+        lines: &[usize],
+        to: u64,
+        shared: u128,
+        by_core: Option<Vec<u128>>,
+        own: Vec<(u32, u128)>,
+    ) -> (u128, u128, u64) {
+        let n_cpus = lines.len();
+        let rr = self.packages[p].rr;
+        let mut cpu_energy = by_core.unwrap_or_else(|| equal_split(shared, n_cpus, rr));
+        for (c, d) in own {
+            if let Some(&ci) = self.cpu_index.get(&c) {
+                if let Some(j) = lines.iter().position(|&l| l == ci) {
+                    cpu_energy[j] += d;
+                }
+            }
+        }
+        let (mut idle_total, mut energy_total, mut busy) = (0u128, 0u128, 0u64);
+        for (j, &ci) in lines.iter().enumerate() {
+            self.take_mix(ci, to);
+            busy += self.mix.busy();
+            let e = cpu_energy[j];
+            energy_total += e;
+            self.cpus[ci].energy += e;
+            idle_total += self.book_mix(p, e);
+        }
+        (energy_total, idle_total, busy)
+    }
+
+    /// Steps 2–3 by cause ([`cause`]): of the package counter's `shared`
+    /// energy over an interval of `ns`, the static part (`idle_watts` × the
+    /// interval, at most `shared`) goes to the CPUs in equal parts and to
+    /// the idle bucket (or, under `share`, to what ran by on-CPU time); the
+    /// dynamic rest to what ran, by its on-CPU time across the package, and
+    /// to the CPU it ran on. With nothing run, all of it is idle, in equal
+    /// parts. Returns (energy, idle part, busy ns) of the interval.
+    fn book_by_cause(
+        &mut self,
+        p: usize,
+        lines: &[usize],
+        to: u64,
+        shared: u128,
+        idle_watts: f64,
+        ns: u64,
+    ) -> (u128, u128, u64) {
+        let n_cpus = lines.len();
+        let pkg = &self.packages[p];
+        let rr = pkg.rr;
+        let joules_per_count = pkg.spec.joules_per_count;
+        // Each CPU's mix of the interval, kept apart (the split spans CPUs).
+        let mut mixes = std::mem::take(&mut self.mixes);
+        mixes.resize_with(n_cpus, Mix::default);
+        for (j, &ci) in lines.iter().enumerate() {
+            self.take_mix(ci, to);
+            std::mem::swap(&mut self.mix, &mut mixes[j]);
+        }
+        let busy: u64 = mixes.iter().map(Mix::busy).sum();
+        let static_units = if joules_per_count > 0.0 {
+            let units = idle_watts * ns as f64 * 1e-9 / joules_per_count * ONE as f64;
+            (units.max(0.0) as u128).min(shared)
+        } else {
+            0
+        };
+        let (static_units, dynamic) = if busy == 0 {
+            (shared, 0)
+        } else {
+            (static_units, shared - static_units)
+        };
+        let mut cpu_energy = equal_split(static_units, n_cpus, rr);
+        // Weights: every CPU's `other` and cgroup entries, CPU by CPU.
+        let mut weights = Vec::new();
+        for m in &mixes {
+            weights.push(m.other);
+            weights.extend(m.cgroups.iter().map(|&(_, ns)| ns));
+        }
+        let dyn_parts = split(dynamic, &weights);
+        let shares = match self.idle_energy {
+            IdleEnergy::Share if busy > 0 => split(static_units, &weights),
+            _ => vec![0; weights.len()],
+        };
+        let idle_total = static_units - shares.iter().sum::<u128>();
+        // The entries in the order of `weights`.
+        let entries = mixes.iter().enumerate().flat_map(|(j, m)| {
+            std::iter::once((j, OTHER_CGROUP, m.other))
+                .chain(m.cgroups.iter().map(move |&(id, ns)| (j, id, ns)))
+        });
+        for (k, (j, id, ns)) in entries.enumerate() {
+            if id == OTHER_CGROUP && ns == 0 {
+                continue;
+            }
+            cpu_energy[j] += dyn_parts[k];
+            self.credit(p, id, dyn_parts[k] + shares[k], ns);
+        }
+        for (j, &ci) in lines.iter().enumerate() {
+            self.cpus[ci].energy += cpu_energy[j];
+        }
+        self.mixes = mixes;
+        (shared, idle_total, busy)
     }
 
     /// A package counter's energy `shared` over `[from, to]` split by the
@@ -646,31 +786,48 @@ impl Attributor {
             weights[0] = 1;
         }
         let parts = split(e, &weights);
-        let n_packages = self.packages.len();
-        let folded = &self.folded;
-        let mut touched = self.grid.as_mut().map(|g| &mut g.packages[p].touched);
-        let mut add = |id: u64, units: u128, ns: u64| {
-            let id = folded_to(folded, id);
-            if units > 0 {
-                if let Some(t) = touched.as_mut() {
-                    t.insert(id);
-                }
-            }
-            let t = self.cgroups.entry(id).or_default();
-            if t.units.len() < n_packages {
-                t.units.resize(n_packages, 0);
-            }
-            t.units[p] += units;
-            t.cpu_ns += u128::from(ns);
-        };
-        if mix.other > 0 || parts[1] > 0 {
-            add(OTHER_CGROUP, parts[1], mix.other);
+        let (other, cgroups) = (self.mix.other, std::mem::take(&mut self.mix.cgroups));
+        if other > 0 || parts[1] > 0 {
+            self.credit(p, OTHER_CGROUP, parts[1], other);
         }
-        for (i, &(id, ns)) in mix.cgroups.iter().enumerate() {
-            add(id, parts[i + 2], ns);
+        for (i, &(id, ns)) in cgroups.iter().enumerate() {
+            self.credit(p, id, parts[i + 2], ns);
         }
+        self.mix.cgroups = cgroups;
         parts[0]
     }
+
+    /// Books `units` of package `p` and `ns` of on-CPU time to cgroup `id`
+    /// (or where it was folded to).
+    fn credit(&mut self, p: usize, id: u64, units: u128, ns: u64) {
+        let id = folded_to(&self.folded, id);
+        if units > 0 {
+            if let Some(g) = self.grid.as_mut() {
+                g.packages[p].touched.insert(id);
+            }
+        }
+        let n_packages = self.packages.len();
+        let t = self.cgroups.entry(id).or_default();
+        if t.units.len() < n_packages {
+            t.units.resize(n_packages, 0);
+        }
+        t.units[p] += units;
+        t.cpu_ns += u128::from(ns);
+    }
+}
+
+/// `total` in `n` equal parts, the remainder's units to the parts from `rr`
+/// on (rotated by the caller so no CPU always gets them).
+fn equal_split(total: u128, n: usize, rr: usize) -> Vec<u128> {
+    let mut equal = vec![0u128; n];
+    if n > 0 {
+        let base = total / n as u128;
+        let rem = (total % n as u128) as usize;
+        for (j, e) in equal.iter_mut().enumerate() {
+            *e = base + u128::from((j + n - rr % n) % n < rem);
+        }
+    }
+    equal
 }
 
 fn units_to_joules(units: u128, joules_per_count: f64) -> f64 {
@@ -679,11 +836,14 @@ fn units_to_joules(units: u128, joules_per_count: f64) -> f64 {
     (whole + frac) * joules_per_count
 }
 
+pub mod cause;
 mod exact;
 pub mod grid;
 mod idle;
 mod spec;
 mod totals;
+use cause::IdlePower;
+pub use cause::{Cause, IdleEnergy, IdleOrigin, IdleWatts};
 use exact::scaled;
 pub use exact::split;
 use grid::GridState;

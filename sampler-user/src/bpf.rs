@@ -129,6 +129,9 @@ pub struct LoadOptions {
     /// the sampler's lifetime. The switch is host-wide: every BPF program on
     /// the node then pays two clock reads per run, so it is off by default.
     pub bpf_stats: bool,
+    /// The load-dependent synthetic counter's constants (`--source
+    /// synthetic` with `--synthetic-idle-watts` below `--synthetic-watts`).
+    pub synthetic: Option<crate::source::synthetic::KernelScale>,
 }
 
 /// One opened energy counter and where it is read.
@@ -174,6 +177,27 @@ pub struct Sampler {
     timer_links: HashMap<u32, PerfEventLinkId>,
     period_ns: u64,
     _stats: Option<OwnedFd>,
+    /// Per counter, how the load-dependent synthetic counter's value is
+    /// made from a read of its cpu-clock (as `synth_value` in the programs).
+    synthetic: Vec<Option<SynthRead>>,
+}
+
+/// The load-dependent synthetic value of one counter read by the daemon:
+/// `(clock >> 10) × idle_scale + (busy >> 10) × busy_mw`, busy from the
+/// programs' map.
+#[derive(Clone, Copy, Debug)]
+struct SynthRead {
+    idle_scale: u64,
+    busy_mw: u64,
+    busy: BusyOf,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum BusyOf {
+    /// `CPU_BUSY_NS` of this CPU (per-CPU layout).
+    Cpu(u32),
+    /// `PKG_BUSY_NS` at this index (package layout).
+    Package(u32),
 }
 
 impl Sampler {
@@ -185,12 +209,18 @@ impl Sampler {
         // The record that takes the unread bytes past half the ring wakes
         // the drain: the ring never fills between two of its slow ticks.
         let wake_at_bytes = u64::from(opts.ringbuf_bytes / 2);
+        let synth_busy_mw = opts.synthetic.map_or(0, |k| k.busy_mw);
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("EVENTS", opts.ringbuf_bytes)
             .override_global("MIN_READ_NS", &min_read_ns, true)
             .override_global("WAKE_AT_BYTES", &wake_at_bytes, true)
+            .override_global("SYNTH_BUSY_MW", &synth_busy_mw, true)
             .load(BPF_OBJECT)
             .map_err(load_error)?;
+        let synthetic = match opts.synthetic {
+            Some(k) => set_synthetic_scale(&mut ebpf, plan, topo, k)?,
+            None => Vec::new(),
+        };
 
         // Run statistics for the self-metrics, only when asked: held until
         // the sampler drops (the kernel switches them off with the last fd).
@@ -290,6 +320,7 @@ impl Sampler {
             timer_links: HashMap::new(),
             period_ns: opts.period_ns,
             _stats: stats,
+            synthetic,
         };
         for c in &topo.cpus {
             sampler.attach_timer(c.cpu)?;
@@ -488,6 +519,43 @@ impl Sampler {
             *slot = self.per_cpu::<u64>("STATS", i as u32)?.iter().sum();
         }
         Ok(out)
+    }
+
+    /// Reads counter `idx` from the daemon (its CPUs sleep), as the
+    /// programs would report it.
+    pub fn read_counter(&self, idx: usize) -> std::io::Result<u64> {
+        let c = self
+            .counters
+            .get(idx)
+            .ok_or_else(|| std::io::Error::other(format!("no counter {idx}")))?;
+        let raw = c.counter.read().map_err(std::io::Error::other)?;
+        let Some(Some(k)) = self.synthetic.get(idx) else {
+            return Ok(raw);
+        };
+        let busy = match k.busy {
+            BusyOf::Cpu(cpu) => self
+                .per_cpu::<u64>("CPU_BUSY_NS", 0)
+                .map(|v| v.get(cpu as usize).copied().unwrap_or(0)),
+            BusyOf::Package(i) => self.array_u64("PKG_BUSY_NS", i),
+        }
+        .map_err(std::io::Error::other)?;
+        Ok((raw >> 10)
+            .wrapping_mul(k.idle_scale)
+            .wrapping_add((busy >> 10).wrapping_mul(k.busy_mw)))
+    }
+
+    fn array_u64(&self, name: &'static str, index: u32) -> Result<u64, BpfError> {
+        let map = self.ebpf.map(name).ok_or(BpfError::MissingMap { name })?;
+        let arr: Array<&MapData, u64> = Array::try_from(map).map_err(|source| BpfError::Map {
+            name,
+            action: "open",
+            source,
+        })?;
+        arr.get(&index, 0).map_err(|source| BpfError::Map {
+            name,
+            action: "read",
+            source,
+        })
     }
 
     /// Every CPU's accounting state (index = CPU id).
@@ -697,4 +765,60 @@ fn load_programs(ebpf: &mut Ebpf) -> Result<(), BpfError> {
         action: "load",
         source,
     })
+}
+
+/// `SYNTH_IDLE_SCALE[cpu]`: the idle mW of the counter each CPU reads, per
+/// CPU for the per-CPU layout, × the package's CPUs for the package layout
+/// (set on every CPU of the package: a counter moved by hotplug is read by
+/// another of them). Returns how the daemon makes the same value from its
+/// own reads of each counter of the plan.
+fn set_synthetic_scale(
+    ebpf: &mut Ebpf,
+    plan: &Plan,
+    topo: &Topology,
+    k: crate::source::synthetic::KernelScale,
+) -> Result<Vec<Option<SynthRead>>, BpfError> {
+    let name = "SYNTH_IDLE_SCALE";
+    let map = ebpf.map_mut(name).ok_or(BpfError::MissingMap { name })?;
+    let mut arr: Array<&mut MapData, u64> =
+        Array::try_from(map).map_err(|source| BpfError::Map {
+            name,
+            action: "open",
+            source,
+        })?;
+    for c in &topo.cpus {
+        let scale = if plan.per_cpu {
+            k.idle_mw
+        } else {
+            k.idle_mw * topo.cpus_of(c.package).len() as u64
+        };
+        arr.set(c.cpu, scale, 0).map_err(|source| BpfError::Map {
+            name,
+            action: "set",
+            source,
+        })?;
+    }
+    let packages = topo.packages();
+    Ok(plan
+        .counters
+        .iter()
+        .filter(|c| c.user.is_none())
+        .map(|c| {
+            let busy = if plan.per_cpu {
+                BusyOf::Cpu(c.open_cpu)
+            } else {
+                BusyOf::Package(packages.iter().position(|&p| p == c.package)? as u32)
+            };
+            let cpus = if plan.per_cpu {
+                1
+            } else {
+                topo.cpus_of(c.package).len() as u64
+            };
+            Some(SynthRead {
+                idle_scale: k.idle_mw * cpus,
+                busy_mw: k.busy_mw,
+                busy,
+            })
+        })
+        .collect())
 }

@@ -538,10 +538,7 @@ mod tests {
 
     fn declared() -> Declared {
         Declared {
-            synthetic: Synthetic {
-                watts: 10.0,
-                layout: Layout::PerCpu,
-            },
+            synthetic: Synthetic::constant(10.0, Layout::PerCpu),
             model: Model::default(),
         }
     }

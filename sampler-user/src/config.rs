@@ -7,10 +7,12 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::Args;
 use serde::Deserialize;
 
+pub mod attribution;
 pub mod model;
 pub mod names;
 pub mod push;
 pub mod serve;
+pub use attribution::AttributionArgs;
 pub use model::ModelArgs;
 pub use names::{Kubelet, NamesArgs, NamesSettings};
 pub use push::{PushArgs, PushSettings, RemoteWrite, State};
@@ -55,6 +57,12 @@ pub struct RunArgs {
     /// Constant power each CPU draws under `--source synthetic` [default: 10].
     #[arg(long, env = "ERGON_SYNTHETIC_WATTS")]
     pub synthetic_watts: Option<f64>,
+
+    /// Power each CPU draws under `--source synthetic` while idle: below
+    /// `--synthetic-watts`, the draw follows the load, counted in the kernel
+    /// programs [default: --synthetic-watts].
+    #[arg(long, env = "ERGON_SYNTHETIC_IDLE_WATTS")]
+    pub synthetic_idle_watts: Option<f64>,
 
     /// Counter layout of `--source synthetic`: per-cpu, or package (one
     /// counter per package like RAPL; exercises read-scope detection) [default: per-cpu].
@@ -111,6 +119,9 @@ pub struct RunArgs {
     pub model: ModelArgs,
 
     #[command(flatten)]
+    pub attribution: AttributionArgs,
+
+    #[command(flatten)]
     pub serve: ServeArgs,
 
     #[command(flatten)]
@@ -127,6 +138,7 @@ pub struct FileConfig {
     pub source: Option<SourceKind>,
     pub period: Option<String>,
     pub synthetic_watts: Option<f64>,
+    pub synthetic_idle_watts: Option<f64>,
     pub synthetic_layout: Option<Layout>,
     pub listen: Option<String>,
     pub ringbuf_size: Option<u64>,
@@ -140,6 +152,8 @@ pub struct FileConfig {
     pub dev_root: Option<PathBuf>,
     /// The `[model]` table.
     pub model: Option<model::FileModel>,
+    pub idle_energy: Option<crate::attribution::IdleEnergy>,
+    pub package_idle_watts: Option<attribution::FileIdleWatts>,
     pub batch_resolution: Option<String>,
     pub cgroup_batch_resolution: Option<String>,
     pub batch_buffer: Option<usize>,
@@ -184,6 +198,8 @@ pub struct Settings {
     pub period: Duration,
     pub synthetic: Synthetic,
     pub model: Model,
+    /// `--idle-energy` and `--package-idle-watts`.
+    pub cause: crate::attribution::Cause,
     pub listen: SocketAddr,
     pub ringbuf_bytes: u32,
     pub drain_interval: Duration,
@@ -281,6 +297,22 @@ impl RunArgs {
                 "pass e.g. --synthetic-watts 10",
             ));
         }
+        let synthetic_idle_watts = self
+            .synthetic_idle_watts
+            .or(file.synthetic_idle_watts)
+            .unwrap_or(synthetic_watts);
+        if !(synthetic_idle_watts.is_finite()
+            && (0.0..=synthetic_watts).contains(&synthetic_idle_watts))
+        {
+            return Err(invalid(
+                "synthetic_idle_watts",
+                synthetic_idle_watts.to_string(),
+                &format!(
+                    "must be a number of watts from 0 to --synthetic-watts ({synthetic_watts})"
+                ),
+                "pass e.g. --synthetic-watts 12 --synthetic-idle-watts 2",
+            ));
+        }
         let listen_s = match (self.listen.clone(), env("EXPORTER_PORT")) {
             (Some(l), _) => l,
             (None, Some(port)) => {
@@ -349,6 +381,7 @@ impl RunArgs {
         let serve = self.serve.settings(&file, env)?;
         let push = self.push.settings(&file, env)?;
         let names = self.names.settings(&file, env)?;
+        let cause = self.attribution.settings(&file)?;
         let d = SysRoot::default();
         let root = SysRoot {
             sysfs: self
@@ -378,9 +411,11 @@ impl RunArgs {
             period,
             synthetic: Synthetic {
                 watts: synthetic_watts,
+                idle_watts: synthetic_idle_watts,
                 layout,
             },
             model,
+            cause,
             listen,
             ringbuf_bytes: ringbuf as u32,
             drain_interval,

@@ -132,10 +132,10 @@ impl Ingest {
     /// Reads counters whose CPUs sleep, from the daemon.
     pub fn read_counters(&mut self, counters: &[usize], out: &mut Vec<Event>) {
         for &idx in counters {
-            let Some(c) = self.sampler.counters.get(idx) else {
+            if idx >= self.sampler.counters.len() {
                 continue;
-            };
-            match c.counter.read() {
+            }
+            match self.sampler.read_counter(idx) {
                 // Stamped after the read: a kernel reading stamped earlier
                 // than this is then ignored, never double counted.
                 Ok(raw) => out.push(Event::Reading {

@@ -197,6 +197,10 @@ pub struct Ledger {
     /// Energy counters that stopped advancing while their CPUs ran tasks:
     /// logged once, then at most once a minute.
     stall_complaint: Complaint,
+    /// Packages whose idle power was logged as known.
+    idle_power_logged: HashSet<u32>,
+    /// Packages split by cause: once all are logged, nothing is checked.
+    idle_power_packages: usize,
 }
 
 impl Ledger {
@@ -218,6 +222,51 @@ impl Ledger {
             last_maintain: None,
             remote_ok: HashSet::new(),
             stall_complaint: Complaint::default(),
+            idle_power_logged: HashSet::new(),
+            idle_power_packages: 0,
+        }
+        .announce_idle_power()
+    }
+
+    /// Says at start how each package's energy will be split.
+    fn announce_idle_power(mut self) -> Self {
+        let packages = self.attribution.idle_powers();
+        self.idle_power_packages = packages.len();
+        for (package, known) in packages {
+            match known {
+                Some((w, _)) => {
+                    self.idle_power_logged.insert(package);
+                    info!(
+                        package,
+                        idle_watts = w,
+                        "idle power declared (--package-idle-watts): the package's energy is split by cause"
+                    );
+                }
+                None => info!(
+                    package,
+                    "idle power not declared: learned from the package's near-idle intervals (2 s of them, at most 2% busy); until then its energy is split by time"
+                ),
+            }
+        }
+        self
+    }
+
+    /// Logs each package's idle power when it becomes known.
+    fn log_idle_power(&mut self) {
+        if self.idle_power_logged.len() >= self.idle_power_packages {
+            return;
+        }
+        for (package, known) in self.attribution.idle_powers() {
+            if let Some((w, crate::attribution::IdleOrigin::Learned { samples })) = known {
+                if self.idle_power_logged.insert(package) {
+                    info!(
+                        package,
+                        idle_watts = format!("{w:.3}"),
+                        samples,
+                        "idle power learned from near-idle intervals: the package's energy is now split by cause (ergon_package_idle_power_watts)"
+                    );
+                }
+            }
         }
     }
 
@@ -433,6 +482,7 @@ impl Ledger {
             out.recreated.push(old);
         }
         self.attribution.advance();
+        self.log_idle_power();
         self.points(&mut out.points);
         if self
             .last_maintain
@@ -529,6 +579,12 @@ impl Ledger {
         s.packages
             .sort_by(|a, b| (a.package, a.domain).cmp(&(b.package, b.domain)));
         s.idle = pkgs.iter().map(|&(p, _, idle)| (p, idle)).collect();
+        s.idle_power = self
+            .attribution
+            .idle_powers()
+            .into_iter()
+            .filter_map(|(p, known)| Some((p, known?.0)))
+            .collect();
         s.cpus = self.attribution.cpus();
         let mut cgroups: Vec<CgroupEnergy> = self
             .attribution

@@ -10,7 +10,7 @@ use prometheus_client::{
 };
 
 use crate::{
-    families::{counter, counter1, gauge1},
+    families::{counter, counter1, gauge, gauge1},
     series::{self, Series},
     snapshot::SharedSnapshot,
 };
@@ -76,7 +76,7 @@ impl Collector for SnapshotCollector {
         series_family(
             &mut enc,
             series::CGROUP_ENERGY,
-            "Package energy attributed to a cgroup by its on-CPU time, since the daemon started.",
+            "Package energy attributed to a cgroup, since the daemon started: by its on-CPU time, or, once its package's idle power is known, the dynamic energy by on-CPU time across the package (docs/attribution.md).",
             s.cgroups.iter().map(|c| (c.energy_series(), c.joules)),
         )?;
         series_family(
@@ -92,6 +92,14 @@ impl Collector for SnapshotCollector {
             s.idle
                 .iter()
                 .map(|&(package, j)| (Series::Idle { package }, j)),
+        )?;
+        gauge(
+            &mut enc,
+            "ergon_package_idle_power_watts",
+            "Idle (static) power of a package, declared (--package-idle-watts) or learned from its near-idle intervals; served once known, and its energy is split by cause from then on.",
+            s.idle_power
+                .iter()
+                .map(|&(p, w)| (vec![("package", p.to_string())], w)),
         )?;
         counter1(
             &mut enc,

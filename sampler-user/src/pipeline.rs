@@ -81,6 +81,9 @@ pub fn build(
             period_ns: settings.period.as_nanos() as u64,
             ringbuf_bytes: settings.ringbuf_bytes,
             bpf_stats: settings.bpf_stats,
+            synthetic: (plan.source == crate::source::Resolved::Synthetic)
+                .then(|| settings.synthetic.kernel_scale())
+                .flatten(),
         },
     )?;
     let attached_cpus = sampler.attached_cpus.clone();
@@ -127,10 +130,12 @@ pub fn build(
     let package_res_ns = serve.batch_resolution.as_nanos() as u64;
     let parts = Parts {
         energy: EnergyBooks::new(plan, &cpus),
-        attribution: Attributor::new(PackageSpec::from_plan(plan, topo)).with_grid(GridConfig {
-            package_res_ns,
-            cgroup_res_ns: serve.cgroup_batch_resolution.as_nanos() as u64,
-        }),
+        attribution: Attributor::new(PackageSpec::from_plan(plan, topo))
+            .with_cause(settings.cause.clone())
+            .with_grid(GridConfig {
+                package_res_ns,
+                cgroup_res_ns: serve.cgroup_batch_resolution.as_nanos() as u64,
+            }),
         domains: DomainGrid::new(
             plan.counters
                 .iter()

@@ -55,6 +55,8 @@ pub struct Snapshot {
     pub cgroups: Vec<CgroupEnergy>,
     /// Idle energy per package.
     pub idle: Vec<(u32, f64)>,
+    /// Idle power per package split by cause, once known (declared or learned).
+    pub idle_power: Vec<(u32, f64)>,
     /// Cgroups folded into `other` because of `--max-cgroups`.
     pub cgroup_folds: u64,
     /// Dead cgroups still shown (retention).

@@ -361,10 +361,7 @@ fn check_reports_this_machine_and_exits_zero() {
     require_root();
     let root = SysRoot::default();
     let declared = Declared {
-        synthetic: synthetic::Synthetic {
-            watts: 10.0,
-            layout: synthetic::Layout::PerCpu,
-        },
+        synthetic: synthetic::Synthetic::constant(10.0, synthetic::Layout::PerCpu),
         model: Model::default(),
     };
     let probe = Reads::default();

@@ -25,10 +25,7 @@ fn load(period: Duration) -> (Sampler, Topology) {
         &root,
         &topo,
         &Declared {
-            synthetic: Synthetic {
-                watts: 10.0,
-                layout: Layout::PerCpu,
-            },
+            synthetic: Synthetic::constant(10.0, Layout::PerCpu),
             model: Model::default(),
         },
         &source::liveness::Reads::default(),
@@ -41,6 +38,7 @@ fn load(period: Duration) -> (Sampler, Topology) {
             period_ns: period.as_nanos() as u64,
             ringbuf_bytes: 16 << 20,
             bpf_stats: false,
+            synthetic: None,
         },
     )
     .expect("the kernel programs load and attach (kernel 5.8+ with BTF)");

@@ -364,6 +364,7 @@ proptest! {
     fn books_balance_at_every_step(
         steps in proptest::collection::vec((0u32..3, 1u64..50_000, proptest::collection::vec((1u64..6, 0u64..1000), 0..5), 0u64..1_000_000, any::<bool>()), 1..120),
         per_cpu in any::<bool>(),
+        cause in proptest::option::of((0.0f64..20.0, any::<bool>())),
     ) {
         let cpus = [0u32, 1, 2];
         let counters: Vec<(usize, Option<u32>)> = if per_cpu {
@@ -372,6 +373,13 @@ proptest! {
             vec![(0, None)]
         };
         let mut a = Attributor::new(vec![PackageSpec { package: 0, joules_per_count: 2.5e-10, cpus: cpus.to_vec(), counters: counters.clone(), core_counters: Vec::new() }]);
+        // With a declared idle power the package counter is split by cause.
+        if let Some((watts, share)) = cause {
+            a = a.with_cause(Cause {
+                idle_energy: if share { IdleEnergy::Share } else { IdleEnergy::Separate },
+                idle_watts: IdleWatts { all: Some(watts), packages: Default::default() },
+            });
+        }
         let mut end = [0u64; 3];
         let mut clock = 0u64;
         let mut value = vec![0u128; counters.len()];
@@ -617,4 +625,114 @@ fn a_cpu_that_never_reported_is_started_from_its_kernel_state() {
     assert_eq!(a.closure_stats().1, 0, "nothing contradicted");
     let (pkg, idle, cg) = a.ledger()[0];
     assert_eq!(pkg, idle + cg);
+}
+
+/// A package of two CPUs over one second: cpu 0 runs cgroup 7 throughout,
+/// cpu 1 idles; the counter (1 J per count) moves 14 J; 4 W declared idle.
+fn by_cause(idle_energy: IdleEnergy) -> Attributor {
+    let mut a = package_counter(&[0, 1]).with_cause(Cause {
+        idle_energy,
+        idle_watts: IdleWatts {
+            all: None,
+            packages: [(0, 4.0)].into(),
+        },
+    });
+    assert_eq!(
+        a.idle_powers(),
+        vec![(0, Some((4.0, IdleOrigin::Declared)))]
+    );
+    a.on_reading(0, 0, 0);
+    a.on_span(&rec(0, 0, 0, 0, &[]));
+    a.on_span(&rec(1, 0, 0, 0, &[]));
+    a.advance();
+    a.on_span(&rec(0, 0, 1_000_000_000, 0, &[(7, 1_000_000_000)]));
+    a.on_span(&rec(1, 0, 1_000_000_000, 1_000_000_000, &[]));
+    a.on_reading(0, 1_000_000_000, 14);
+    a.advance();
+    a
+}
+
+fn cpu_joules(a: &Attributor) -> Vec<f64> {
+    a.cpus().iter().map(|c| c.joules.0).collect()
+}
+
+#[test]
+fn under_separate_the_work_gets_the_dynamic_energy_and_idle_the_static() {
+    let a = by_cause(IdleEnergy::Separate);
+    assert_eq!(joules_of(&a, 7), 10.0, "14 J − 4 W × 1 s");
+    assert_eq!(a.packages()[0], (0, 14.0, 4.0));
+    // Each CPU: half the static power, and the dynamic energy of what ran on it.
+    assert_eq!(cpu_joules(&a), vec![12.0, 2.0]);
+}
+
+#[test]
+fn under_share_the_static_energy_follows_the_work_too() {
+    let a = by_cause(IdleEnergy::Share);
+    assert_eq!(joules_of(&a, 7), 14.0);
+    assert_eq!(a.packages()[0], (0, 14.0, 0.0));
+    assert_eq!(
+        cpu_joules(&a),
+        vec![12.0, 2.0],
+        "the CPUs' energy is physical"
+    );
+}
+
+#[test]
+fn the_static_part_is_never_more_than_the_interval_drew() {
+    // 3 J drawn against 4 W declared: all static, none dynamic.
+    let mut a = package_counter(&[0]).with_cause(Cause {
+        idle_energy: IdleEnergy::Separate,
+        idle_watts: IdleWatts {
+            all: Some(4.0),
+            packages: Default::default(),
+        },
+    });
+    a.on_reading(0, 0, 0);
+    a.on_span(&rec(0, 0, 0, 0, &[]));
+    a.advance();
+    a.on_span(&rec(0, 0, 1_000_000_000, 0, &[(7, 1_000_000_000)]));
+    a.on_reading(0, 1_000_000_000, 3);
+    a.advance();
+    assert_eq!(joules_of(&a, 7), 0.0);
+    assert_eq!(a.packages()[0], (0, 3.0, 3.0));
+}
+
+#[test]
+fn without_a_known_idle_power_the_split_is_by_time_and_learning_begins() {
+    // 1 mJ per count.
+    let mut a = Attributor::new(vec![PackageSpec {
+        package: 0,
+        joules_per_count: 1e-3,
+        cpus: vec![0, 1],
+        counters: vec![(0, None)],
+        core_counters: Vec::new(),
+    }]);
+    assert_eq!(a.idle_powers(), vec![(0, None)]);
+    a.on_reading(0, 0, 0);
+    a.on_span(&rec(0, 0, 0, 0, &[]));
+    a.on_span(&rec(1, 0, 0, 0, &[]));
+    a.advance();
+    // 3 s of an idle package at 4 W, booked 100 ms at a time.
+    for k in 1..=30u64 {
+        let t = k * 100_000_000;
+        a.on_span(&rec(0, t - 100_000_000, t, 100_000_000, &[]));
+        a.on_span(&rec(1, t - 100_000_000, t, 100_000_000, &[]));
+        a.on_reading(0, t, u128::from(400 * k));
+        a.advance();
+        if k < cause::MIN_SAMPLES as u64 {
+            assert_eq!(a.idle_powers()[0].1, None, "after {k} samples");
+        }
+    }
+    let (w, origin) = a.idle_powers()[0].1.expect("learned");
+    assert!((w - 4.0).abs() < 1e-6, "{w}");
+    assert_eq!(origin, IdleOrigin::Learned { samples: 30 });
+    // A per-CPU counter is not split by cause: nothing to learn.
+    let per_cpu = Attributor::new(vec![PackageSpec {
+        package: 0,
+        joules_per_count: 1.0,
+        cpus: vec![0],
+        counters: vec![(0, Some(0))],
+        core_counters: Vec::new(),
+    }]);
+    assert!(per_cpu.idle_powers().is_empty());
 }

@@ -488,7 +488,10 @@ fn sample(long: &str, files: &Path) -> Option<(Option<String>, String)> {
         "source" => s("synthetic"),
         "period" => s("1ms"),
         "synthetic-watts" => n("12.5"),
+        "synthetic-idle-watts" => n("2.5"),
         "synthetic-layout" => s("package"),
+        "idle-energy" => s("share"),
+        "package-idle-watts" => Some((Some("0=25.5".into()), "{ 0 = 25.5 }".into())),
         "model-idle-watts" => n("1.5"),
         "model-max-watts" => n("5.5"),
         "listen" => s("127.0.0.1:9999"),
@@ -774,8 +777,12 @@ fn every_default_the_help_states_is_the_default() {
         // Not values: a switch's "off", and the defaults found at run time
         // ($NODE_NAME, the service account's files, the system's roots, the
         // sockets that exist). Giving --model-*-watts at all declares this
-        // machine's watts (no warning), a different outcome by design.
+        // machine's watts (no warning), a different outcome by design. A
+        // default that is another flag's value (`--synthetic-watts`) or
+        // found as the daemon runs (`learned`) is not a value either.
         if stated == "off"
+            || stated == "learned"
+            || stated.starts_with("--")
             || stated.starts_with('$')
             || stated.starts_with("the ")
             || stated.contains(' ')

@@ -49,10 +49,7 @@ fn intel(root: &SysRoot) {
 
 fn declared() -> Declared {
     Declared {
-        synthetic: synthetic::Synthetic {
-            watts: 10.0,
-            layout: synthetic::Layout::PerCpu,
-        },
+        synthetic: synthetic::Synthetic::constant(10.0, synthetic::Layout::PerCpu),
         model: Model::default(),
     }
 }

@@ -15,10 +15,7 @@ use crate::{
 
 fn synth() -> Declared {
     Declared {
-        synthetic: synthetic::Synthetic {
-            watts: 10.0,
-            layout: synthetic::Layout::PerCpu,
-        },
+        synthetic: synthetic::Synthetic::constant(10.0, synthetic::Layout::PerCpu),
         model: crate::source::model::Model::default(),
     }
 }

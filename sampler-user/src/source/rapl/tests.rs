@@ -480,10 +480,10 @@ fn power_core_gives_one_cores_counter_per_core_read_by_its_siblings() {
 fn power_core_is_the_cores_domain_of_auto_and_a_broken_one_is_explained() {
     use crate::source::{liveness::Assume, select, Declared, Resolved, SourceKind};
     let declared = Declared {
-        synthetic: crate::source::synthetic::Synthetic {
-            watts: 10.0,
-            layout: crate::source::synthetic::Layout::PerCpu,
-        },
+        synthetic: crate::source::synthetic::Synthetic::constant(
+            10.0,
+            crate::source::synthetic::Layout::PerCpu,
+        ),
         model: crate::source::model::Model::default(),
     };
     let (_dir, root, _pmu) = scratch("rapl-amd");

@@ -1,11 +1,13 @@
 //! The attribution engine: records per second per core, with the frontier
-//! advanced as the drain does (every 10 ms of simulated time).
+//! advanced as the drain does (every 10 ms of simulated time): split by
+//! time, with the batch grid, and by cause (a declared idle power, so the
+//! split spans the package's CPUs from the first interval).
 //! `cargo bench -p sampler-user --bench attribution`.
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use ergon::attribution::{Attributor, GridConfig, PackageSpec};
+use ergon::attribution::{Attributor, Cause, GridConfig, IdleWatts, PackageSpec};
 use sampler_common::{CgroupTime, TickRecord, CGROUP_SLOTS, MAX_DOMAINS, RECORD_TICK};
 
 const PERIOD: u64 = 500_000;
@@ -61,15 +63,24 @@ fn bench(c: &mut Criterion) {
         };
         g.throughput(Throughput::Elements(recs.len() as u64));
         g.sample_size(10);
-        for grid in [false, true] {
-            let name = if grid {
-                format!("{cpus}cpus/{cgroups}cgroups/with-batch-grid")
-            } else {
-                format!("{cpus}cpus/{cgroups}cgroups")
+        for (grid, by_cause) in [(false, false), (true, false), (false, true)] {
+            let name = match (grid, by_cause) {
+                (true, _) => format!("{cpus}cpus/{cgroups}cgroups/with-batch-grid"),
+                (_, true) => format!("{cpus}cpus/{cgroups}cgroups/by-cause"),
+                _ => format!("{cpus}cpus/{cgroups}cgroups"),
             };
             g.bench_function(name, |b| {
                 b.iter(|| {
                     let mut a = Attributor::new(vec![spec.clone()]);
+                    if by_cause {
+                        a = a.with_cause(Cause {
+                            idle_watts: IdleWatts {
+                                all: Some(20.0),
+                                ..IdleWatts::default()
+                            },
+                            ..Cause::default()
+                        });
+                    }
                     if grid {
                         // The daemon's defaults: 1 ms package, 100 ms cgroup points.
                         a = a.with_grid(GridConfig {

@@ -606,10 +606,10 @@ impl Attributor {
         }
         let dyn_parts = split(dynamic, &weights);
         let shares = match self.idle_energy {
-            IdleEnergy::Share if busy > 0 => split(static_units, &weights),
-            _ => vec![0; weights.len()],
+            IdleEnergy::Share if busy > 0 => Some(split(static_units, &weights)),
+            _ => None,
         };
-        let idle_total = static_units - shares.iter().sum::<u128>();
+        let idle_total = static_units - shares.as_ref().map_or(0, |s| s.iter().sum::<u128>());
         // The entries in the order of `weights`.
         let entries = mixes.iter().enumerate().flat_map(|(j, m)| {
             std::iter::once((j, OTHER_CGROUP, m.other))
@@ -620,7 +620,8 @@ impl Attributor {
                 continue;
             }
             cpu_energy[j] += dyn_parts[k];
-            self.credit(p, id, dyn_parts[k] + shares[k], ns);
+            let share = shares.as_ref().map_or(0, |s| s[k]);
+            self.credit(p, id, dyn_parts[k] + share, ns);
         }
         for (j, &ci) in lines.iter().enumerate() {
             self.cpus[ci].energy += cpu_energy[j];

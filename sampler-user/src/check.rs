@@ -383,7 +383,44 @@ pub fn report(settings: &Settings) -> Report {
             }
         }
     }
+    if let Ok(topo) = Topology::read(&settings.root) {
+        if let Ok(plan) = settings.plan(&topo) {
+            r.push(
+                "idle power",
+                Status::Ok,
+                idle_power(&plan, &topo, &settings.cause),
+            );
+        }
+    }
     r
+}
+
+/// The `idle power` line: per package, whether its energy is split by
+/// cause ([`crate::attribution::cause`]) and where the idle power comes from.
+pub fn idle_power(
+    plan: &source::Plan,
+    topo: &Topology,
+    cause: &crate::attribution::Cause,
+) -> String {
+    use crate::attribution::{IdleEnergy, PackageSpec};
+    let policy = match cause.idle_energy {
+        IdleEnergy::Separate => "the static part to idle (--idle-energy separate)",
+        IdleEnergy::Share => "the static part to the cgroups by on-CPU time (--idle-energy share)",
+    };
+    PackageSpec::from_plan(plan, topo)
+        .iter()
+        .map(|spec| {
+            let p = spec.package;
+            if spec.counters.iter().any(|c| c.1.is_some()) || !spec.core_counters.is_empty() {
+                return format!("package {p}: per-CPU or per-core counters measure each CPU's own energy, split by time on each CPU");
+            }
+            match cause.idle_watts.of(p) {
+                Some(w) => format!("package {p}: declared {w} W (--package-idle-watts): split by cause, {policy}"),
+                None => format!("package {p}: learned as ergon runs from its near-idle intervals (2 s of them at most 2% busy; ergon_package_idle_power_watts), split by time until then and by cause after, {policy}"),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// The drain is woken when the ring buffer is half full; below this much
@@ -498,6 +535,47 @@ pub fn run(settings: &Settings) -> ExitCode {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_idle_power_line_says_declared_learned_or_per_cpu() {
+        use crate::{
+            attribution::{Cause, IdleEnergy, IdleWatts},
+            source::synthetic::{plan, Layout, Synthetic},
+            topology::{CpuInfo, Topology},
+        };
+        let topo = Topology {
+            cpus: vec![
+                CpuInfo { cpu: 0, package: 0 },
+                CpuInfo { cpu: 1, package: 1 },
+            ],
+        };
+        let package = plan(
+            &topo,
+            Synthetic::constant(5.0, Layout::Package),
+            String::new(),
+        );
+        let cause = Cause {
+            idle_energy: IdleEnergy::Share,
+            idle_watts: IdleWatts {
+                all: None,
+                packages: [(1, 20.0)].into(),
+            },
+        };
+        let line = super::idle_power(&package, &topo, &cause);
+        assert!(line.contains("package 0: learned as ergon runs"), "{line}");
+        assert!(line.contains("package 1: declared 20 W"), "{line}");
+        assert!(line.contains("--idle-energy share"), "{line}");
+        let per_cpu = plan(
+            &topo,
+            Synthetic::constant(5.0, Layout::PerCpu),
+            String::new(),
+        );
+        let line = super::idle_power(&per_cpu, &topo, &cause);
+        assert!(
+            line.contains("package 1: per-CPU or per-core counters"),
+            "{line}"
+        );
+    }
+
     #[test]
     fn the_ring_buffer_line_gives_the_headroom_and_a_size_that_holds_a_second() {
         // A second of records, the smallest power of two that holds it.

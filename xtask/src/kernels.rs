@@ -32,6 +32,9 @@ use crate::{peers, toolchain};
 const GUEST_CPUS: u32 = 2;
 /// The watts the guest's synthetic source declares per CPU.
 const GUEST_WATTS: f64 = 10.0;
+/// The load-dependent synthetic run: each CPU draws `LOAD_IDLE_WATTS` idle
+/// and `GUEST_WATTS` busy, summed per package (`--synthetic-layout package`).
+const LOAD_IDLE_WATTS: f64 = 2.0;
 /// How long one guest may take, boot to power-off (TCG boots 6.1 in ~5 s).
 const GUEST_TIMEOUT: Duration = Duration::from_secs(240);
 /// Package power must be this close to `GUEST_WATTS × GUEST_CPUS`.
@@ -312,7 +315,7 @@ mkdir /sys/fs/cgroup/ergon-kt
 sh -c 'echo $$ > /sys/fs/cgroup/ergon-kt/cgroup.procs && while :; do :; done' &
 BURN=$!
 scrape() {
-  wget -q -O /tmp/m-$1 http://127.0.0.1:9092/metrics
+  wget -q -O /tmp/m-$1 http://127.0.0.1:${2:-9092}/metrics
   cat /sys/fs/cgroup/ergon-kt/cpu.stat > /tmp/s-$1
   read up idle < /proc/uptime
   echo "KT:scrape-begin $1"
@@ -332,6 +335,25 @@ echo "KT:run-exit $?"
 echo "KT:log-begin"
 tail -n 30 /tmp/run.log
 echo "KT:log-end"
+ergon run --source synthetic --synthetic-layout package --synthetic-watts @WATTS@ --synthetic-idle-watts @IDLE@ --listen 127.0.0.1:9093 > /tmp/load.log 2>&1 &
+ERGON=$!
+i=0
+until wget -q -O /tmp/m0 http://127.0.0.1:9093/metrics; do
+  i=$((i+1)); [ $i -gt 120 ] && break; usleep 250000
+done
+sh -c 'echo $$ > /sys/fs/cgroup/ergon-kt/cgroup.procs && while :; do :; done' &
+BURN=$!
+sleep 1
+scrape la 9093
+sleep 3
+scrape lb 9093
+kill $BURN
+kill -INT $ERGON
+wait $ERGON
+echo "KT:load-exit $?"
+echo "KT:load-log-begin"
+tail -n 30 /tmp/load.log
+echo "KT:load-log-end"
 echo "KT:end"
 poweroff -f
 "#;
@@ -346,6 +368,7 @@ fn write_initramfs(path: &Path, ergon: &Path, busybox: &Path) -> Result<()> {
             0o755,
             GUEST_INIT
                 .replace("@WATTS@", &GUEST_WATTS.to_string())
+                .replace("@IDLE@", &LOAD_IDLE_WATTS.to_string())
                 .into_bytes(),
         ),
     );
@@ -601,10 +624,55 @@ fn judge(text: &str) -> Result<String> {
         let log = section(text, "KT:log-begin", "KT:log-end").unwrap_or_default();
         bail!("ergon run exited {exit} on SIGINT: {}", log.join(" | "));
     }
+    let load = load_dependent(text)?;
     Ok(format!(
-        "check all ok; package {package_w:.3} W vs {declared} W declared ({:+.2}%); cgroup {cgroup_w:.3} W vs {truth_w:.3} W from cpu.stat ({:+.2}%)",
+        "check all ok; package {package_w:.3} W vs {declared} W declared ({:+.2}%); cgroup {cgroup_w:.3} W vs {truth_w:.3} W from cpu.stat ({:+.2}%); {load}",
         package_err * 100.0,
         cgroup_err * 100.0
+    ))
+}
+
+/// The load-dependent run (the programs' busy-time path): its package
+/// power is at least idle W × CPUs + (busy − idle) W × the burner's CPU
+/// share (the daemon and the kernel add a little more busy time), and at
+/// most busy W × CPUs.
+fn load_dependent(text: &str) -> Result<String> {
+    let (a, b) = match (scrape(text, "la"), scrape(text, "lb")) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => {
+            let log = section(text, "KT:load-log-begin", "KT:load-log-end").unwrap_or_default();
+            bail!(
+                "load-dependent run (--synthetic-idle-watts): {e:#}; its log ends: {}",
+                log.join(" | ")
+            );
+        }
+    };
+    let books = b.books_s - a.books_s;
+    let wall = b.uptime_s - a.uptime_s;
+    if books <= 1.0 || wall <= 1.0 {
+        bail!("load-dependent run: the books advanced {books:.3} s over {wall:.3} s");
+    }
+    let cpus = f64::from(GUEST_CPUS);
+    let share = (b.usage_s - a.usage_s) / wall;
+    let package_w = (b.package_joules - a.package_joules) / books;
+    let low = LOAD_IDLE_WATTS * cpus + (GUEST_WATTS - LOAD_IDLE_WATTS) * share;
+    let high = GUEST_WATTS * cpus;
+    if package_w < low * (1.0 - PACKAGE_TOLERANCE) || package_w > high * (1.0 + PACKAGE_TOLERANCE) {
+        bail!(
+            "load-dependent run: package {package_w:.3} W, outside {low:.3} W ({LOAD_IDLE_WATTS} W × {cpus} CPUs + {} W × the burner's {share:.3} CPU) to {high:.3} W (all busy)",
+            GUEST_WATTS - LOAD_IDLE_WATTS
+        );
+    }
+    let exit = marker(text, "KT:load-exit").unwrap_or("?");
+    if exit != "0" {
+        let log = section(text, "KT:load-log-begin", "KT:load-log-end").unwrap_or_default();
+        bail!(
+            "the load-dependent ergon run exited {exit} on SIGINT: {}",
+            log.join(" | ")
+        );
+    }
+    Ok(format!(
+        "load-dependent package {package_w:.3} W (burner {share:.3} CPU: {low:.3}..{high} W)"
     ))
 }
 
@@ -624,10 +692,13 @@ mod tests_ {
                  KT:scrape-end {tag}\n"
             )
         };
+        // The load-dependent run: 2 W × 2 + 8 W × 0.9 CPU = 11.2 W, 12 W here.
         format!(
-            "\x1b[2JKT:begin 6.1.0-57-cloud-amd64\nKT:check-begin\n{check}\nKT:check-end 0\n{}[    3.1] some kernel line\n{}KT:run-exit 0\nKT:log-begin\nKT:log-end\nKT:end\n",
+            "\x1b[2JKT:begin 6.1.0-57-cloud-amd64\nKT:check-begin\n{check}\nKT:check-end 0\n{}[    3.1] some kernel line\n{}KT:run-exit 0\nKT:log-begin\nKT:log-end\n{}{}KT:load-exit 0\nKT:end\n",
             scrape("a", a),
-            scrape("b", b)
+            scrape("b", b),
+            scrape("la", (10.0, 200.0, 1.0, 10_000_000, 60.0)),
+            scrape("lb", (46.0, 203.0, 2.0, 12_700_000, 63.0)),
         )
     }
 
@@ -643,6 +714,7 @@ mod tests_ {
         );
         let v = judge(&text).expect("passes");
         assert!(v.contains("package 20.000 W"), "{v}");
+        assert!(v.contains("load-dependent package 12.000 W"), "{v}");
         assert!(v.contains("cgroup 9.000 W vs 9.000 W"), "{v}");
     }
 
@@ -669,6 +741,22 @@ mod tests_ {
         );
         let e = format!("{:#}", judge(&text).unwrap_err());
         assert!(e.contains("cgroup /ergon-kt 9.750 W"), "{e}");
+    }
+
+    #[test]
+    fn a_load_dependent_run_without_its_busy_part_fails() {
+        // Only the idle watts counted: 4 W where the burner alone adds 7.2 W.
+        let text = console(
+            CHECK_OK,
+            (10.0, 100.0, 1.0, 1_000_000, 50.0),
+            (90.0, 104.0, 37.0, 4_600_000, 54.0),
+        )
+        .replace(
+            "ergon_package_energy_joules_total{package=\"0\",domain=\"pkg\"} 46",
+            "ergon_package_energy_joules_total{package=\"0\",domain=\"pkg\"} 22",
+        );
+        let e = format!("{:#}", judge(&text).unwrap_err());
+        assert!(e.contains("load-dependent run: package 4.000 W"), "{e}");
     }
 
     #[test]

@@ -141,7 +141,7 @@ pub struct CgroupTotals {
 
 /// Composition of one CPU's time over an interval.
 #[derive(Default)]
-pub(super) struct Mix {
+struct Mix {
     idle: u64,
     other: u64,
     cgroups: Vec<(u64, u64)>,

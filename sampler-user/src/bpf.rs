@@ -275,13 +275,7 @@ impl Sampler {
         if !plan.per_cpu {
             let packages = topo.packages();
             let name = "CPU_PACKAGE";
-            let map = ebpf.map_mut(name).ok_or(BpfError::MissingMap { name })?;
-            let mut arr: Array<&mut MapData, u32> =
-                Array::try_from(map).map_err(|source| BpfError::Map {
-                    name,
-                    action: "open",
-                    source,
-                })?;
+            let mut arr = array_mut::<u32>(&mut ebpf, name)?;
             for cp in plan.counters.iter().filter(|c| c.user.is_none()) {
                 let Some(index) = packages.iter().position(|&p| p == cp.package) else {
                     continue;
@@ -597,15 +591,22 @@ impl Sampler {
     }
 }
 
-/// The `DOMAIN_MASK` array: bit `d` of entry `cpu` says that CPU reads domain `d`.
-fn domain_mask(ebpf: &mut Ebpf) -> Result<Array<&mut MapData, u32>, BpfError> {
-    let name = "DOMAIN_MASK";
+/// The array map `name`, to write.
+fn array_mut<'a, T: aya::Pod>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<Array<&'a mut MapData, T>, BpfError> {
     let map = ebpf.map_mut(name).ok_or(BpfError::MissingMap { name })?;
     Array::try_from(map).map_err(|source| BpfError::Map {
         name,
         action: "open",
         source,
     })
+}
+
+/// The `DOMAIN_MASK` array: bit `d` of entry `cpu` says that CPU reads domain `d`.
+fn domain_mask(ebpf: &mut Ebpf) -> Result<Array<&mut MapData, u32>, BpfError> {
+    array_mut(ebpf, "DOMAIN_MASK")
 }
 
 fn set_mask(arr: &mut Array<&mut MapData, u32>, cpu: u32, mask: u32) -> Result<(), BpfError> {
@@ -779,13 +780,7 @@ fn set_synthetic_scale(
     k: crate::source::synthetic::KernelScale,
 ) -> Result<Vec<Option<SynthRead>>, BpfError> {
     let name = "SYNTH_IDLE_SCALE";
-    let map = ebpf.map_mut(name).ok_or(BpfError::MissingMap { name })?;
-    let mut arr: Array<&mut MapData, u64> =
-        Array::try_from(map).map_err(|source| BpfError::Map {
-            name,
-            action: "open",
-            source,
-        })?;
+    let mut arr = array_mut::<u64>(ebpf, name)?;
     for c in &topo.cpus {
         let scale = if plan.per_cpu {
             k.idle_mw

@@ -92,6 +92,24 @@ impl Cgroup {
             .expect("start burn")
     }
 
+    /// Runs `n` processes of `seconds` of the `burn` workload one after
+    /// another in this cgroup, started by a parent inside it, as a container
+    /// or a systemd scope starts them (a process that moves itself in is
+    /// counted a little differently by `cpu.stat`: docs/attribution.md).
+    pub fn run_one_after_another(&self, bin: &str, n: u32, seconds: f64) {
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(r#"echo 0 > "$1/cgroup.procs" && i=0 && while [ $i -lt "$3" ]; do "$2" "$4" 1 || exit 1; i=$((i+1)); done"#)
+            .arg("sh")
+            .arg(&self.path)
+            .arg(bin)
+            .arg(n.to_string())
+            .arg(seconds.to_string())
+            .status()
+            .expect("run the processes");
+        assert!(status.success(), "the processes ran: {status}");
+    }
+
     /// Burns one CPU in this cgroup for 2 s (`burn`: the `burn` binary's
     /// path) while `d` runs a synthetic source of `watts` per CPU, then
     /// asserts the package energy is served and the cgroup's joules are

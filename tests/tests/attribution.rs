@@ -2,10 +2,7 @@
 //! `cpu.stat` `usage_usec` and the synthetic source's declared wattage
 //! (every CPU draws W, so a cgroup's joules = W × its CPU seconds).
 
-use std::{
-    process::Command,
-    time::{Duration, SystemTime},
-};
+use std::time::{Duration, SystemTime};
 
 use tests::{cgroup::Cgroup, http_get, require_root, steal_seconds, sum_of, Daemon};
 
@@ -53,17 +50,7 @@ fn a_hundred_20ms_processes_are_all_attributed() {
     let d = Daemon::start(&["--source", "synthetic", "--synthetic-watts", "10"]);
     let cg = Cgroup::new("short");
     let steal0 = steal_seconds();
-    // As in a container or a systemd scope: a parent inside the cgroup
-    // starts the processes one after another.
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(r#"echo 0 > "$1/cgroup.procs" && i=0 && while [ $i -lt 100 ]; do "$2" 0.02 1 || exit 1; i=$((i+1)); done"#)
-        .arg("sh")
-        .arg(&cg.path)
-        .arg(env!("CARGO_BIN_EXE_burn"))
-        .status()
-        .expect("run the 100 processes");
-    assert!(status.success());
+    cg.run_one_after_another(env!("CARGO_BIN_EXE_burn"), 100, 0.02);
     settle(&d);
     let stolen = steal_seconds() - steal0;
     let truth = W * cg.usage_seconds();

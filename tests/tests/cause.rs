@@ -150,15 +150,7 @@ fn under_separate_a_hundred_20ms_processes_get_their_marginal_energy() {
     let d = start(&[]);
     let cg = Cgroup::new("cause-short");
     let steal0 = steal_seconds();
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(r#"echo 0 > "$1/cgroup.procs" && i=0 && while [ $i -lt 100 ]; do "$2" 0.02 1 || exit 1; i=$((i+1)); done"#)
-        .arg("sh")
-        .arg(&cg.path)
-        .arg(env!("CARGO_BIN_EXE_burn"))
-        .status()
-        .expect("run the 100 processes");
-    assert!(status.success());
+    cg.run_one_after_another(env!("CARGO_BIN_EXE_burn"), 100, 0.02);
     settle(&d);
     let stolen = steal_seconds() - steal0;
     within_1_percent(

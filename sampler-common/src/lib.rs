@@ -11,7 +11,9 @@ pub mod stats;
 pub use cpu_state::CpuState;
 pub use domain::{DOMAIN_NAMES, MAX_DOMAINS};
 pub use record::{CgroupTime, TickRecord, CGROUP_SLOTS, RECORD_CGROUP_FLUSH, RECORD_TICK};
-pub use stats::{STAT_CGROUP_OVERFLOW, STAT_COUNT, STAT_READ_ERRORS, STAT_RINGBUF_DROPS};
+pub use stats::{
+    STAT_CGROUP_OVERFLOW, STAT_COUNT, STAT_READ_ERRORS, STAT_RINGBUF_DROPS, STAT_TIMER_ERRORS,
+};
 
 /// Upper bound on CPU ids the maps are sized for at compile time. The
 /// counter arrays are sized to the machine by the loader; this bound only

@@ -8,5 +8,9 @@ pub const STAT_READ_ERRORS: u32 = 1;
 /// Times the per-CPU cgroup table filled up between two timer runs and had
 /// to be flushed early from `sched_switch`.
 pub const STAT_CGROUP_OVERFLOW: u32 = 2;
+/// The silent path's timer could not be initialised or started
+/// (`bpf_timer_init`/`bpf_timer_start` failed): that CPU is sampled only
+/// at its switches until the next attempt.
+pub const STAT_TIMER_ERRORS: u32 = 3;
 /// Number of entries in `STATS`.
-pub const STAT_COUNT: u32 = 3;
+pub const STAT_COUNT: u32 = 4;

@@ -4,12 +4,17 @@ use core::{
 };
 
 use aya_ebpf::{
-    bindings::{bpf_perf_event_value, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_smp_processor_id,
-        bpf_ktime_get_boot_ns, bpf_perf_event_read_value,
+    bindings::{
+        bpf_perf_event_value, bpf_timer, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP,
     },
-    macros::{btf_tracepoint, map, perf_event},
+    btf_maps::Array as BtfArray,
+    cty::c_void,
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task,
+        bpf_get_smp_processor_id, bpf_ktime_get_boot_ns, bpf_perf_event_read_value,
+        bpf_timer_cancel, bpf_timer_init, bpf_timer_set_callback, bpf_timer_start,
+    },
+    macros::{btf_map, btf_tracepoint, map, perf_event},
     maps::{Array, PerCpuArray, PerfEventArray, RingBuf},
     programs::{BtfTracePointContext, PerfEventContext},
 };
@@ -17,8 +22,11 @@ use aya_log_ebpf::warn;
 use sampler_common::{
     CgroupTime, CpuState, TickRecord, CGROUP_SLOTS, MAX_CPUS, MAX_DOMAINS, MAX_PACKAGES,
     RECORD_CGROUP_FLUSH, RECORD_TICK, STAT_CGROUP_OVERFLOW, STAT_COUNT, STAT_READ_ERRORS,
-    STAT_RINGBUF_DROPS,
+    STAT_RINGBUF_DROPS, STAT_TIMER_ERRORS,
 };
+
+/// `CLOCK_MONOTONIC`, the clock of the silent path's timers.
+const CLOCK_MONOTONIC: u64 = 1;
 
 /// Records for the daemon. Size set by the daemon (`--ringbuf-size`).
 #[map]
@@ -428,20 +436,21 @@ fn current_task() -> (bool, u64) {
     }
 }
 
-#[perf_event]
-pub fn on_timer(ctx: PerfEventContext) -> u32 {
+/// One timer run on `cpu`: reads its counters, closes its table up to now
+/// and writes the record. Returns the mask of the counters whose read
+/// failed, for the first failure's log line.
+#[inline(always)]
+fn tick(cpu: u32) -> u32 {
     // SAFETY: plain helper calls.
-    let cpu = unsafe { bpf_get_smp_processor_id() };
     let mut counters = read_counters(cpu, unsafe { bpf_ktime_get_boot_ns() });
     let now = unsafe { bpf_ktime_get_boot_ns() };
-    if counters.errors != 0 && bump(STAT_READ_ERRORS) == 0 {
-        warn!(
-            &ctx,
-            "cpu {}: energy counter read failed (mask {})", cpu, counters.errors
-        );
-    }
+    let errors = if counters.errors != 0 && bump(STAT_READ_ERRORS) == 0 {
+        counters.errors
+    } else {
+        0
+    };
     let Some(st) = cpu_state() else {
-        return 0;
+        return errors;
     };
     let (idle, cgroup_id) = current_task();
     st.last_idle = u32::from(idle);
@@ -457,15 +466,182 @@ pub fn on_timer(ctx: PerfEventContext) -> u32 {
         counters.values[0] = synth_value(cpu, counters.values[0]);
     }
     flush(st, RECORD_TICK, cpu, now, &counters);
+    errors
+}
+
+/// The perf timer: a `cpu-clock` sampling event per CPU, which fires every
+/// period whatever the CPU runs (idle CPUs included; see `timer_fired` for
+/// the path that leaves them alone).
+#[perf_event]
+pub fn on_timer(ctx: PerfEventContext) -> u32 {
+    // SAFETY: plain helper call.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let errors = tick(cpu);
+    if errors != 0 {
+        warn!(
+            &ctx,
+            "cpu {}: energy counter read failed (mask {})", cpu, errors
+        );
+    }
+    0
+}
+
+/// Per CPU (the key), the BPF timer of the silent path and its state.
+#[repr(C)]
+pub struct CpuTimer {
+    timer: bpf_timer,
+    /// Initialised (`bpf_timer_init`).
+    ready: u32,
+    /// Started and not cancelled: it fires again.
+    armed: u32,
+    /// This CPU's idle task, seen when it switched out (0 until then).
+    idle_task: u64,
+    /// The last error of `bpf_timer_init`/`_set_callback`/`_start` (a
+    /// negative errno, 0 for none), for `STAT_TIMER_ERRORS`' diagnosis.
+    error: i64,
+}
+
+/// The silent path's timers, one per CPU. A BTF map: the kernel finds the
+/// `bpf_timer` in its value type by BTF.
+#[btf_map]
+static TIMERS: BtfArray<CpuTimer, { MAX_CPUS as usize }> = BtfArray::new();
+
+/// The silent path's period in ns (`--period`), set by the daemon; 0 when
+/// the perf timer is used instead. Read-only data.
+#[unsafe(no_mangle)]
+static TIMER_PERIOD_NS: u64 = 0;
+
+/// Flags for `bpf_timer_start`: `BPF_F_TIMER_CPU_PIN` where the kernel
+/// has it (6.7), else 0 (the timer is then started on, and re-armed from,
+/// the CPU it samples, which keeps it there; `timer_fired` checks).
+#[unsafe(no_mangle)]
+static TIMER_START_FLAGS: u64 = 0;
+
+#[inline(always)]
+fn timer_period_ns() -> u64 {
+    // SAFETY: a plain read of the loader-set constant.
+    unsafe { core::ptr::read_volatile(&TIMER_PERIOD_NS) }
+}
+
+#[inline(always)]
+fn start_timer(t: &mut CpuTimer) {
+    // SAFETY: a plain read of the loader-set constant; `t.timer` is the
+    // initialised timer of a map value.
+    let r = unsafe {
+        let flags = core::ptr::read_volatile(&TIMER_START_FLAGS);
+        bpf_timer_start(&mut t.timer, timer_period_ns(), flags)
+    };
+    if r == 0 {
+        t.armed = 1;
+    } else {
+        t.armed = 0;
+        t.error = r;
+        bump(STAT_TIMER_ERRORS);
+    }
+}
+
+/// The silent path's timer callback: today's timer run, on the CPU the
+/// timer belongs to, re-armed while that CPU runs a task. A timer that
+/// the kernel moved to another CPU (its CPU went offline) stops; the CPU
+/// arms its own again at its first switch when it comes back.
+extern "C" fn timer_fired(_map: *mut c_void, key: *mut u32, t: *mut CpuTimer) -> i32 {
+    // SAFETY: the kernel passes this map's key and value of the timer
+    // that fired; plain helper call.
+    let (cpu, t) = unsafe { (*key, &mut *t) };
+    if cpu != unsafe { bpf_get_smp_processor_id() } {
+        t.armed = 0;
+        return 0;
+    }
+    tick(cpu);
+    if current_task().0 {
+        t.armed = 0;
+    } else {
+        start_timer(t);
+    }
+    0
+}
+
+/// The silent path at a switch on `cpu` to `next`: the timer runs while
+/// the CPU runs a task and is cancelled when it switches to its idle task,
+/// so an idle CPU gets no interrupt from Ergon.
+#[inline(always)]
+fn steer_timer(cpu: u32, prev_idle: bool, next: u64) {
+    let Some(t) = TIMERS.get_ptr_mut(cpu) else {
+        return;
+    };
+    // SAFETY: this CPU's own entry; programs do not nest on one CPU, and
+    // the callback writes it only on this CPU (or after it went offline).
+    let t = unsafe { &mut *t };
+    if prev_idle {
+        // SAFETY: plain helper call.
+        t.idle_task = unsafe { bpf_get_current_task() };
+    }
+    let next_idle = t.idle_task != 0 && next == t.idle_task;
+    if next_idle {
+        if t.armed != 0 {
+            t.armed = 0;
+            // SAFETY: an initialised timer of a map value (armed implies ready).
+            unsafe { bpf_timer_cancel(&mut t.timer) };
+        }
+        return;
+    }
+    if t.armed != 0 {
+        return;
+    }
+    let map = addr_of!(TIMERS) as *mut c_void;
+    // SAFETY: the timer of this map's value; the callback has the
+    // signature the kernel calls (map, key, value). The callback is set at
+    // every start from here: `bpf_timer_cancel` drops it.
+    let r = unsafe {
+        let r = if t.ready == 0 {
+            bpf_timer_init(&mut t.timer, map, CLOCK_MONOTONIC)
+        } else {
+            0
+        };
+        // -EBUSY: initialised already.
+        if r == 0 || r == -16 {
+            t.ready = 1;
+            bpf_timer_set_callback(&mut t.timer, timer_fired as *mut c_void)
+        } else {
+            r
+        }
+    };
+    if r != 0 {
+        t.error = r;
+        bump(STAT_TIMER_ERRORS);
+        return;
+    }
+    start_timer(t);
+}
+
+/// `sched_switch` of the silent path: the same books, and the timer
+/// steered (`steer_timer`).
+#[btf_tracepoint(function = "sched_switch")]
+pub fn sched_switch_silent(ctx: BtfTracePointContext) -> u32 {
+    let prev_idle = switch();
+    // SAFETY: argument 2 of sched_switch is `next` (on every kernel since
+    // 4.x: preempt, prev, next[, prev_state]); only compared, not read.
+    let next: u64 = ctx.arg::<u64>(2);
+    // SAFETY: plain helper call.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    steer_timer(cpu, prev_idle, next);
     0
 }
 
 #[btf_tracepoint(function = "sched_switch")]
 pub fn sched_switch(_ctx: BtfTracePointContext) -> u32 {
+    switch();
+    0
+}
+
+/// The books at a switch: the outgoing task's span closed. Returns whether
+/// the outgoing task is the idle task.
+#[inline(always)]
+fn switch() -> bool {
     // SAFETY: plain helper calls. `current` is still the outgoing task here.
     let now = unsafe { bpf_ktime_get_boot_ns() };
     let Some(st) = cpu_state() else {
-        return 0;
+        return false;
     };
     let (idle, cgroup_id) = current_task();
     if let Some(d) = close_span(st, now, idle, cgroup_id) {
@@ -487,5 +663,5 @@ pub fn sched_switch(_ctx: BtfTracePointContext) -> u32 {
             st.other_ns += d;
         }
     }
-    0
+    idle
 }

@@ -29,6 +29,46 @@ static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 /// Names of the kernel programs, as in `sampler-ebpf`.
 pub const TIMER_PROGRAM: &str = "on_timer";
 pub const SWITCH_PROGRAM: &str = "sched_switch";
+/// `sched_switch` of the silent path: it also runs each CPU's BPF timer.
+pub const SILENT_SWITCH_PROGRAM: &str = "sched_switch_silent";
+
+/// How each CPU's timer runs, the one that reads its counters and closes
+/// its table every `--period` (`--timer`; docs/architecture.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Timer {
+    /// A BPF timer per CPU (`bpf_timer`, Linux 5.15), run from
+    /// `sched_switch`: started when the CPU leaves its idle task, re-armed
+    /// from its own callback while the CPU runs a task, cancelled when the
+    /// CPU switches to idle. An idle CPU gets no interrupt from Ergon.
+    Bpf,
+    /// A `cpu-clock` sampling perf event per CPU: an hrtimer that fires
+    /// every period whatever the CPU runs, idle included (about 2,000
+    /// interrupts a second per idle CPU at the default 500 µs).
+    Perf,
+}
+
+impl Timer {
+    pub fn name(self) -> &'static str {
+        match self {
+            Timer::Bpf => "bpf",
+            Timer::Perf => "perf",
+        }
+    }
+
+    /// The `sched_switch` program this path loads.
+    fn switch_program(self) -> &'static str {
+        match self {
+            Timer::Bpf => SILENT_SWITCH_PROGRAM,
+            Timer::Perf => SWITCH_PROGRAM,
+        }
+    }
+}
+
+/// The release that brought `BPF_F_TIMER_CPU_PIN` (a BPF timer that stays
+/// on the CPU it was started on). Before it, the silent path's timers are
+/// started from the CPU they sample, and the callback checks.
+const TIMER_CPU_PIN_SINCE: (u32, u32) = (6, 7);
+const BPF_F_TIMER_CPU_PIN: u64 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BpfError {
@@ -132,6 +172,8 @@ pub struct LoadOptions {
     /// The load-dependent synthetic counter's constants (`--source
     /// synthetic` with `--synthetic-idle-watts` below `--synthetic-watts`).
     pub synthetic: Option<crate::source::synthetic::KernelScale>,
+    /// Which timer samples each CPU ([`timer_path`] resolves `--timer`).
+    pub timer: Timer,
 }
 
 /// One opened energy counter and where it is read.
@@ -173,9 +215,10 @@ pub struct Sampler {
     ebpf: Ebpf,
     pub counters: Vec<OpenCounter>,
     pub attached_cpus: Vec<u32>,
-    /// The timer program's link on each attached CPU.
+    /// The timer program's link on each attached CPU (the perf timer).
     timer_links: HashMap<u32, PerfEventLinkId>,
     period_ns: u64,
+    pub timer: Timer,
     _stats: Option<OwnedFd>,
     /// Per counter, how the load-dependent synthetic counter's value is
     /// made from a read of its cpu-clock (as `synth_value` in the programs).
@@ -210,11 +253,14 @@ impl Sampler {
         // the drain: the ring never fills between two of its slow ticks.
         let wake_at_bytes = u64::from(opts.ringbuf_bytes / 2);
         let synth_busy_mw = opts.synthetic.map_or(0, |k| k.busy_mw);
+        let (timer_period_ns, timer_flags) = timer_globals(opts.timer, opts.period_ns);
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("EVENTS", opts.ringbuf_bytes)
             .override_global("MIN_READ_NS", &min_read_ns, true)
             .override_global("WAKE_AT_BYTES", &wake_at_bytes, true)
             .override_global("SYNTH_BUSY_MW", &synth_busy_mw, true)
+            .override_global("TIMER_PERIOD_NS", &timer_period_ns, true)
+            .override_global("TIMER_START_FLAGS", &timer_flags, true)
             .load(BPF_OBJECT)
             .map_err(load_error)?;
         let synthetic = match opts.synthetic {
@@ -300,10 +346,11 @@ impl Sampler {
 
         // Kernel-side diagnostics (aya-log) go to `log`, bridged into tracing.
         // The logger task is started by the daemon; failing here only loses logs.
-        load_programs(&mut ebpf)?;
-        let sw: &mut BtfTracePoint = program_mut(&mut ebpf, SWITCH_PROGRAM)?;
+        load_programs(&mut ebpf, opts.timer)?;
+        let name = opts.timer.switch_program();
+        let sw: &mut BtfTracePoint = program_mut(&mut ebpf, name)?;
         sw.attach().map_err(|source| BpfError::Program {
-            name: SWITCH_PROGRAM,
+            name,
             action: "attach",
             source,
         })?;
@@ -313,6 +360,7 @@ impl Sampler {
             attached_cpus: Vec::new(),
             timer_links: HashMap::new(),
             period_ns: opts.period_ns,
+            timer: opts.timer,
             _stats: stats,
             synthetic,
         };
@@ -323,6 +371,11 @@ impl Sampler {
     }
 
     fn attach_timer(&mut self, cpu: u32) -> Result<(), BpfError> {
+        if self.timer == Timer::Bpf {
+            // Its BPF timer starts at its first switch away from idle.
+            self.attached_cpus.push(cpu);
+            return Ok(());
+        }
         let timer: &mut PerfEvent = program_mut(&mut self.ebpf, TIMER_PROGRAM)?;
         let link = timer
             .attach(
@@ -427,7 +480,7 @@ impl Sampler {
                 }
             }
         }
-        if !self.timer_links.contains_key(&cpu) {
+        if !self.attached_cpus.contains(&cpu) {
             self.attach_timer(cpu)?;
         }
         Ok(())
@@ -563,10 +616,20 @@ impl Sampler {
         if self._stats.is_none() {
             return Vec::new();
         }
-        [TIMER_PROGRAM, SWITCH_PROGRAM]
-            .into_iter()
-            .map(|name| {
-                let info = self.ebpf.program(name).and_then(|p| p.info().ok());
+        // The silent path's timer callback runs outside the kernel's run
+        // accounting: only its switch program is counted, under the name
+        // of the concept (`sched_switch`).
+        let programs: &[(&'static str, &str)] = match self.timer {
+            Timer::Perf => &[
+                (TIMER_PROGRAM, TIMER_PROGRAM),
+                (SWITCH_PROGRAM, SWITCH_PROGRAM),
+            ],
+            Timer::Bpf => &[(SWITCH_PROGRAM, SILENT_SWITCH_PROGRAM)],
+        };
+        programs
+            .iter()
+            .map(|&(name, loaded)| {
+                let info = self.ebpf.program(loaded).and_then(|p| p.info().ok());
                 ProgramStats {
                     name,
                     run_count: info.as_ref().map_or(0, |i| i.run_count()),
@@ -740,28 +803,80 @@ fn load_error(source: aya::EbpfError) -> BpfError {
     }
 }
 
-/// Loads the object and both programs through the verifier without attaching
-/// anything: the strongest "will `ergon run` work here" check short of running.
-pub fn verify() -> Result<(), BpfError> {
+/// Loads the object and the programs of timer path `timer` through the
+/// verifier without attaching anything: the strongest "will `ergon run`
+/// work here" check short of running.
+pub fn verify(timer: Timer) -> Result<(), BpfError> {
     if BPF_OBJECT.is_empty() {
         return Err(BpfError::NotBuilt);
     }
-    let mut ebpf = Ebpf::load(BPF_OBJECT).map_err(load_error)?;
-    load_programs(&mut ebpf)
+    let (period, flags) = timer_globals(timer, 500_000);
+    let mut ebpf = EbpfLoader::new()
+        .override_global("TIMER_PERIOD_NS", &period, true)
+        .override_global("TIMER_START_FLAGS", &flags, true)
+        .load(BPF_OBJECT)
+        .map_err(load_error)?;
+    load_programs(&mut ebpf, timer)
 }
 
-/// Loads both programs into the kernel (verifier), attaching nothing.
-fn load_programs(ebpf: &mut Ebpf) -> Result<(), BpfError> {
+/// The timer path for `--timer`: `bpf` and `perf` as asked (`bpf` fails
+/// where its program does not load), `auto` the silent one where it
+/// passes the verifier here, else the perf timer with the reason.
+pub fn timer_path(choice: crate::config::TimerChoice) -> Result<(Timer, String), BpfError> {
+    use crate::config::TimerChoice;
+    match choice {
+        TimerChoice::Perf => Ok((Timer::Perf, "--timer perf: a cpu-clock perf event per CPU, which wakes idle CPUs every period".into())),
+        TimerChoice::Bpf => verify(Timer::Bpf).map(|()| (Timer::Bpf, SILENT_REASON.into())),
+        TimerChoice::Auto => match verify(Timer::Bpf) {
+            Ok(()) => Ok((Timer::Bpf, SILENT_REASON.into())),
+            Err(e) => Ok((
+                Timer::Perf,
+                format!(
+                    "a cpu-clock perf event per CPU, which wakes idle CPUs every period: the silent path did not load here ({}); it needs bpf_timer in tp_btf programs (Linux 5.15)",
+                    crate::source::chain(&e)
+                ),
+            )),
+        },
+    }
+}
+
+const SILENT_REASON: &str =
+    "a BPF timer per CPU, run while the CPU runs a task: idle CPUs get no wake-ups from ergon";
+
+/// `TIMER_PERIOD_NS` and `TIMER_START_FLAGS` for the programs.
+fn timer_globals(timer: Timer, period_ns: u64) -> (u64, u64) {
+    match timer {
+        Timer::Perf => (0, 0),
+        Timer::Bpf => {
+            let pin = aya::util::KernelVersion::current().is_ok_and(|v| {
+                v >= aya::util::KernelVersion::new(
+                    TIMER_CPU_PIN_SINCE.0 as u8,
+                    TIMER_CPU_PIN_SINCE.1 as u8,
+                    0,
+                )
+            });
+            (period_ns, if pin { BPF_F_TIMER_CPU_PIN } else { 0 })
+        }
+    }
+}
+
+/// Loads the programs of timer path `timer` into the kernel (verifier),
+/// attaching nothing.
+fn load_programs(ebpf: &mut Ebpf, timer: Timer) -> Result<(), BpfError> {
     let btf = Btf::from_sys_fs().map_err(|source| BpfError::Btf { source })?;
-    let sw: &mut BtfTracePoint = program_mut(ebpf, SWITCH_PROGRAM)?;
+    let name = timer.switch_program();
+    let sw: &mut BtfTracePoint = program_mut(ebpf, name)?;
     sw.load("sched_switch", &btf)
         .map_err(|source| BpfError::Program {
-            name: SWITCH_PROGRAM,
+            name,
             action: "load",
             source,
         })?;
-    let timer: &mut PerfEvent = program_mut(ebpf, TIMER_PROGRAM)?;
-    timer.load().map_err(|source| BpfError::Program {
+    if timer == Timer::Bpf {
+        return Ok(());
+    }
+    let on_timer: &mut PerfEvent = program_mut(ebpf, TIMER_PROGRAM)?;
+    on_timer.load().map_err(|source| BpfError::Program {
         name: TIMER_PROGRAM,
         action: "load",
         source,

@@ -342,13 +342,17 @@ pub fn report(settings: &Settings) -> Report {
         .iter()
         .all(|i| r.find(i).is_some_and(|f| f.status == Status::Ok));
     if ready {
-        match bpf::verify() {
+        match bpf::verify(bpf::Timer::Perf) {
             Ok(()) => r.push(
                 "programs",
                 Status::Ok,
                 "on_timer and sched_switch pass the verifier",
             ),
             Err(e) => r.push("programs", Status::Fail, chain(&e)),
+        }
+        match bpf::timer_path(settings.timer) {
+            Ok((timer, why)) => r.push("timer", Status::Ok, format!("{}: {why}", timer.name())),
+            Err(e) => r.push("timer", Status::Fail, format!("--timer bpf: {}", chain(&e))),
         }
     } else {
         r.push(

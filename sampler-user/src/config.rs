@@ -99,6 +99,13 @@ pub struct RunArgs {
     #[arg(long, env = "ERGON_BPF_STATS")]
     pub bpf_stats: bool,
 
+    /// Which timer samples each CPU every --period: bpf (a BPF timer run
+    /// only while the CPU runs a task: idle CPUs get no wake-ups; Linux
+    /// 5.15), perf (a cpu-clock perf event, which wakes every CPU every
+    /// period), or auto (bpf where it loads, else perf) [default: auto].
+    #[arg(long, env = "ERGON_TIMER", value_enum)]
+    pub timer: Option<TimerChoice>,
+
     /// Where sysfs is mounted [default: /sys].
     #[arg(long, env = "ERGON_SYSFS_ROOT")]
     pub sysfs_root: Option<PathBuf>,
@@ -131,6 +138,19 @@ pub struct RunArgs {
     pub names: NamesArgs,
 }
 
+/// `--timer`: which timer samples each CPU (docs/architecture.md, "The timer").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TimerChoice {
+    /// `bpf` where its program passes the verifier here, else `perf`.
+    #[default]
+    Auto,
+    /// A BPF timer per CPU, run only while the CPU runs a task.
+    Bpf,
+    /// A `cpu-clock` perf event per CPU, firing whatever the CPU runs.
+    Perf,
+}
+
 /// The `--config` file. Unknown keys are an error (a typo must not be ignored).
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -146,6 +166,7 @@ pub struct FileConfig {
     pub cgroup_retention: Option<String>,
     pub max_cgroups: Option<usize>,
     pub bpf_stats: Option<bool>,
+    pub timer: Option<TimerChoice>,
     pub sysfs_root: Option<PathBuf>,
     pub procfs_root: Option<PathBuf>,
     pub cgroup_root: Option<PathBuf>,
@@ -207,6 +228,9 @@ pub struct Settings {
     pub max_cgroups: usize,
     /// `--bpf-stats`: the kernel's run-time statistics while Ergon runs.
     pub bpf_stats: bool,
+    /// `--timer`, resolved against the kernel when the sampler loads
+    /// ([`crate::bpf::timer_path`]).
+    pub timer: TimerChoice,
     pub root: SysRoot,
     pub serve: ServeSettings,
     pub push: PushSettings,
@@ -422,6 +446,7 @@ impl RunArgs {
             cgroup_retention,
             max_cgroups,
             bpf_stats: self.bpf_stats || file.bpf_stats.unwrap_or(false),
+            timer: self.timer.or(file.timer).unwrap_or_default(),
             root,
             serve,
             push,

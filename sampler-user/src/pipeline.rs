@@ -74,10 +74,13 @@ pub fn build(
             settings.model.describe()
         );
     }
+    let (timer, why) = crate::bpf::timer_path(settings.timer)?;
+    info!(timer = timer.name(), "timer: {why}");
     let mut sampler = Sampler::load(
         plan,
         topo,
         &LoadOptions {
+            timer,
             period_ns: settings.period.as_nanos() as u64,
             ringbuf_bytes: settings.ringbuf_bytes,
             bpf_stats: settings.bpf_stats,

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use ergon::{
-    bpf::{LoadOptions, Sampler},
+    bpf::{LoadOptions, Sampler, Timer},
     decode::{decode, Kind},
     source::{
         self,
@@ -39,6 +39,7 @@ fn load(period: Duration) -> (Sampler, Topology) {
             ringbuf_bytes: 16 << 20,
             bpf_stats: false,
             synthetic: None,
+            timer: Timer::Perf,
         },
     )
     .expect("the kernel programs load and attach (kernel 5.8+ with BTF)");

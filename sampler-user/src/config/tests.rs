@@ -500,6 +500,7 @@ fn sample(long: &str, files: &Path) -> Option<(Option<String>, String)> {
         "cgroup-retention" => s("5m"),
         "max-cgroups" => n("77"),
         "bpf-stats" => switch(),
+        "timer" => s("perf"),
         "sysfs-root" => s("/fixture/sys"),
         "procfs-root" => s("/fixture/proc"),
         "cgroup-root" => s("/fixture/cgroup"),

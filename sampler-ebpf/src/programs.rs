@@ -11,8 +11,9 @@ use aya_ebpf::{
     cty::c_void,
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task,
-        bpf_get_smp_processor_id, bpf_ktime_get_boot_ns, bpf_perf_event_read_value,
-        bpf_timer_cancel, bpf_timer_init, bpf_timer_set_callback, bpf_timer_start,
+        bpf_get_smp_processor_id, bpf_ktime_get_boot_ns, bpf_ktime_get_ns,
+        bpf_perf_event_read_value, bpf_timer_cancel, bpf_timer_init, bpf_timer_set_callback,
+        bpf_timer_start,
     },
     macros::{btf_map, btf_tracepoint, map, perf_event},
     maps::{Array, PerCpuArray, PerfEventArray, RingBuf},
@@ -496,6 +497,8 @@ pub struct CpuTimer {
     armed: u32,
     /// This CPU's idle task, seen when it switched out (0 until then).
     idle_task: u64,
+    /// When it is due to fire next (CLOCK_MONOTONIC ns).
+    due_ns: u64,
     /// The last error of `bpf_timer_init`/`_set_callback`/`_start` (a
     /// negative errno, 0 for none), for `STAT_TIMER_ERRORS`' diagnosis.
     error: i64,
@@ -524,12 +527,27 @@ fn timer_period_ns() -> u64 {
 }
 
 #[inline(always)]
-fn start_timer(t: &mut CpuTimer) {
+fn start_timer(t: &mut CpuTimer, first: bool) {
+    let period = timer_period_ns();
+    // SAFETY: plain helper call (CLOCK_MONOTONIC, the timers' clock).
+    let now = unsafe { bpf_ktime_get_ns() };
+    // The next expiry is one period after the last one, not after this
+    // callback ran: the callback's own latency does not slow the cadence.
+    // Behind by a whole period (a late softirq): from now.
+    let mut due = if first {
+        now + period
+    } else {
+        t.due_ns + period
+    };
+    if due <= now {
+        due = now + period;
+    }
+    t.due_ns = due;
     // SAFETY: a plain read of the loader-set constant; `t.timer` is the
     // initialised timer of a map value.
     let r = unsafe {
         let flags = core::ptr::read_volatile(&TIMER_START_FLAGS);
-        bpf_timer_start(&mut t.timer, timer_period_ns(), flags)
+        bpf_timer_start(&mut t.timer, due - now, flags)
     };
     if r == 0 {
         t.armed = 1;
@@ -556,7 +574,7 @@ extern "C" fn timer_fired(_map: *mut c_void, key: *mut u32, t: *mut CpuTimer) ->
     if current_task().0 {
         t.armed = 0;
     } else {
-        start_timer(t);
+        start_timer(t, false);
     }
     0
 }
@@ -611,7 +629,7 @@ fn steer_timer(cpu: u32, prev_idle: bool, next: u64) {
         bump(STAT_TIMER_ERRORS);
         return;
     }
-    start_timer(t);
+    start_timer(t, true);
 }
 
 /// `sched_switch` of the silent path: the same books, and the timer

@@ -24,6 +24,7 @@ use std::{
 
 use sampler_common::{
     CpuState, STAT_CGROUP_OVERFLOW, STAT_COUNT, STAT_READ_ERRORS, STAT_RINGBUF_DROPS,
+    STAT_TIMER_ERRORS,
 };
 use tracing::{debug, info, warn};
 
@@ -552,6 +553,7 @@ impl Ledger {
         self.base.ringbuf_dropped = stats[STAT_RINGBUF_DROPS as usize];
         self.base.counter_read_errors = stats[STAT_READ_ERRORS as usize];
         self.base.cgroup_table_overflows = stats[STAT_CGROUP_OVERFLOW as usize];
+        self.base.timer_errors = stats[STAT_TIMER_ERRORS as usize];
         self.base.programs = programs;
     }
 

@@ -184,6 +184,12 @@ impl Collector for SnapshotCollector {
         )?;
         counter1(
             &mut enc,
+            "ergon_timer_errors",
+            "Times a CPU's BPF timer (--timer bpf) could not be initialised or started; that CPU is then sampled only at its context switches until its next start.",
+            s.timer_errors,
+        )?;
+        counter1(
+            &mut enc,
             "ergon_energy_counter_stalls",
             "Times an energy counter stopped advancing for over 1 s while its package's CPUs ran tasks for at least 100 ms (/health is unhealthy while one stays stopped).",
             s.counter_stalls,

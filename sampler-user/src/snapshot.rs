@@ -70,6 +70,8 @@ pub struct Snapshot {
     pub ringbuf_dropped: u64,
     pub counter_read_errors: u64,
     pub cgroup_table_overflows: u64,
+    /// Failed starts of the silent path's per-CPU timers (`--timer bpf`).
+    pub timer_errors: u64,
     /// Counter reads the daemon made itself for counters whose CPUs were idle.
     pub idle_counter_reads: u64,
     /// Times an energy counter stopped advancing while its CPUs were busy.

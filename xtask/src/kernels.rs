@@ -580,6 +580,17 @@ fn judge(text: &str) -> Result<String> {
             check.join(" | ")
         );
     }
+    // Every kernel of the matrix is 5.15 or newer: the silent timer must
+    // load there, not fall back to the perf timer.
+    let Some(timer) = check.iter().find(|l| l.starts_with("ok    timer")) else {
+        bail!(
+            "`ergon check` has no `ok timer` line: {}",
+            check.join(" | ")
+        );
+    };
+    if !timer.contains(" bpf: ") {
+        bail!("the silent timer (--timer bpf) did not load: {timer}");
+    }
     let (a, b) = match (scrape(text, "a"), scrape(text, "b")) {
         (Ok(a), Ok(b)) => (a, b),
         (Err(e), _) | (_, Err(e)) => {
@@ -626,7 +637,7 @@ fn judge(text: &str) -> Result<String> {
     }
     let load = load_dependent(text)?;
     Ok(format!(
-        "check all ok; package {package_w:.3} W vs {declared} W declared ({:+.2}%); cgroup {cgroup_w:.3} W vs {truth_w:.3} W from cpu.stat ({:+.2}%); {load}",
+        "check all ok, timer bpf; package {package_w:.3} W vs {declared} W declared ({:+.2}%); cgroup {cgroup_w:.3} W vs {truth_w:.3} W from cpu.stat ({:+.2}%); {load}",
         package_err * 100.0,
         cgroup_err * 100.0
     ))
@@ -702,7 +713,22 @@ mod tests_ {
         )
     }
 
-    const CHECK_OK: &str = "ok    kernel       6.1 (5.12 or newer needed)\nok    programs     on_timer and sched_switch pass the verifier";
+    const CHECK_OK: &str = "ok    kernel       6.1 (5.12 or newer needed)\nok    programs     on_timer and sched_switch pass the verifier\nok    timer        bpf: a BPF timer per CPU, run while the CPU runs a task: idle CPUs get no wake-ups from ergon";
+
+    #[test]
+    fn a_perf_timer_fallback_fails_the_matrix() {
+        let check = CHECK_OK.replace(
+            "bpf: a BPF timer per CPU",
+            "perf: a cpu-clock perf event per CPU, which wakes idle CPUs every period: the silent path did not load here",
+        );
+        let text = console(
+            &check,
+            (10.0, 100.0, 1.0, 1_000_000, 50.0),
+            (90.0, 104.0, 37.0, 4_600_000, 54.0),
+        );
+        let e = judge(&text).expect_err("a fallback fails");
+        assert!(format!("{e:#}").contains("silent timer"), "{e:#}");
+    }
 
     #[test]
     fn exact_energy_passes_and_is_summarised() {

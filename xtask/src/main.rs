@@ -1,4 +1,4 @@
-//! Developer tasks: `cargo xtask build | run | test | test-kernels | bench-overhead | bench-peers | bench-scale | image`.
+//! Developer tasks: `cargo xtask build | run | test | test-kernels | bench-overhead | bench-peers | bench-scale | bench-wakeups | image`.
 //!
 //! Each task first makes sure the toolchain is present (installing Debian
 //! packages and bpf-linker when missing, and saying so), so the README's two
@@ -7,6 +7,7 @@
 mod bench;
 mod bench_peers;
 mod bench_scale;
+mod bench_wakeups;
 mod build;
 mod disk;
 mod image;
@@ -68,6 +69,10 @@ enum Cmd {
         /// powercap zones).
         #[arg(long, default_value = "synthetic")]
         source: String,
+        /// The daemon's `--timer`: `perf` to measure `on_timer`'s run time
+        /// (the kernel does not count `--timer bpf`'s callback).
+        #[arg(long, default_value = "auto")]
+        timer: String,
     },
     /// Ergon beside node_exporter's rapl collector on one fixture powercap
     /// counter advancing every 1 ms: energy samples per second, CPU and
@@ -84,6 +89,13 @@ enum Cmd {
     /// cgroups each holding a process waking every 50 ms; daemon CPU,
     /// VmHWM, `/metrics` size and scrape time, `/metrics/batch` per 2 s
     /// (docs/benchmarks.md).
+    /// Local timer interrupts per idle CPU without ergon, with `--timer
+    /// bpf` and with `--timer perf`, and the daemon's CPU (docs/benchmarks.md).
+    BenchWakeups {
+        /// Seconds per case.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     BenchScale {
         /// Live cgroup counts, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "10,300,1000")]
@@ -131,9 +143,14 @@ fn main() -> Result<()> {
             seconds,
             out,
             source,
+            timer,
         } => {
             let bin = bench_bin(&root)?;
-            bench::overhead(&bin, &source, seconds, out.as_deref())
+            bench::overhead(&bin, &source, &timer, seconds, out.as_deref())
+        }
+        Cmd::BenchWakeups { seconds } => {
+            let bin = bench_bin(&root)?;
+            bench_wakeups::bench_wakeups(&bin, seconds)
         }
         Cmd::BenchScale { cgroups, seconds } => {
             let bin = bench_bin(&root)?;

@@ -160,7 +160,7 @@ pub enum SourceError {
 
 impl SourceError {
     /// Why `auto` passed this source over, as one clause of its reason.
-    fn why_not(&self) -> String {
+    pub fn why_not(&self) -> String {
         match self {
             SourceError::NoPowerPmu { path } => format!("no perf power PMU at {path}"),
             SourceError::Rapl { source } => {

@@ -37,6 +37,35 @@ const STATS_EVERY: Duration = Duration::from_millis(250);
 /// every drain with points for the push queue, which go with one).
 pub const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 
+/// The slow tick's longest wait on a quiet machine (see [`next_wait`]).
+/// Below `/health`'s default staleness bound (1 s), which a reader's own
+/// drain meets anyway.
+pub const QUIET_DRAIN_MAX: Duration = Duration::from_millis(500);
+
+/// Whether the records of one drain, covering `over`, say the machine is
+/// quiet: at most 1% of what every CPU busy would write in that time
+/// (`full_rate` records a second: CPUs / `--period`). With the silent
+/// timer an idle CPU writes nothing; the daemon's own drain and the odd
+/// kernel thread write a few.
+pub fn quiet(records: u64, full_rate: f64, over: Duration) -> bool {
+    records as f64 <= 0.01 * full_rate * over.as_secs_f64()
+}
+
+/// The wait before the next slow tick: `every` (`--drain-interval`) while
+/// the machine works, doubled after each drain that found it [`quiet`], up to
+/// [`QUIET_DRAIN_MAX`]. A quiet machine is then woken by Ergon's drain
+/// twice a second instead of ten times; a reader (`/metrics`,
+/// `/metrics/batch`, `/health`) still gets fresh books at once, and the
+/// first record's half-full wake-up or the next tick brings the cadence
+/// back. Not while pushing: remote_write's durability window is one drain.
+pub fn next_wait(wait: Duration, every: Duration, quiet: bool) -> Duration {
+    if quiet {
+        (wait * 2).min(QUIET_DRAIN_MAX.max(every))
+    } else {
+        every
+    }
+}
+
 pub struct Drainer {
     ingest: Ingest,
     ledger: Ledger,
@@ -46,6 +75,8 @@ pub struct Drainer {
     export_epoch: Arc<AtomicU64>,
     /// Reused by every drain: no allocation once it has grown.
     events: Vec<crate::ledger::Event>,
+    /// Records a second with every CPU busy (CPUs / `--period`), for [`quiet`].
+    full_rate: f64,
     last_stats: Option<Instant>,
     last_publish: Option<Instant>,
 }
@@ -56,6 +87,7 @@ impl Drainer {
         ledger: Ledger,
         export: Export,
         export_epoch: Arc<AtomicU64>,
+        full_rate: f64,
     ) -> Self {
         Self {
             ingest,
@@ -63,6 +95,7 @@ impl Drainer {
             export,
             export_epoch,
             events: Vec::new(),
+            full_rate,
             last_stats: None,
             last_publish: None,
         }
@@ -75,20 +108,27 @@ impl Drainer {
         every: Duration,
         stop: CancellationToken,
     ) -> Result<(), IngestError> {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let demand = self.export.demand().clone();
+        let mut wait = every;
+        let mut last = tokio::time::Instant::now();
+        let mut next = last + wait;
         loop {
             let asked = tokio::select! {
                 _ = stop.cancelled() => break,
-                _ = tick.tick() => false,
+                _ = tokio::time::sleep_until(next) => false,
                 r = self.ingest.readable() => {
                     r?;
                     false
                 }
                 _ = demand.asked() => true,
             };
+            let (before, since) = (self.ledger.records_decoded(), last);
             self.drain_once(asked)?;
+            last = tokio::time::Instant::now();
+            let records = self.ledger.records_decoded() - before;
+            let calm = quiet(records, self.full_rate, last - since) && !self.export.pushing();
+            wait = next_wait(wait, every, calm);
+            next = last + wait;
         }
         self.drain_once(true)?;
         info!(
@@ -134,5 +174,31 @@ impl Drainer {
         }
         self.export.publish(self.ledger.snapshot(&Clock::now()));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quiet_machine_is_drained_less_often_and_a_record_brings_the_cadence_back() {
+        let every = Duration::from_millis(100);
+        let mut w = every;
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            w = next_wait(w, every, true);
+            seen.push(w.as_millis());
+        }
+        assert_eq!(seen, [200, 400, 500, 500, 500]);
+        assert_eq!(next_wait(w, every, false), every);
+        // 2 CPUs at 500 us write 4,000 records a second busy: 4 in 100 ms
+        // is quiet, 5 is not.
+        let over = Duration::from_millis(100);
+        assert!(quiet(4, 4000.0, over));
+        assert!(!quiet(5, 4000.0, over));
+        // A --drain-interval above the quiet bound is kept as it is.
+        let slow = Duration::from_secs(1);
+        assert_eq!(next_wait(slow, slow, true), slow);
     }
 }

@@ -162,6 +162,11 @@ impl Export {
         }
     }
 
+    /// Whether remote_write is on (its durability window is one drain).
+    pub fn pushing(&self) -> bool {
+        self.push.is_some()
+    }
+
     /// Whether points wait for the push queue (they go with a snapshot).
     pub fn pushes_pending(&self) -> bool {
         !self.pending_push.is_empty()

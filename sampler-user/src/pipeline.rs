@@ -181,6 +181,7 @@ pub fn build(
         Ledger::new(parts, base, crate::perf::boot_ns()),
         Export::new(store.clone(), snapshot.clone(), demand.clone(), extras.push),
         export_epoch.clone(),
+        attached_cpus.len() as f64 / settings.period.as_secs_f64(),
     );
     Ok(Pipeline {
         drainer,

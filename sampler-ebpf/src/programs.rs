@@ -420,8 +420,11 @@ fn read_counters(cpu: u32, now: u64) -> Counters {
 #[inline(always)]
 fn cpu_state() -> Option<&'static mut CpuState> {
     let st = CPU_STATE.get_ptr_mut(0)?;
-    // SAFETY: per-CPU map value; programs on one CPU do not nest (the timer
-    // fires in hard-irq context and sched_switch runs with irqs disabled).
+    // SAFETY: per-CPU map value; programs on one CPU do not nest: the perf
+    // timer fires in hard-irq context, the BPF timer's callback in softirq
+    // context (preemption off, so no switch in between; a PREEMPT_RT
+    // kernel, whose softirqs are preemptible, is not supported by the
+    // silent path), and sched_switch runs with irqs disabled.
     Some(unsafe { &mut *st })
 }
 

@@ -119,6 +119,8 @@ pub enum BpfError {
         #[source]
         source: aya::sys::SyscallError,
     },
+    #[error("--timer bpf: this kernel is PREEMPT_RT (/sys/kernel/realtime is 1), whose softirqs are preemptible, so a BPF timer's callback could be interrupted by a switch on its CPU; use --timer perf or --timer auto")]
+    PreemptRt,
     #[error("putting a counter fd into {map}[{cpu}] failed")]
     CounterSlot {
         map: &'static str,
@@ -824,8 +826,11 @@ pub fn verify(timer: Timer) -> Result<(), BpfError> {
 /// passes the verifier here, else the perf timer with the reason.
 pub fn timer_path(choice: crate::config::TimerChoice) -> Result<(Timer, String), BpfError> {
     use crate::config::TimerChoice;
+    let rt = std::fs::read_to_string("/sys/kernel/realtime").is_ok_and(|s| s.trim() == "1");
     match choice {
         TimerChoice::Perf => Ok((Timer::Perf, "--timer perf: a cpu-clock perf event per CPU, which wakes idle CPUs every period".into())),
+        TimerChoice::Bpf if rt => Err(BpfError::PreemptRt),
+        TimerChoice::Auto if rt => Ok((Timer::Perf, "a cpu-clock perf event per CPU, which wakes idle CPUs every period: this kernel is PREEMPT_RT, where the silent timer's callback is preemptible".into())),
         TimerChoice::Bpf => verify(Timer::Bpf).map(|()| (Timer::Bpf, SILENT_REASON.into())),
         TimerChoice::Auto => match verify(Timer::Bpf) {
             Ok(()) => Ok((Timer::Bpf, SILENT_REASON.into())),

@@ -241,7 +241,11 @@ fn interrupt_rates(window: Duration) -> Vec<f64> {
 /// The wake-up target, as counts: on an idle machine, each CPU's
 /// local timer interrupts per second with the silent path loaded stay
 /// within 10% (+10/s) of the same CPU without it (the higher of a window
-/// before and one after). The perf path on the same machine is measured
+/// before and one after), once the interrupts that sampled a *busy* CPU
+/// are taken out: a background task that runs for a few ms while the
+/// window is open is a busy CPU, which the timer must sample (one tick
+/// record per expiry, counted from the ring buffer). What is left is what
+/// Ergon did to idle CPUs. The perf path on the same machine is measured
 /// too and printed: it shows what the count catches (about one interrupt
 /// per period per idle CPU where its hrtimer is not throttled).
 #[test]
@@ -251,17 +255,28 @@ fn the_silent_path_adds_no_interrupts_to_idle_cpus() {
     };
     let window = Duration::from_secs(4);
     let before = interrupt_rates(window);
-    let with = {
-        let (s, _) = load(Duration::from_micros(500), timer);
+    let (with, ticks) = {
+        let (mut s, _) = load(Duration::from_micros(500), timer);
+        let mut ring = s.take_ringbuf().expect("ring buffer");
         // Past the first switches, which arm each CPU's timer once.
         std::thread::sleep(Duration::from_millis(300));
+        while ring.next().is_some() {}
         let r = interrupt_rates(window);
+        let mut ticks = vec![0u64; r.len()];
+        while let Some(item) = ring.next() {
+            let ev = decode(&item).expect("well-formed record");
+            if ev.kind == Kind::Tick {
+                if let Some(n) = ticks.get_mut(ev.record.cpu as usize) {
+                    *n += 1;
+                }
+            }
+        }
         assert_eq!(
             s.kernel_stats().expect("stats")[sampler_common::STAT_TIMER_ERRORS as usize],
             0,
             "no timer failed to start"
         );
-        r
+        (r, ticks)
     };
     let after = interrupt_rates(window);
     let perf = {
@@ -271,13 +286,15 @@ fn the_silent_path_adds_no_interrupts_to_idle_cpus() {
     };
     for (cpu, w) in with.iter().enumerate() {
         let base = before[cpu].max(after[cpu]);
+        let busy = ticks[cpu] as f64 / window.as_secs_f64();
+        let idle = (w - busy).max(0.0);
         println!(
-            "cpu {cpu}: {base:.1}/s without, {w:.1}/s with --timer bpf, {:.1}/s with --timer perf",
+            "cpu {cpu}: {base:.1}/s without, {w:.1}/s with --timer bpf ({busy:.1}/s of them sampled a busy CPU), {:.1}/s with --timer perf",
             perf[cpu]
         );
         assert!(
-            *w <= base * 1.1 + 10.0,
-            "cpu {cpu}: {w:.1} LOC/s with the silent path against {base:.1}/s without it"
+            idle <= base * 1.1 + 10.0,
+            "cpu {cpu}: {idle:.1} LOC/s with the silent path (besides {busy:.1}/s that sampled a busy CPU) against {base:.1}/s without it"
         );
     }
 }

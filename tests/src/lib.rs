@@ -492,6 +492,23 @@ pub fn steal_seconds() -> f64 {
     proc_stat_cpu_seconds().get(7).copied().unwrap_or(0.0)
 }
 
+/// Asserts that `what` was attributed `got` J against its ground truth
+/// `truth` J: at most `tol` (a fraction) below, and at most `tol` plus
+/// `watts` × `stolen` s above (what the host stole meanwhile, see
+/// [`steal_seconds`]: the kernel programs' spans count it, `cpu.stat`
+/// does not).
+pub fn assert_attributed(what: &str, got: f64, truth: f64, tol: f64, watts: f64, stolen: f64) {
+    let pct = tol * 100.0;
+    assert!(
+        got >= truth * (1.0 - tol),
+        "{what}: {got} J is more than {pct}% below {truth} J"
+    );
+    assert!(
+        got <= truth * (1.0 + tol) + watts * stolen,
+        "{what}: {got} J is above {truth} J by more than {pct}% plus the {stolen} s the host stole"
+    );
+}
+
 /// Every online CPU with its package id, from sysfs.
 pub fn cpu_packages() -> Vec<(u32, String)> {
     online_cpus()

@@ -4,7 +4,9 @@
 
 use std::time::{Duration, SystemTime};
 
-use tests::{cgroup::Cgroup, http_get, require_root, steal_seconds, sum_of, Daemon};
+use tests::{
+    assert_attributed, cgroup::Cgroup, http_get, require_root, steal_seconds, sum_of, Daemon,
+};
 
 const W: f64 = 10.0;
 
@@ -31,16 +33,7 @@ fn steady_and_duty_cycled_cgroups_match_cpu_stat_within_2_percent() {
         let got = cg.joules(&d);
         println!("{}: attributed {got:.4} J, cpu.stat × W = {truth:.4} J (host steal meanwhile {stolen:.3} s)", cg.rel);
         assert!(truth > 1.0, "{} barely ran: {truth} J", cg.rel);
-        assert!(
-            got >= truth * 0.98,
-            "{}: {got} J is more than 2% below {truth} J",
-            cg.rel
-        );
-        assert!(
-            got <= truth * 1.02 + W * stolen,
-            "{}: {got} J is above {truth} J by more than 2% plus the {stolen} s the host stole",
-            cg.rel
-        );
+        assert_attributed(&cg.rel, got, truth, 0.02, W, stolen);
     }
 }
 
@@ -63,11 +56,7 @@ fn a_hundred_20ms_processes_are_all_attributed() {
         truth > 10.0 * 0.02 * 100.0 * 0.9,
         "the processes ran: {truth} J"
     );
-    assert!(got >= 0.98 * truth, "only {got} J of {truth} J attributed");
-    assert!(
-        got <= 1.02 * truth + W * stolen,
-        "{got} J is more than the {truth} J the cgroup used (+2%, + the {stolen} s the host stole)"
-    );
+    assert_attributed("100 × 20 ms", got, truth, 0.02, W, stolen);
 }
 
 #[test]
@@ -272,12 +261,5 @@ fn a_cgroup_made_again_at_its_path_is_one_series_that_never_goes_back() {
         .copied()
         .unwrap_or(0.0);
     println!("{rel}, two lives: served {got:.4} J, cpu.stat × W = {truth:.4} J (host steal {stolen:.3} s)");
-    assert!(
-        got >= truth * 0.98,
-        "{got} J is more than 2% below {truth} J"
-    );
-    assert!(
-        got <= truth * 1.02 + W * stolen,
-        "{got} J is above {truth} J by more than 2% plus the {stolen} s the host stole"
-    );
+    assert_attributed(&format!("{rel}, two lives"), got, truth, 0.02, W, stolen);
 }

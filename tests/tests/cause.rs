@@ -79,14 +79,7 @@ fn within_1_percent(what: &str, got: f64, truth: f64, stolen: f64) {
         100.0 * got / truth
     );
     assert!(truth > 1.0, "{what} barely ran: {truth} J");
-    assert!(
-        got >= truth * 0.99,
-        "{what}: {got} J is more than 1% below {truth} J"
-    );
-    assert!(
-        got <= truth * 1.01 + (BUSY - IDLE) * stolen,
-        "{what}: {got} J is above {truth} J by more than 1% plus the {stolen} s the host stole"
-    );
+    tests::assert_attributed(what, got, truth, 0.01, BUSY - IDLE, stolen);
 }
 
 #[test]

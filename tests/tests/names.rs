@@ -461,10 +461,7 @@ fn two_named_podman_containers_carry_their_names_and_the_busy_one_its_energy() {
         busy.name, idle.name
     );
     assert!(truth > 15.0, "the busy container ran: {truth} J");
-    assert!(
-        got >= truth * 0.98 && got <= truth * 1.02 + W * stolen,
-        "{got} J vs {truth} J"
-    );
+    tests::assert_attributed(&busy.name, got, truth, 0.02, W, stolen);
     assert!(idle_j < got / 20.0, "idle {idle_j} J vs busy {got} J");
     assert_eq!(errors(&d, "runtime"), 0.0);
     drop((busy, idle));

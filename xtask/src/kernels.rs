@@ -691,8 +691,8 @@ fn load_dependent(text: &str) -> Result<String> {
 mod tests_ {
     use super::*;
 
-    fn console(check: &str, a: (f64, f64, f64, u64, f64), b: (f64, f64, f64, u64, f64)) -> String {
-        let scrape = |tag: &str, (pkg, books, cg, usage, up): (f64, f64, f64, u64, f64)| {
+    fn console(check: &str, a: Scrape, b: Scrape) -> String {
+        let scrape = |tag: &str, (pkg, books, cg, usage, up): Scrape| {
             format!(
                 "KT:scrape-begin {tag}\n\
                  ergon_package_energy_joules_total{{package=\"0\",domain=\"pkg\"}} {pkg}\n\
@@ -713,6 +713,14 @@ mod tests_ {
         )
     }
 
+    type Scrape = (f64, f64, f64, u64, f64);
+    /// The first scrape of the run: (package J, books s, cgroup J, cpu.stat
+    /// usage µs, uptime s).
+    const BEFORE: Scrape = (10.0, 100.0, 1.0, 1_000_000, 50.0);
+    /// The second, 4 s later: 20 W over 4 s of books; the burner had 90% of
+    /// a CPU and got 9 W.
+    const EXACT: Scrape = (90.0, 104.0, 37.0, 4_600_000, 54.0);
+
     const CHECK_OK: &str = "ok    kernel       6.1 (5.12 or newer needed)\nok    programs     on_timer and sched_switch pass the verifier\nok    timer        bpf: a BPF timer per CPU, run while the CPU runs a task: idle CPUs get no wake-ups from ergon";
 
     #[test]
@@ -721,11 +729,7 @@ mod tests_ {
             "bpf: a BPF timer per CPU",
             "perf: a cpu-clock perf event per CPU, which wakes idle CPUs every period: the silent path did not load here",
         );
-        let text = console(
-            &check,
-            (10.0, 100.0, 1.0, 1_000_000, 50.0),
-            (90.0, 104.0, 37.0, 4_600_000, 54.0),
-        );
+        let text = console(&check, BEFORE, EXACT);
         let e = judge(&text).expect_err("a fallback fails");
         assert!(format!("{e:#}").contains("silent timer"), "{e:#}");
     }
@@ -733,11 +737,7 @@ mod tests_ {
     #[test]
     fn exact_energy_passes_and_is_summarised() {
         // 20 W over 4 s of books; the burner had 90% of a CPU and got 9 W.
-        let text = console(
-            CHECK_OK,
-            (10.0, 100.0, 1.0, 1_000_000, 50.0),
-            (90.0, 104.0, 37.0, 4_600_000, 54.0),
-        );
+        let text = console(CHECK_OK, BEFORE, EXACT);
         let v = judge(&text).expect("passes");
         assert!(v.contains("package 20.000 W"), "{v}");
         assert!(v.contains("load-dependent package 12.000 W"), "{v}");
@@ -746,11 +746,7 @@ mod tests_ {
 
     #[test]
     fn package_power_off_by_more_than_two_percent_fails() {
-        let text = console(
-            CHECK_OK,
-            (10.0, 100.0, 1.0, 1_000_000, 50.0),
-            (92.0, 104.0, 37.0, 4_600_000, 54.0),
-        );
+        let text = console(CHECK_OK, BEFORE, (92.0, 104.0, 37.0, 4_600_000, 54.0));
         let e = format!("{:#}", judge(&text).unwrap_err());
         assert!(
             e.contains("package 20.500 W") && e.contains("+2.50%"),
@@ -760,11 +756,7 @@ mod tests_ {
 
     #[test]
     fn cgroup_power_off_by_more_than_five_percent_fails() {
-        let text = console(
-            CHECK_OK,
-            (10.0, 100.0, 1.0, 1_000_000, 50.0),
-            (90.0, 104.0, 40.0, 4_600_000, 54.0),
-        );
+        let text = console(CHECK_OK, BEFORE, (90.0, 104.0, 40.0, 4_600_000, 54.0));
         let e = format!("{:#}", judge(&text).unwrap_err());
         assert!(e.contains("cgroup /ergon-kt 9.750 W"), "{e}");
     }
@@ -772,12 +764,7 @@ mod tests_ {
     #[test]
     fn a_load_dependent_run_without_its_busy_part_fails() {
         // Only the idle watts counted: 4 W where the burner alone adds 7.2 W.
-        let text = console(
-            CHECK_OK,
-            (10.0, 100.0, 1.0, 1_000_000, 50.0),
-            (90.0, 104.0, 37.0, 4_600_000, 54.0),
-        )
-        .replace(
+        let text = console(CHECK_OK, BEFORE, EXACT).replace(
             "ergon_package_energy_joules_total{package=\"0\",domain=\"pkg\"} 46",
             "ergon_package_energy_joules_total{package=\"0\",domain=\"pkg\"} 22",
         );
@@ -789,11 +776,7 @@ mod tests_ {
     fn a_fail_line_in_check_fails_with_it() {
         let check =
             "ok    kernel       6.1\nFAIL  programs     program `sched_switch`: load failed";
-        let text = console(
-            check,
-            (10.0, 100.0, 1.0, 1_000_000, 50.0),
-            (90.0, 104.0, 37.0, 4_600_000, 54.0),
-        );
+        let text = console(check, BEFORE, EXACT);
         let e = format!("{:#}", judge(&text).unwrap_err());
         assert!(e.contains("program `sched_switch`: load failed"), "{e}");
     }

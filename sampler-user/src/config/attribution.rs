@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use clap::Args;
 use serde::Deserialize;
 
-use super::{invalid, ConfigError, FileConfig};
+use super::{in_range, invalid, ConfigError, FileConfig};
 use crate::attribution::{Cause, IdleEnergy, IdleWatts};
 
 #[derive(Args, Clone, Debug, Default)]
@@ -41,17 +41,9 @@ pub enum FileIdleWatts {
 
 const FIX: &str = "give watts from 0 to 100000, for every package (`--package-idle-watts 25`) or per package id (`--package-idle-watts 0=25,1=24.5`; in the file `package_idle_watts = { 0 = 25.0 }`)";
 
-fn watts(field: &str, w: f64) -> Result<f64, ConfigError> {
-    if w.is_finite() && (0.0..=100_000.0).contains(&w) {
-        Ok(w)
-    } else {
-        Err(invalid(
-            "package_idle_watts",
-            format!("{field}{w}"),
-            "is not a number of watts from 0 to 100000",
-            FIX,
-        ))
-    }
+/// NaN and infinities lie outside the range too.
+fn watts(w: f64) -> Result<f64, ConfigError> {
+    in_range("package_idle_watts", w, 0.0..=100_000.0, " W", FIX)
 }
 
 fn package(id: &str) -> Result<u32, ConfigError> {
@@ -74,19 +66,17 @@ impl AttributionArgs {
                 match item.split_once('=') {
                     Some((id, w)) => {
                         let w = parse_watts(w)?;
-                        idle_watts.packages.insert(package(id)?, watts("", w)?);
+                        idle_watts.packages.insert(package(id)?, watts(w)?);
                     }
-                    None => idle_watts.all = Some(watts("", parse_watts(item)?)?),
+                    None => idle_watts.all = Some(watts(parse_watts(item)?)?),
                 }
             }
         } else {
             match &file.package_idle_watts {
-                Some(FileIdleWatts::All(w)) => idle_watts.all = Some(watts("", *w)?),
+                Some(FileIdleWatts::All(w)) => idle_watts.all = Some(watts(*w)?),
                 Some(FileIdleWatts::Packages(t)) => {
                     for (id, &w) in t {
-                        idle_watts
-                            .packages
-                            .insert(package(id)?, watts(&format!("{id}="), w)?);
+                        idle_watts.packages.insert(package(id)?, watts(w)?);
                     }
                 }
                 None => {}

@@ -801,10 +801,14 @@ impl Attributor {
     /// Books `units` of package `p` and `ns` of on-CPU time to cgroup `id`
     /// (or where it was folded to).
     fn credit(&mut self, p: usize, id: u64, units: u128, ns: u64) {
-        let id = folded_to(&self.folded, id);
+        let id = if self.folded.is_empty() {
+            id
+        } else {
+            folded_to(&self.folded, id)
+        };
         if units > 0 {
             if let Some(g) = self.grid.as_mut() {
-                g.packages[p].touched.insert(id);
+                g.packages[p].touched.push(id);
             }
         }
         let n_packages = self.packages.len();

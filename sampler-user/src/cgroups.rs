@@ -3,8 +3,13 @@
 //! output: alive, dead but retained, then folded into `other`.
 //!
 //! The tree is walked when an unknown id shows up (at most every
-//! [`MIN_RESCAN`]) and every [`PERIODIC_RESCAN`] to notice deaths, so a
-//! cgroup created after start-up is resolved like any other.
+//! [`MIN_RESCAN`]), so a cgroup created after start-up is resolved like any
+//! other. Deaths are noticed without walking the whole tree: every
+//! [`PERIODIC_RESCAN`] the cgroups that ran nothing since the last look are
+//! checked (one `stat` of their own directory each; one that ran is alive),
+//! and the tree is walked only when one of them is gone, or every
+//! [`FULL_RESCAN`] (a renamed cgroup, an id never found). So a node full of
+//! busy containers costs no file-system work at all between changes.
 //!
 //! A series is its labels: when a cgroup is removed and made again at the
 //! same path (a systemd unit restarted), the new id takes over the dead
@@ -33,8 +38,11 @@ use crate::{
 
 /// Unknown ids trigger a walk of the tree at most this often.
 pub const MIN_RESCAN: Duration = Duration::from_millis(200);
-/// The tree is walked at least this often to notice dead cgroups.
+/// The cgroups that ran nothing since the last look are checked for being
+/// gone this often.
 pub const PERIODIC_RESCAN: Duration = Duration::from_secs(5);
+/// The whole tree is walked at least this often.
+pub const FULL_RESCAN: Duration = Duration::from_secs(60);
 
 /// Labels of one cgroup series.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -108,6 +116,8 @@ struct Entry {
     resolved: bool,
     /// A walk has happened since the id was first asked for.
     walked: bool,
+    /// Ran something since the last liveness check (so it is alive).
+    active: bool,
 }
 
 /// Where the cgroup v2 hierarchy is: `--cgroup-root` itself when it is a
@@ -129,6 +139,8 @@ pub struct Registry {
     root: Option<PathBuf>,
     entries: FxHashMap<u64, Entry>,
     last_scan: Option<Instant>,
+    /// Last liveness check of the cgroups that ran nothing (or walk).
+    last_check: Option<Instant>,
     retention: Duration,
     max: usize,
     folds: u64,
@@ -158,6 +170,7 @@ impl Registry {
             root,
             entries: FxHashMap::default(),
             last_scan: None,
+            last_check: None,
             retention,
             max,
             folds: 0,
@@ -191,9 +204,13 @@ impl Registry {
         export_epoch: u64,
     ) -> Vec<(u64, u64)> {
         self.epoch = export_epoch;
-        if self
-            .last_scan
+        let since = |t: Option<Instant>| t.is_none_or(|t| now.duration_since(t) >= FULL_RESCAN);
+        if since(self.last_scan) {
+            self.scan(now);
+        } else if self
+            .last_check
             .is_none_or(|t| now.duration_since(t) >= PERIODIC_RESCAN)
+            && self.gone_while_idle(now)
         {
             self.scan(now);
         }
@@ -251,13 +268,14 @@ impl Registry {
     /// `unresolved:<id>` without further walks (it died; the periodic walk
     /// still looks).
     fn ensure(&mut self, id: u64, now: Instant) {
-        if id == OTHER_CGROUP
-            || self
-                .entries
-                .get(&id)
-                .is_some_and(|e| e.resolved || e.walked)
-        {
+        if id == OTHER_CGROUP {
             return;
+        }
+        if let Some(e) = self.entries.get_mut(&id) {
+            e.active = true;
+            if e.resolved || e.walked {
+                return;
+            }
         }
         let walked = self
             .last_scan
@@ -270,7 +288,28 @@ impl Registry {
             dead: None,
             resolved: false,
             walked,
+            active: true,
         });
+    }
+
+    /// Whether a cgroup that ran nothing since the last look has left its
+    /// directory (one `stat` each; a cgroup's id is its directory's inode
+    /// number); clears every cgroup's `active` for the next look.
+    fn gone_while_idle(&mut self, now: Instant) -> bool {
+        self.last_check = Some(now);
+        let Some(root) = &self.root else {
+            return false;
+        };
+        let mut gone = false;
+        for (&id, e) in self.entries.iter_mut() {
+            let idle = !std::mem::replace(&mut e.active, false);
+            if gone || !idle || !e.resolved || e.dead.is_some() {
+                continue;
+            }
+            let dir = root.join(e.labels.cgroup.trim_start_matches('/'));
+            gone = std::fs::symlink_metadata(dir).map_or(true, |m| m.ino() != id);
+        }
+        gone
     }
 
     /// Walks made so far.
@@ -283,6 +322,7 @@ impl Registry {
     pub fn scan(&mut self, now: Instant) {
         let export_epoch = self.epoch;
         self.last_scan = Some(now);
+        self.last_check = Some(now);
         self.scans += 1;
         let Some(root) = self.root.clone() else {
             return;
@@ -334,12 +374,14 @@ impl Registry {
                         dead: None,
                         resolved: true,
                         walked: true,
+                        active: true,
                     },
                 );
             }
         }
         for (id, e) in self.entries.iter_mut() {
             e.walked = true;
+            e.active = false;
             if !seen.contains_key(id) && e.dead.is_none() {
                 e.dead = Some((now, export_epoch));
             }
@@ -498,6 +540,35 @@ mod tests {
         );
         assert_eq!(r.labels(nid, t1 + MIN_RESCAN).cgroup, "/newer.scope");
         assert_eq!(r.scans(), 3);
+    }
+
+    #[test]
+    fn the_tree_is_walked_only_when_an_idle_cgroup_is_gone_or_a_minute_passed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (busy, idle) = (dir.path().join("busy.scope"), dir.path().join("idle.scope"));
+        std::fs::create_dir(&busy).expect("mkdir");
+        std::fs::create_dir(&idle).expect("mkdir");
+        let (b, i) = (ino(&busy), ino(&idle));
+        let mut r = Registry::new(Some(dir.path().to_path_buf()), Duration::from_secs(600), 10);
+        let t0 = Instant::now();
+        r.prepare([b, i], t0, 0);
+        assert_eq!(r.scans(), 1);
+        // Both alive, one running: looks, but no walk, for 55 s.
+        for k in 1..12 {
+            r.prepare([b], t0 + PERIODIC_RESCAN * k, 0);
+        }
+        assert_eq!(r.scans(), 1, "no walk while nothing changed");
+        assert_eq!(r.dead(), 0);
+        // A minute: walked anyway.
+        r.prepare([b], t0 + FULL_RESCAN, 0);
+        assert_eq!(r.scans(), 2);
+        // The idle one is removed: the next look walks and marks it dead.
+        std::fs::remove_dir(&idle).expect("rmdir");
+        let t1 = t0 + FULL_RESCAN + PERIODIC_RESCAN;
+        r.prepare([b], t1, 0);
+        assert_eq!(r.scans(), 3, "a gone cgroup is walked for");
+        assert_eq!(r.dead(), 1);
+        assert_eq!(r.known_labels(b).cgroup, "/busy.scope");
     }
 
     #[test]

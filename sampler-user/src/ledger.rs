@@ -500,6 +500,7 @@ impl Ledger {
     /// runs' totals added.
     fn points(&mut self, out: &mut Vec<Point>) {
         let points = self.attribution.take_points();
+        out.reserve(points.packages.len() + self.domain_points.len() + points.cgroups.len());
         let base = self.base.base_domain;
         let packages = points
             .packages

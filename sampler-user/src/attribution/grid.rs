@@ -19,7 +19,7 @@
 
 use std::collections::BTreeMap;
 
-use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use rustc_hash::FxHashMap as HashMap;
 
 /// An unchanged cgroup is re-emitted this often (ms).
 pub const HEARTBEAT_MS: i64 = 60_000;
@@ -59,8 +59,19 @@ pub(super) struct PackageGrid {
     pub last_ms: Option<i64>,
     /// Last cgroup instant booked (grid index).
     pub last_k: Option<i64>,
-    /// Cgroups whose energy in this package changed since `last_k`.
-    pub touched: HashSet<u64>,
+    /// Cgroups whose energy in this package changed since `last_k`, once
+    /// or more (a push per credit is cheaper than a set insert; the list is
+    /// deduplicated once per instant).
+    pub touched: Vec<u64>,
+}
+
+/// A cgroup on the grid.
+#[derive(Clone, Debug)]
+struct CgroupAt {
+    /// Units per package at the last emitted instant.
+    units: Vec<u128>,
+    /// Last emitted (ms, joules).
+    last: Option<(i64, f64)>,
 }
 
 #[derive(Clone, Debug)]
@@ -71,10 +82,9 @@ pub(super) struct GridState {
     pub packages: Vec<PackageGrid>,
     /// Cgroup instant → (cgroup, package index, units in that package).
     pending: BTreeMap<i64, Vec<(u64, usize, u128)>>,
-    /// Units per package of each cgroup at the last emitted instant.
-    at: HashMap<u64, Vec<u128>>,
-    /// Last emitted (ms, joules) per cgroup.
-    last_emit: HashMap<u64, (i64, f64)>,
+    /// Each cgroup's units and last point, in one entry (one lookup per
+    /// point).
+    cgroups: HashMap<u64, CgroupAt>,
     pub out: GridPoints,
 }
 
@@ -85,8 +95,7 @@ impl GridState {
             offset_ns: 0,
             packages: vec![PackageGrid::default(); n_packages],
             pending: BTreeMap::new(),
-            at: HashMap::default(),
-            last_emit: HashMap::default(),
+            cgroups: HashMap::default(),
             out: GridPoints::default(),
         }
     }
@@ -104,12 +113,17 @@ impl GridState {
     pub fn report(&mut self, p: usize, k: i64, units: impl Fn(u64) -> Option<u128>) {
         let pg = &mut self.packages[p];
         if pg.last_k.is_some_and(|l| k <= l) {
-            // The wall clock went back: keep the changes for a later instant.
+            // The wall clock went back: keep the changes for a later instant
+            // (once each: the list stays as long as the cgroups).
+            pg.touched.sort_unstable();
+            pg.touched.dedup();
             return;
         }
         pg.last_k = Some(k);
         let entry = self.pending.entry(k).or_default();
-        for id in pg.touched.drain() {
+        pg.touched.sort_unstable();
+        pg.touched.dedup();
+        for id in pg.touched.drain(..) {
             if let Some(u) = units(id) {
                 entry.push((id, p, u));
             }
@@ -138,30 +152,34 @@ impl GridState {
             let ms = Self::ms(k, res);
             let mut ids: Vec<u64> = Vec::with_capacity(changes.len());
             for (id, p, u) in changes {
-                let v = self.at.entry(id).or_insert_with(|| vec![0; n]);
-                v[p] = u;
+                let c = self.cgroups.entry(id).or_insert_with(|| CgroupAt {
+                    units: vec![0; n],
+                    last: None,
+                });
+                c.units[p] = u;
                 ids.push(id);
             }
             ids.sort_unstable();
             ids.dedup();
-            for (&id, &(last, _)) in &self.last_emit {
-                if ms - last >= HEARTBEAT_MS {
+            for (&id, c) in &self.cgroups {
+                if c.last.is_some_and(|(last, _)| ms - last >= HEARTBEAT_MS) {
                     ids.push(id);
                 }
             }
             for id in ids {
-                let Some(v) = self.at.get(&id) else { continue };
-                let last = self.last_emit.get(&id).copied();
-                if last.is_some_and(|(l, _)| l >= ms) {
+                let Some(c) = self.cgroups.get_mut(&id) else {
+                    continue;
+                };
+                if c.last.is_some_and(|(l, _)| l >= ms) {
                     continue;
                 }
-                let j: f64 = v.iter().enumerate().map(|(p, &u)| joules(p, u)).sum();
+                let j: f64 = c.units.iter().enumerate().map(|(p, &u)| joules(p, u)).sum();
                 // A fold moves a cgroup's units into `other` at once, while
                 // an instant still pending in another package may hold the
                 // older, smaller value: a counter never goes back.
-                let j = last.map_or(j, |(_, lj)| j.max(lj));
+                let j = c.last.map_or(j, |(_, lj)| j.max(lj));
                 self.out.cgroups.push((id, ms, j));
-                self.last_emit.insert(id, (ms, j));
+                c.last = Some((ms, j));
             }
         }
     }
@@ -170,16 +188,18 @@ impl GridState {
     /// carries its units from now on.
     pub fn fold(&mut self, id: u64, into: u64) {
         let n = self.packages.len();
-        if let Some(v) = self.at.remove(&id) {
-            let dst = self.at.entry(into).or_insert_with(|| vec![0; n]);
-            for (d, s) in dst.iter_mut().zip(v) {
+        if let Some(v) = self.cgroups.remove(&id) {
+            let dst = self.cgroups.entry(into).or_insert_with(|| CgroupAt {
+                units: vec![0; n],
+                last: None,
+            });
+            for (d, s) in dst.units.iter_mut().zip(v.units) {
                 *d += s;
             }
         }
-        self.last_emit.remove(&id);
         for pg in &mut self.packages {
-            pg.touched.remove(&id);
-            pg.touched.insert(into);
+            pg.touched.retain(|&t| t != id);
+            pg.touched.push(into);
         }
         for changes in self.pending.values_mut() {
             changes.retain(|c| c.0 != id);

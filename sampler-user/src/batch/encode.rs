@@ -124,6 +124,9 @@ pub struct Encoded {
     pub samples: u64,
     /// The deadline cut the batch short; the rest stays for the next scrape.
     pub cut: bool,
+    /// The lease's [`Lease::covers_to`] when every sample of it was
+    /// written (for [`super::Store::commit`]), `None` when cut.
+    pub complete: Option<u64>,
 }
 
 /// Encodes `lease` until `deadline` (if any) passes.
@@ -201,6 +204,7 @@ pub fn encode(lease: &Lease, format: Format, deadline: Option<Instant>) -> Encod
         body.extend_from_slice(b"# EOF\n");
     }
     out.samples = lines as u64;
+    out.complete = (!out.cut).then_some(lease.covers_to);
     out
 }
 

@@ -35,6 +35,7 @@ fn lease() -> Lease {
                 points: vec![(1_700_000_000_100, 0.125)],
             },
         ],
+        covers_to: 42,
     }
 }
 
@@ -58,6 +59,11 @@ fn text_format_matches_the_golden_file() {
     let e = encode(&lease(), Format::Text, None);
     golden("batch.txt", &e.body);
     assert_eq!(e.samples, 4);
+    assert_eq!(
+        e.complete,
+        Some(42),
+        "all written: the next read starts after"
+    );
     assert_eq!(
         e.written,
         vec![(0, 1_700_000_000_010), (1, 1_700_000_000_100)]
@@ -116,6 +122,7 @@ fn a_passed_deadline_cuts_the_batch_and_says_how_far_each_series_got() {
             id: 3,
             points,
         }],
+        covers_to: 5000,
     };
     let e = encode(
         &l,
@@ -123,6 +130,7 @@ fn a_passed_deadline_cuts_the_batch_and_says_how_far_each_series_got() {
         Some(Instant::now() - Duration::from_millis(1)),
     );
     assert!(e.cut);
+    assert_eq!(e.complete, None, "cut: the next read looks again");
     assert_eq!(e.samples, 1024, "cut at the first check");
     assert_eq!(e.written, vec![(3, 1_700_000_000_000 + 1023)]);
     let lines = String::from_utf8(e.body)

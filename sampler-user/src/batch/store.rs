@@ -5,6 +5,15 @@
 //! was sent. Timestamps of a series strictly increase, so that is exact
 //! however the series interleave, and a response cut short (deadline)
 //! advances each series only as far as it was written.
+//!
+//! The samples are one log in the order they were pushed, not a queue per
+//! series: a drain appends thousands of points of as many series (1,000
+//! cgroups make 10,000 points a second), and a queue per series costs a
+//! cache miss per point to push and another to drop, where the log appends
+//! and drops in sequence. A read groups the log by series. So that a read
+//! costs what it serves, not the whole log, each consumer also keeps the
+//! log position up to which its last complete read covered everything:
+//! the next read starts there (the per-series cursors still decide).
 
 use std::{
     collections::VecDeque,
@@ -38,17 +47,33 @@ pub enum SeriesKey {
 
 #[derive(Debug)]
 struct Series {
+    /// Never reused: consumers' cursors and leases name series by it.
+    id: u64,
     family: Family,
     /// Rendered label set, `{package="0",domain="pkg"}`.
     labels: Arc<str>,
-    points: VecDeque<(i64, f64)>,
+    /// Timestamp of the newest sample pushed.
+    last_ts: Option<i64>,
+    /// Samples of this series in the log.
+    held: usize,
     /// No more points will come (cgroup folded, labels changed).
     retired: bool,
+}
+
+/// One sample in the log; `slot` is its series' index in `Store::series`.
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    slot: u32,
+    ts: i64,
+    value: f64,
 }
 
 #[derive(Debug)]
 struct Consumer {
     cursor: HashMap<u64, i64>,
+    /// Log position (sequence number) before which every sample was sent
+    /// or is not to be sent: reads start here.
+    from_seq: u64,
     last_seen: Instant,
     served: u64,
     dropped: u64,
@@ -78,6 +103,10 @@ pub struct LeasedSeries {
 pub struct Lease {
     pub consumer: String,
     pub series: Vec<LeasedSeries>,
+    /// The log position this lease covers up to: once every sample of it
+    /// is written, the consumer's next read starts there
+    /// ([`Store::commit`]'s `complete`).
+    pub covers_to: u64,
 }
 
 impl Lease {
@@ -106,10 +135,15 @@ pub enum StoreError {
 pub struct Store {
     capacity: usize,
     ttl: Duration,
-    series: HashMap<u64, Series>,
-    keys: HashMap<SeriesKey, u64>,
-    /// Series of each held sample, oldest first: who to drop when full.
-    fifo: VecDeque<u64>,
+    /// Series by slot; a slot is freed when its series is retired and has
+    /// no sample left, and reused.
+    series: Vec<Option<Series>>,
+    free: Vec<u32>,
+    keys: HashMap<SeriesKey, u32>,
+    /// Every held sample, in push order.
+    log: VecDeque<Sample>,
+    /// Sequence number of `log[0]`.
+    head_seq: u64,
     next_id: u64,
     consumers: HashMap<String, Consumer>,
     dropped: u64,
@@ -122,9 +156,11 @@ impl Store {
         Self {
             capacity: capacity.max(1),
             ttl,
-            series: HashMap::default(),
+            series: Vec::new(),
+            free: Vec::new(),
             keys: HashMap::default(),
-            fifo: VecDeque::new(),
+            log: VecDeque::new(),
+            head_seq: 0,
             next_id: 0,
             consumers: HashMap::default(),
             dropped: 0,
@@ -135,6 +171,11 @@ impl Store {
     /// Consumers evicted so far to make room for a new name.
     pub fn consumers_evicted(&self) -> u64 {
         self.evicted
+    }
+
+    /// Log position after the newest sample.
+    fn end_seq(&self) -> u64 {
+        self.head_seq + self.log.len() as u64
     }
 
     /// Appends a point to the series of `key` with `labels` (rendered by the
@@ -148,93 +189,126 @@ impl Store {
         ts_ms: i64,
         value: f64,
     ) {
-        let id = match self.keys.get(key) {
-            Some(&id) => id,
+        let slot = match self.keys.get(key) {
+            Some(&slot) => slot,
             None => {
-                let id = self.next_id;
+                let s = Series {
+                    id: self.next_id,
+                    family,
+                    labels: labels().into(),
+                    last_ts: None,
+                    held: 0,
+                    retired: false,
+                };
                 self.next_id += 1;
-                self.series.insert(
-                    id,
-                    Series {
-                        family,
-                        labels: labels().into(),
-                        points: VecDeque::new(),
-                        retired: false,
-                    },
-                );
-                self.keys.insert(key.clone(), id);
-                id
+                let slot = match self.free.pop() {
+                    Some(slot) => {
+                        self.series[slot as usize] = Some(s);
+                        slot
+                    }
+                    None => {
+                        self.series.push(Some(s));
+                        (self.series.len() - 1) as u32
+                    }
+                };
+                self.keys.insert(key.clone(), slot);
+                slot
             }
         };
-        let Some(s) = self.series.get_mut(&id) else {
+        let Some(s) = self.series.get_mut(slot as usize).and_then(Option::as_mut) else {
             return;
         };
-        if s.points.back().is_some_and(|&(t, _)| ts_ms <= t) {
+        if s.last_ts.is_some_and(|t| ts_ms <= t) {
             return;
         }
-        s.points.push_back((ts_ms, value));
-        self.fifo.push_back(id);
-        while self.fifo.len() > self.capacity {
+        s.last_ts = Some(ts_ms);
+        s.held += 1;
+        self.log.push_back(Sample {
+            slot,
+            ts: ts_ms,
+            value,
+        });
+        while self.log.len() > self.capacity {
             self.drop_oldest();
         }
     }
 
     /// The series of `key` ends (a new one starts at its next point).
     pub fn retire(&mut self, key: &SeriesKey) {
-        if let Some(id) = self.keys.remove(key) {
-            if let Some(s) = self.series.get_mut(&id) {
+        if let Some(slot) = self.keys.remove(key) {
+            if let Some(s) = self.series.get_mut(slot as usize).and_then(Option::as_mut) {
                 s.retired = true;
             }
+            self.free_if_done(slot);
         }
     }
 
     /// Labels of the live series of `key`.
     pub fn labels_of(&self, key: &SeriesKey) -> Option<&str> {
-        let id = self.keys.get(key)?;
-        self.series.get(id).map(|s| &*s.labels)
+        let slot = self.keys.get(key)?;
+        self.series
+            .get(*slot as usize)?
+            .as_ref()
+            .map(|s| &*s.labels)
     }
 
-    fn drop_oldest(&mut self) {
-        let Some(id) = self.fifo.pop_front() else {
+    /// Frees the slot of a retired series with nothing left in the log.
+    fn free_if_done(&mut self, slot: u32) {
+        let Some(entry) = self.series.get_mut(slot as usize) else {
             return;
         };
-        let Some(s) = self.series.get_mut(&id) else {
-            return;
-        };
-        let Some((ts, _)) = s.points.pop_front() else {
-            return;
-        };
-        self.dropped += 1;
-        for c in self.consumers.values_mut() {
-            if c.cursor.get(&id).is_none_or(|&t| t < ts) {
-                c.dropped += 1;
-            }
-        }
-        if s.points.is_empty() && s.retired {
-            self.series.remove(&id);
+        if let Some(s) = entry.as_ref().filter(|s| s.retired && s.held == 0) {
+            let id = s.id;
+            *entry = None;
+            self.free.push(slot);
             for c in self.consumers.values_mut() {
                 c.cursor.remove(&id);
             }
         }
     }
 
+    fn drop_oldest(&mut self) {
+        let Some(sample) = self.log.pop_front() else {
+            return;
+        };
+        let seq = self.head_seq;
+        self.head_seq += 1;
+        self.dropped += 1;
+        let Some(s) = self
+            .series
+            .get_mut(sample.slot as usize)
+            .and_then(Option::as_mut)
+        else {
+            return;
+        };
+        s.held = s.held.saturating_sub(1);
+        let id = s.id;
+        for c in self.consumers.values_mut() {
+            // Before its read position a consumer had every sample.
+            if seq >= c.from_seq && c.cursor.get(&id).is_none_or(|&t| t < sample.ts) {
+                c.dropped += 1;
+            }
+        }
+        self.free_if_done(sample.slot);
+    }
+
     /// Drops samples older than [`MAX_AGE_MS`] and consumers idle for the TTL.
     pub fn expire(&mut self, now_ms: i64, now: Instant) {
         let horizon = now_ms - MAX_AGE_MS;
-        while let Some(&id) = self.fifo.front() {
-            let old = self
-                .series
-                .get(&id)
-                .and_then(|s| s.points.front())
-                .is_none_or(|&(t, _)| t < horizon);
-            if !old {
-                break;
-            }
+        while self.log.front().is_some_and(|s| s.ts < horizon) {
             self.drop_oldest();
         }
         let ttl = self.ttl;
         self.consumers
             .retain(|_, c| now.duration_since(c.last_seen) < ttl);
+    }
+
+    /// Each slot's cursor for consumer `c` (`None`: nothing sent yet).
+    fn cursors(&self, c: &Consumer) -> Vec<Option<i64>> {
+        self.series
+            .iter()
+            .map(|s| s.as_ref().and_then(|s| c.cursor.get(&s.id).copied()))
+            .collect()
     }
 
     /// What consumer `name` has not been sent yet, up to `now_ms` (a point
@@ -248,85 +322,113 @@ impl Store {
         now: Instant,
     ) -> Result<Lease, StoreError> {
         if !self.consumers.contains_key(name) {
-            if self.consumers.len() >= MAX_CONSUMERS {
-                self.expire(now_ms, now);
-            }
-            if self.consumers.len() >= MAX_CONSUMERS {
-                // Full of live consumers: a newcomer takes the slot of the
-                // least established one (fewest scrapes, then idle the
-                // longest), never an established scraper's.
-                let victim = self
-                    .consumers
-                    .iter()
-                    .filter(|(_, c)| c.leases < ESTABLISHED)
-                    .min_by_key(|(_, c)| (c.leases, c.last_seen))
-                    .map(|(n, _)| n.clone());
-                let Some(victim) = victim else {
-                    return Err(StoreError::TooManyConsumers { max: MAX_CONSUMERS });
-                };
-                self.consumers.remove(&victim);
-                self.evicted += 1;
-            }
-            let cursor = if from_oldest {
-                HashMap::default()
-            } else {
-                self.series
-                    .iter()
-                    .filter_map(|(&id, s)| s.points.back().map(|&(t, _)| (id, t)))
-                    .collect()
-            };
-            self.consumers.insert(
-                name.to_owned(),
-                Consumer {
-                    cursor,
-                    last_seen: now,
-                    served: 0,
-                    dropped: 0,
-                    leases: 0,
-                },
-            );
+            self.admit(name, from_oldest, now_ms, now)?;
         }
         let Some(c) = self.consumers.get_mut(name) else {
             return Ok(Lease::default());
         };
         c.last_seen = now;
         c.leases += 1;
+        let Some(c) = self.consumers.get(name) else {
+            return Ok(Lease::default());
+        };
         let horizon = now_ms - MAX_AGE_MS;
-        let mut out = Vec::new();
-        for (&id, s) in &self.series {
-            let after = c
-                .cursor
-                .get(&id)
-                .copied()
-                .unwrap_or(i64::MIN)
-                .max(horizon - 1);
-            // Points are sorted by time: find the first after the cursor.
-            let first = s.points.partition_point(|&(t, _)| t <= after);
-            let points: Vec<(i64, f64)> = s
-                .points
-                .range(first..)
-                .take_while(|&&(t, _)| t <= now_ms)
-                .copied()
-                .collect();
-            if !points.is_empty() {
-                out.push(LeasedSeries {
+        let cursors = self.cursors(c);
+        let start = c.from_seq.max(self.head_seq);
+        let mut covers_to = self.end_seq();
+        let mut by_slot: Vec<Vec<(i64, f64)>> = vec![Vec::new(); self.series.len()];
+        for (i, s) in self
+            .log
+            .range((start - self.head_seq) as usize..)
+            .enumerate()
+        {
+            if s.ts > now_ms {
+                // Waits for a later read, which must look here again.
+                covers_to = covers_to.min(start + i as u64);
+                continue;
+            }
+            let slot = s.slot as usize;
+            if s.ts < horizon || cursors[slot].is_some_and(|t| s.ts <= t) {
+                continue;
+            }
+            by_slot[slot].push((s.ts, s.value));
+        }
+        let mut out: Vec<LeasedSeries> = by_slot
+            .into_iter()
+            .enumerate()
+            .filter(|(_, points)| !points.is_empty())
+            .filter_map(|(slot, points)| {
+                let s = self.series[slot].as_ref()?;
+                Some(LeasedSeries {
                     family: s.family,
                     labels: s.labels.clone(),
-                    id,
+                    id: s.id,
                     points,
-                });
-            }
-        }
+                })
+            })
+            .collect();
         out.sort_by(|a, b| (a.family, &a.labels).cmp(&(b.family, &b.labels)));
         Ok(Lease {
             consumer: name.to_owned(),
             series: out,
+            covers_to,
         })
     }
 
+    /// Registers consumer `name`, evicting the least established one when
+    /// the slots are full.
+    fn admit(
+        &mut self,
+        name: &str,
+        from_oldest: bool,
+        now_ms: i64,
+        now: Instant,
+    ) -> Result<(), StoreError> {
+        if self.consumers.len() >= MAX_CONSUMERS {
+            self.expire(now_ms, now);
+        }
+        if self.consumers.len() >= MAX_CONSUMERS {
+            // Full of live consumers: a newcomer takes the slot of the
+            // least established one (fewest scrapes, then idle the
+            // longest), never an established scraper's.
+            let victim = self
+                .consumers
+                .iter()
+                .filter(|(_, c)| c.leases < ESTABLISHED)
+                .min_by_key(|(_, c)| (c.leases, c.last_seen))
+                .map(|(n, _)| n.clone());
+            let Some(victim) = victim else {
+                return Err(StoreError::TooManyConsumers { max: MAX_CONSUMERS });
+            };
+            self.consumers.remove(&victim);
+            self.evicted += 1;
+        }
+        // From now: everything held was "sent" (the newest point of each
+        // series included, as its cursor would say).
+        let from_seq = if from_oldest {
+            self.head_seq
+        } else {
+            self.end_seq()
+        };
+        self.consumers.insert(
+            name.to_owned(),
+            Consumer {
+                cursor: HashMap::default(),
+                from_seq,
+                last_seen: now,
+                served: 0,
+                dropped: 0,
+                leases: 0,
+            },
+        );
+        Ok(())
+    }
+
     /// Consumer `name` has received, per series, everything up to the given
-    /// timestamp (`sent` samples in all).
-    pub fn commit(&mut self, name: &str, written: &[(u64, i64)], sent: u64) {
+    /// timestamp (`sent` samples in all). `complete` is the lease's
+    /// [`Lease::covers_to`] when every sample of it was written (the next
+    /// read starts there), `None` when the response was cut short.
+    pub fn commit(&mut self, name: &str, written: &[(u64, i64)], sent: u64, complete: Option<u64>) {
         let Some(c) = self.consumers.get_mut(name) else {
             return;
         };
@@ -334,16 +436,19 @@ impl Store {
             let e = c.cursor.entry(id).or_insert(ts);
             *e = (*e).max(ts);
         }
+        if let Some(seq) = complete {
+            c.from_seq = c.from_seq.max(seq);
+        }
         c.served += sent;
     }
 
     /// Samples held.
     pub fn len(&self) -> usize {
-        self.fifo.len()
+        self.log.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.fifo.is_empty()
+        self.log.is_empty()
     }
 
     pub fn capacity(&self) -> usize {
@@ -360,14 +465,13 @@ impl Store {
             .consumers
             .iter()
             .map(|(name, c)| {
+                let cursors = self.cursors(c);
+                let start = (c.from_seq.max(self.head_seq) - self.head_seq) as usize;
                 let pending = self
-                    .series
-                    .iter()
-                    .map(|(id, s)| {
-                        let after = c.cursor.get(id).copied().unwrap_or(i64::MIN);
-                        (s.points.len() - s.points.partition_point(|&(t, _)| t <= after)) as u64
-                    })
-                    .sum();
+                    .log
+                    .range(start..)
+                    .filter(|s| cursors[s.slot as usize].is_none_or(|t| s.ts > t))
+                    .count() as u64;
                 ConsumerStats {
                     name: name.clone(),
                     served: c.served,

@@ -30,7 +30,7 @@ fn commit_all(s: &mut Store, l: &Lease) {
         .iter()
         .filter_map(|x| x.points.last().map(|p| (x.id, p.0)))
         .collect();
-    s.commit(&l.consumer, &written, l.samples() as u64);
+    s.commit(&l.consumer, &written, l.samples() as u64, Some(l.covers_to));
 }
 
 const NOW: i64 = 1_700_000_000_000;
@@ -98,7 +98,7 @@ fn a_partial_commit_resumes_each_series_where_it_stopped() {
     let l = s.lease("a", false, NOW + 100, t).expect("lease");
     let pkg_id = l.series[0].id;
     // Only the package series up to NOW+3 was written.
-    s.commit("a", &[(pkg_id, NOW + 3)], 4);
+    s.commit("a", &[(pkg_id, NOW + 3)], 4, None);
     let l = s.lease("a", false, NOW + 100, t).expect("lease");
     assert_eq!(l.series[0].points.first().map(|p| p.0), Some(NOW + 4));
     assert_eq!(
@@ -246,4 +246,126 @@ fn points_not_newer_than_the_last_are_ignored_and_retired_series_restart() {
     assert_eq!(s.labels_of(&cg), Some("{cgroup=\"/late\"}"));
     let l = s.lease("a", true, NOW + 10, Instant::now()).expect("lease");
     assert_eq!(l.series.len(), 3, "the old label set keeps its point");
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    /// A point of series `key`, `dt` ms after the newest so far.
+    Push {
+        key: u64,
+        dt: i64,
+    },
+    Retire {
+        key: u64,
+    },
+    /// Consumer `who` reads with a clock `lag` ms behind the newest point
+    /// and commits the first `written` samples (all of them when `None`).
+    Read {
+        who: usize,
+        lag: i64,
+        written: Option<usize>,
+    },
+}
+
+fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    prop_oneof![
+        6 => (0u64..5, 0i64..3).prop_map(|(key, dt)| Op::Push { key, dt }),
+        1 => (0u64..5).prop_map(|key| Op::Retire { key }),
+        2 => (0usize..2, 0i64..3, proptest::option::of(0usize..6))
+            .prop_map(|(who, lag, written)| Op::Read { who, lag, written }),
+    ]
+}
+
+/// Commits what an encoder cut after `n` samples would have written.
+fn commit_first(s: &mut Store, l: &Lease, n: Option<usize>) -> Vec<f64> {
+    let Some(n) = n.filter(|&n| n < l.samples()) else {
+        commit_all(s, l);
+        return l
+            .series
+            .iter()
+            .flat_map(|x| x.points.iter().map(|p| p.1))
+            .collect();
+    };
+    let (mut sent, mut written, mut values) = (0, Vec::new(), Vec::new());
+    for x in &l.series {
+        let take = x.points.len().min(n - sent);
+        if take > 0 {
+            written.push((x.id, x.points[take - 1].0));
+            values.extend(x.points[..take].iter().map(|p| p.1));
+        }
+        sent += take;
+    }
+    s.commit(&l.consumer, &written, sent as u64, None);
+    values
+}
+
+proptest::proptest! {
+    /// Whatever the interleaving of pushes, retirements, reads cut short
+    /// and a full store: each consumer is sent every sample it did not
+    /// lose to the capacity exactly once, each series in time order, and
+    /// what it lost is what the store counts as dropped for it.
+    #[test]
+    fn every_sample_reaches_each_consumer_once_or_is_counted_dropped(
+        ops in proptest::collection::vec(op(), 1..200),
+    ) {
+        let mut s = Store::new(8, Duration::from_secs(600));
+        let t = Instant::now();
+        let names = ["a", "b"];
+        for n in names {
+            s.lease(n, true, NOW, t).expect("register");
+        }
+        let (mut newest, mut next_value) = (NOW, 0.0);
+        let mut last: std::collections::HashMap<u64, i64> = Default::default();
+        let mut accepted = std::collections::HashSet::new();
+        let mut got: [Vec<f64>; 2] = Default::default();
+        for op in ops.into_iter().chain(names.iter().enumerate().map(|(who, _)| Op::Read {
+            who,
+            lag: -1,
+            written: None,
+        })) {
+            match op {
+                Op::Push { key, dt } => {
+                    newest += dt;
+                    next_value += 1.0;
+                    let k = SeriesKey::Cgroup(key);
+                    s.push(&k, Family::Cgroup, || format!("{{cgroup=\"{key}\"}}"), newest, next_value);
+                    if last.get(&key).is_none_or(|&l| newest > l) {
+                        last.insert(key, newest);
+                        accepted.insert(next_value as u64);
+                    }
+                }
+                Op::Retire { key } => {
+                    s.retire(&SeriesKey::Cgroup(key));
+                    last.remove(&key);
+                }
+                Op::Read { who, lag, written } => {
+                    let now = newest - lag;
+                    let l = s.lease(names[who], false, now, t).expect("lease");
+                    for x in &l.series {
+                        proptest::prop_assert!(x.points.windows(2).all(|w| w[0].0 < w[1].0));
+                        proptest::prop_assert!(x.points.iter().all(|p| p.0 <= now));
+                    }
+                    got[who].extend(commit_first(&mut s, &l, written));
+                }
+            }
+            proptest::prop_assert!(s.len() <= s.capacity());
+        }
+        proptest::prop_assert_eq!(s.len() as u64 + s.dropped(), accepted.len() as u64);
+        let stats = s.consumer_stats();
+        for (who, values) in got.iter().enumerate() {
+            let mut seen = std::collections::HashSet::new();
+            for v in values {
+                proptest::prop_assert!(seen.insert(*v as u64), "{} sent {} twice", names[who], v);
+                proptest::prop_assert!(accepted.contains(&(*v as u64)));
+            }
+            let c = stats.iter().find(|c| c.name == names[who]).expect("consumer");
+            proptest::prop_assert_eq!(c.pending, 0);
+            proptest::prop_assert_eq!(
+                seen.len() as u64 + c.dropped,
+                accepted.len() as u64,
+                "{}: sent + dropped = every sample", names[who]
+            );
+        }
+    }
 }

@@ -158,10 +158,11 @@ pub async fn handler(
         written,
         samples,
         cut,
+        complete,
     } = encoded;
     let body = CommitBody::new(
         Bytes::from(body),
-        Box::new(move || batch::lock(&store).commit(&consumer, &written, samples)),
+        Box::new(move || batch::lock(&store).commit(&consumer, &written, samples, complete)),
         socket.map(|Extension(s)| s),
     );
     let mut resp = Response::new(Body::new(body));

@@ -132,11 +132,25 @@ impl PackageLine {
 }
 
 /// Totals of one cgroup.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default)]
 pub struct CgroupTotals {
-    /// Energy in units, per package index.
-    pub units: Vec<u128>,
+    /// Energy in units, per package index (inline for up to two packages:
+    /// crediting a cgroup then touches its table entry only).
+    pub units: PerPackage<u128>,
     pub cpu_ns: u128,
+    /// Per package index, the grid's report count + 1 when this cgroup was
+    /// last listed as touched: listed once per instant without a set.
+    listed: PerPackage<u64>,
+}
+
+/// One value per package index, inline for up to two packages.
+pub type PerPackage<T> = smallvec::SmallVec<[T; 2]>;
+
+impl PartialEq for CgroupTotals {
+    /// The totals; the grid's bookkeeping is not part of them.
+    fn eq(&self, other: &Self) -> bool {
+        self.units == other.units && self.cpu_ns == other.cpu_ns
+    }
 }
 
 /// Composition of one CPU's time over an interval.
@@ -806,18 +820,26 @@ impl Attributor {
         } else {
             folded_to(&self.folded, id)
         };
-        if units > 0 {
-            if let Some(g) = self.grid.as_mut() {
-                g.packages[p].touched.push(id);
-            }
-        }
         let n_packages = self.packages.len();
         let t = self.cgroups.entry(id).or_default();
         if t.units.len() < n_packages {
             t.units.resize(n_packages, 0);
         }
+        if t.listed.len() < n_packages {
+            t.listed.resize(n_packages, 0);
+        }
         t.units[p] += units;
         t.cpu_ns += u128::from(ns);
+        if units > 0 {
+            if let Some(g) = self.grid.as_mut() {
+                let pg = &mut g.packages[p];
+                let mark = pg.reports + 1;
+                if t.listed[p] != mark {
+                    t.listed[p] = mark;
+                    pg.touched.push(id);
+                }
+            }
+        }
     }
 }
 

@@ -118,6 +118,9 @@ struct Entry {
     walked: bool,
     /// Ran something since the last liveness check (so it is alive).
     active: bool,
+    /// Its labels went out with a batch point since they were last set
+    /// ([`Registry::labels_to_send`]).
+    sent: bool,
 }
 
 /// Where the cgroup v2 hierarchy is: `--cgroup-root` itself when it is a
@@ -153,6 +156,8 @@ pub struct Registry {
     recreated: Vec<(u64, u64)>,
     /// Where names come from, and its generation last looked at.
     names: Option<(Arc<Directory>, u64)>,
+    /// `other`'s labels went out with a batch point.
+    other_sent: bool,
 }
 
 /// What [`Registry::maintain`] decided.
@@ -182,6 +187,7 @@ impl Registry {
             }),
             recreated: Vec::new(),
             names: None,
+            other_sent: false,
         }
     }
 
@@ -204,14 +210,13 @@ impl Registry {
         export_epoch: u64,
     ) -> Vec<(u64, u64)> {
         self.epoch = export_epoch;
-        let since = |t: Option<Instant>| t.is_none_or(|t| now.duration_since(t) >= FULL_RESCAN);
-        if since(self.last_scan) {
-            self.scan(now);
-        } else if self
+        let full = self
+            .last_scan
+            .is_none_or(|t| now.duration_since(t) >= FULL_RESCAN);
+        let look = self
             .last_check
-            .is_none_or(|t| now.duration_since(t) >= PERIODIC_RESCAN)
-            && self.gone_while_idle(now)
-        {
+            .is_none_or(|t| now.duration_since(t) >= PERIODIC_RESCAN);
+        if full || (look && self.gone_while_idle(now)) {
             self.scan(now);
         }
         for id in ids {
@@ -240,6 +245,7 @@ impl Registry {
             let n = dir.lookup(&e.labels.pod_uid, &e.labels.container_id);
             if let Some(l) = e.labels.named(&n) {
                 e.labels = Arc::new(l);
+                e.sent = false;
             }
         }
     }
@@ -254,6 +260,24 @@ impl Registry {
             Some(e) => e.labels.clone(),
             None => unresolved(id),
         }
+    }
+
+    /// Labels of `id` for its batch points, and whether they must go with
+    /// them: the first time, and after they changed. A cgroup the registry
+    /// does not hold (gone before it was booked) is kept as unresolved.
+    pub fn labels_to_send(&mut self, id: u64) -> (&Arc<CgroupLabels>, bool) {
+        if id == OTHER_CGROUP {
+            return (&self.other, !std::mem::replace(&mut self.other_sent, true));
+        }
+        let e = self.entries.entry(id).or_insert_with(|| Entry {
+            labels: unresolved(id),
+            dead: None,
+            resolved: false,
+            walked: true,
+            active: false,
+            sent: false,
+        });
+        (&e.labels, !std::mem::replace(&mut e.sent, true))
     }
 
     /// Labels of `id`, resolving it first ([`Self::ensure`]).
@@ -289,6 +313,7 @@ impl Registry {
             resolved: false,
             walked,
             active: true,
+            sent: false,
         });
     }
 
@@ -375,6 +400,7 @@ impl Registry {
                         resolved: true,
                         walked: true,
                         active: true,
+                        sent: false,
                     },
                 );
             }

@@ -12,7 +12,7 @@ use std::{collections::HashMap, sync::Arc};
 use rustc_hash::FxHashMap;
 
 use crate::{
-    batch::{self, Family, SeriesKey, SharedStore},
+    batch::{self, store::Handle, Family, SeriesKey, SharedStore},
     cgroups::CgroupLabels,
     continuity,
     ledger::{Output, Point},
@@ -30,6 +30,8 @@ mod tests;
 struct CgroupSeries {
     labels: Arc<CgroupLabels>,
     descriptor: Option<Arc<str>>,
+    /// Its series in the batch store, once made.
+    handle: Option<Handle>,
 }
 
 pub struct Export {
@@ -69,6 +71,7 @@ impl Export {
     pub fn write(&mut self, out: Output) {
         let Output {
             recreated,
+            labels,
             points,
             folded,
             expire,
@@ -81,14 +84,29 @@ impl Export {
             store.retire(&SeriesKey::Cgroup(id));
             self.cgroup_series.remove(&id);
         }
-        for Point { series, ms, joules } in points {
-            // The ledger books batch points for packages and cgroups.
-            match &series {
-                Series::Package { package, domain } => {
-                    let key = SeriesKey::Package {
-                        package: *package,
-                        domain,
-                    };
+        for (id, labels) in labels {
+            let changed = self
+                .cgroup_series
+                .get(&id)
+                .is_none_or(|old| !Arc::ptr_eq(&old.labels, &labels) && *old.labels != *labels);
+            if changed {
+                // A new label set (e.g. a cgroup resolved late) is a new
+                // series; its descriptor is made again when pushed.
+                store.retire(&SeriesKey::Cgroup(id));
+                self.cgroup_series.insert(
+                    id,
+                    CgroupSeries {
+                        labels,
+                        descriptor: None,
+                        handle: None,
+                    },
+                );
+            }
+        }
+        for Point { key, ms, joules } in points {
+            match key {
+                SeriesKey::Package { package, domain } => {
+                    let series = Series::Package { package, domain };
                     store.push(
                         &key,
                         Family::Package,
@@ -99,45 +117,40 @@ impl Export {
                     if self.push.is_some() {
                         let d = self
                             .package_descriptors
-                            .entry((*package, domain))
+                            .entry((package, domain))
                             .or_insert_with(|| series.descriptor().into());
                         self.pending_push.push((d.clone(), ms, joules));
                     }
                 }
-                Series::Cgroup { id, labels } => {
-                    let key = SeriesKey::Cgroup(*id);
-                    let changed = self.cgroup_series.get(id).is_none_or(|old| {
-                        !Arc::ptr_eq(&old.labels, labels) && *old.labels != **labels
-                    });
-                    if changed {
-                        // A new label set (e.g. a cgroup resolved late) is a
-                        // new series; its descriptor is made again when pushed.
-                        store.retire(&key);
-                        self.cgroup_series.insert(
-                            *id,
-                            CgroupSeries {
-                                labels: labels.clone(),
-                                descriptor: None,
-                            },
-                        );
+                SeriesKey::Cgroup(id) => {
+                    let Some(cached) = self.cgroup_series.get_mut(&id) else {
+                        // The ledger sends a cgroup's labels before its
+                        // first point.
+                        debug_assert!(false, "a point of cgroup {id} before its labels");
+                        continue;
+                    };
+                    let series = || Series::Cgroup {
+                        id,
+                        labels: cached.labels.clone(),
+                    };
+                    let pushed = cached.handle.is_some_and(|h| store.push_to(h, ms, joules));
+                    if !pushed {
+                        let h = store.open(&key, Family::Cgroup, || series().rendered_labels());
+                        store.push_to(h, ms, joules);
+                        cached.handle = Some(h);
                     }
-                    store.push(
-                        &key,
-                        Family::Cgroup,
-                        || series.rendered_labels(),
-                        ms,
-                        joules,
-                    );
-                    if let (true, Some(cached)) =
-                        (self.push.is_some(), self.cgroup_series.get_mut(id))
-                    {
-                        let d = cached
-                            .descriptor
-                            .get_or_insert_with(|| series.descriptor().into());
-                        self.pending_push.push((d.clone(), ms, joules));
+                    if self.push.is_some() {
+                        let d = match &cached.descriptor {
+                            Some(d) => d.clone(),
+                            None => {
+                                let d: Arc<str> = series().descriptor().into();
+                                cached.descriptor = Some(d.clone());
+                                d
+                            }
+                        };
+                        self.pending_push.push((d, ms, joules));
                     }
                 }
-                other => debug_assert!(false, "no batch series for {other:?}"),
             }
         }
         for id in folded {

@@ -2,7 +2,8 @@
 //! cgroups. For each count N it makes N cgroups under the cgroup2 root
 //! (the privileged tests' `Cgroup`), each holding one process that wakes
 //! every 50 ms (`perl -e 'select(undef,undef,undef,0.05) while 1'`, moved
-//! into its cgroup before it starts), runs `ergon run --source synthetic`
+//! into its cgroup before it starts; with `--processes P`, P of them spread
+//! evenly over the N cgroups, the same load on the CPUs in every row), runs `ergon run --source synthetic`
 //! at the defaults, scrapes `/metrics` every 2 s and reports: the daemon's
 //! CPU over the window (all threads' schedstat run time, % of one core),
 //! VmHWM, the size and median time of a `/metrics` scrape, the size of
@@ -20,6 +21,7 @@ use anyhow::{bail, Context, Result};
 
 struct Row {
     cgroups: usize,
+    processes: usize,
     shown: usize,
     cpu_pct: f64,
     hwm_kib: u64,
@@ -28,8 +30,7 @@ struct Row {
     batch_bytes: usize,
 }
 
-/// N sleeping processes, each in a cgroup of its own; killed and removed
-/// on drop.
+/// Sleeping processes spread over N cgroups; killed and removed on drop.
 struct Load {
     procs: Vec<Child>,
     // Dropped after the processes (field order), so the cgroups are empty.
@@ -37,13 +38,15 @@ struct Load {
 }
 
 impl Load {
-    fn start(n: usize) -> Result<Load> {
+    fn start(n: usize, processes: usize) -> Result<Load> {
         let mut load = Load {
-            procs: Vec::with_capacity(n),
-            cgroups: Vec::with_capacity(n),
+            procs: Vec::with_capacity(processes),
+            cgroups: (0..n)
+                .map(|i| tests::cgroup::Cgroup::new(&format!("scale-{i}")))
+                .collect(),
         };
-        for i in 0..n {
-            let cg = tests::cgroup::Cgroup::new(&format!("scale-{i}"));
+        for i in 0..processes {
+            let cg = &load.cgroups[i % n];
             // The shell joins the cgroup, then becomes perl: the process
             // runs there from its first instruction.
             let script = format!(
@@ -56,7 +59,6 @@ impl Load {
                 .stdout(Stdio::null())
                 .spawn()
                 .context("starting a sleeping perl (Debian: perl-base)")?;
-            load.cgroups.push(cg);
             load.procs.push(child);
         }
         Ok(load)
@@ -79,20 +81,30 @@ impl Drop for Load {
     }
 }
 
-pub fn bench_scale(bin: &Path, counts: &[usize], seconds: u64) -> Result<()> {
+pub fn bench_scale(
+    bin: &Path,
+    counts: &[usize],
+    seconds: u64,
+    processes: Option<usize>,
+) -> Result<()> {
     let mut rows = Vec::new();
     for &n in counts {
-        eprintln!("xtask: {n} live cgroups, {seconds} s");
-        rows.push(measure(bin, n, seconds)?);
+        let procs = processes.unwrap_or(n);
+        if n == 0 || procs < n {
+            bail!("{n} cgroups need at least one process each (--processes {procs})");
+        }
+        eprintln!("xtask: {n} live cgroups, {procs} processes, {seconds} s");
+        rows.push(measure(bin, n, procs, seconds)?);
     }
     let base = rows.first().map_or(1.0, |r| r.cpu_pct.max(1e-9));
     let mut table = String::from(
-        "| live cgroups | shown on /metrics | daemon CPU, % of one core | vs the first | VmHWM | `/metrics` size, scrape time | `/metrics/batch`, 2 s window |\n| --- | --- | --- | --- | --- | --- | --- |\n",
+        "| live cgroups | processes | shown on /metrics | daemon CPU, % of one core | vs the first | VmHWM | `/metrics` size, scrape time | `/metrics/batch`, 2 s window |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     for r in &rows {
         table.push_str(&format!(
-            "| {} | {} | {:.2} | {:.1}× | {:.1} MiB | {} KiB, {:.1} ms | {} KiB |\n",
+            "| {} | {} | {} | {:.2} | {:.1}× | {:.1} MiB | {} KiB, {:.1} ms | {} KiB |\n",
             r.cgroups,
+            r.processes,
             r.shown,
             r.cpu_pct,
             r.cpu_pct / base,
@@ -103,14 +115,14 @@ pub fn bench_scale(bin: &Path, counts: &[usize], seconds: u64) -> Result<()> {
         ));
     }
     println!(
-        "\n`ergon run --source synthetic`, defaults, {} CPUs, each cgroup one process waking every 50 ms, {seconds} s per row:\n\n{table}",
+        "\n`ergon run --source synthetic`, defaults, {} CPUs, each process waking every 50 ms, {seconds} s per row:\n\n{table}",
         tests::online_cpus().len()
     );
     Ok(())
 }
 
-fn measure(bin: &Path, n: usize, seconds: u64) -> Result<Row> {
-    let load = Load::start(n)?;
+fn measure(bin: &Path, n: usize, processes: usize, seconds: u64) -> Result<Row> {
+    let load = Load::start(n, processes)?;
     let daemon = tests::Daemon::start_with(bin, &["--source", "synthetic"]);
     let pid = daemon.child.id();
     // Every cgroup seen and named before the window opens.
@@ -170,6 +182,7 @@ fn measure(bin: &Path, n: usize, seconds: u64) -> Result<Row> {
     scrape_ms.sort_by(f64::total_cmp);
     Ok(Row {
         cgroups: n,
+        processes,
         shown: seen,
         cpu_pct,
         hwm_kib,

@@ -103,6 +103,11 @@ enum Cmd {
         /// Seconds measured per count.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Sleeping processes per row, spread evenly over its cgroups
+        /// (default: one per cgroup). A fixed count holds the load on the
+        /// CPUs, so a row differs from the next by its cgroups only.
+        #[arg(long)]
+        processes: Option<usize>,
     },
 }
 
@@ -152,9 +157,13 @@ fn main() -> Result<()> {
             let bin = bench_bin(&root)?;
             bench_wakeups::bench_wakeups(&bin, seconds)
         }
-        Cmd::BenchScale { cgroups, seconds } => {
+        Cmd::BenchScale {
+            cgroups,
+            seconds,
+            processes,
+        } => {
             let bin = bench_bin(&root)?;
-            bench_scale::bench_scale(&bin, &cgroups, seconds)
+            bench_scale::bench_scale(&bin, &cgroups, seconds, processes)
         }
         Cmd::BenchPeers { seconds, every } => {
             let bin = bench_bin(&root)?;

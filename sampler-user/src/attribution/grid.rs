@@ -59,17 +59,18 @@ pub(super) struct PackageGrid {
     pub last_ms: Option<i64>,
     /// Last cgroup instant booked (grid index).
     pub last_k: Option<i64>,
-    /// Cgroups whose energy in this package changed since `last_k`, once
-    /// or more (a push per credit is cheaper than a set insert; the list is
-    /// deduplicated once per instant).
+    /// Cgroups whose energy in this package changed since `last_k`, each
+    /// listed once by its totals' mark of `reports` (cheaper than a set).
     pub touched: Vec<u64>,
+    /// Instants reported so far.
+    pub reports: u64,
 }
 
 /// A cgroup on the grid.
 #[derive(Clone, Debug)]
 struct CgroupAt {
     /// Units per package at the last emitted instant.
-    units: Vec<u128>,
+    units: super::PerPackage<u128>,
     /// Last emitted (ms, joules).
     last: Option<(i64, f64)>,
 }
@@ -114,15 +115,12 @@ impl GridState {
         let pg = &mut self.packages[p];
         if pg.last_k.is_some_and(|l| k <= l) {
             // The wall clock went back: keep the changes for a later instant
-            // (once each: the list stays as long as the cgroups).
-            pg.touched.sort_unstable();
-            pg.touched.dedup();
+            // (listed once each: the list is no longer than the cgroups).
             return;
         }
         pg.last_k = Some(k);
+        pg.reports += 1;
         let entry = self.pending.entry(k).or_default();
-        pg.touched.sort_unstable();
-        pg.touched.dedup();
         for id in pg.touched.drain(..) {
             if let Some(u) = units(id) {
                 entry.push((id, p, u));
@@ -153,7 +151,7 @@ impl GridState {
             let mut ids: Vec<u64> = Vec::with_capacity(changes.len());
             for (id, p, u) in changes {
                 let c = self.cgroups.entry(id).or_insert_with(|| CgroupAt {
-                    units: vec![0; n],
+                    units: smallvec::smallvec![0; n],
                     last: None,
                 });
                 c.units[p] = u;
@@ -190,7 +188,7 @@ impl GridState {
         let n = self.packages.len();
         if let Some(v) = self.cgroups.remove(&id) {
             let dst = self.cgroups.entry(into).or_insert_with(|| CgroupAt {
-                units: vec![0; n],
+                units: smallvec::smallvec![0; n],
                 last: None,
             });
             for (d, s) in dst.units.iter_mut().zip(v.units) {

@@ -60,6 +60,14 @@ struct Series {
     retired: bool,
 }
 
+/// A series' place in the store ([`Store::open`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Handle {
+    slot: u32,
+    /// The series' id: a slot reused by another series is told apart.
+    id: u64,
+}
+
 /// One sample in the log; `slot` is its series' index in `Store::series`.
 #[derive(Clone, Copy, Debug)]
 struct Sample {
@@ -189,6 +197,18 @@ impl Store {
         ts_ms: i64,
         value: f64,
     ) {
+        let h = self.open(key, family, labels);
+        self.push_to(h, ts_ms, value);
+    }
+
+    /// The live series of `key`, made with `labels` if there is none: a
+    /// handle to push to without looking the key up again.
+    pub fn open(
+        &mut self,
+        key: &SeriesKey,
+        family: Family,
+        labels: impl FnOnce() -> String,
+    ) -> Handle {
         let slot = match self.keys.get(key) {
             Some(&slot) => slot,
             None => {
@@ -215,11 +235,27 @@ impl Store {
                 slot
             }
         };
-        let Some(s) = self.series.get_mut(slot as usize).and_then(Option::as_mut) else {
-            return;
+        let id = self.series[slot as usize]
+            .as_ref()
+            .map_or(u64::MAX, |s| s.id);
+        Handle { slot, id }
+    }
+
+    /// Appends a point to the series of `h` (as [`Store::push`]). Returns
+    /// false when that series has been retired since: nothing is stored,
+    /// and the caller opens the key again.
+    pub fn push_to(&mut self, h: Handle, ts_ms: i64, value: f64) -> bool {
+        let slot = h.slot;
+        let Some(s) = self
+            .series
+            .get_mut(slot as usize)
+            .and_then(Option::as_mut)
+            .filter(|s| s.id == h.id && !s.retired)
+        else {
+            return false;
         };
         if s.last_ts.is_some_and(|t| ts_ms <= t) {
-            return;
+            return true;
         }
         s.last_ts = Some(ts_ms);
         s.held += 1;
@@ -231,6 +267,7 @@ impl Store {
         while self.log.len() > self.capacity {
             self.drop_oldest();
         }
+        true
     }
 
     /// The series of `key` ends (a new one starts at its next point).

@@ -369,3 +369,31 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn a_handle_pushes_to_its_own_series_only() {
+    let mut s = Store::new(100, Duration::from_secs(600));
+    let t = Instant::now();
+    let (a, b) = (SeriesKey::Cgroup(1), SeriesKey::Cgroup(2));
+    let ha = s.open(&a, Family::Cgroup, || "{cgroup=\"/a\"}".into());
+    assert!(s.push_to(ha, NOW, 1.0));
+    s.retire(&a);
+    assert!(
+        !s.push_to(ha, NOW + 1, 2.0),
+        "retired: the caller opens again"
+    );
+    // Once its samples are gone the slot is reused by another series, which
+    // the old handle must not write to.
+    let l = s.lease("c", true, NOW + 10, t).expect("lease");
+    commit_all(&mut s, &l);
+    while !s.is_empty() {
+        s.drop_oldest();
+    }
+    let hb = s.open(&b, Family::Cgroup, || "{cgroup=\"/b\"}".into());
+    assert!(!s.push_to(ha, NOW + 2, 3.0));
+    assert!(s.push_to(hb, NOW + 2, 4.0));
+    let l = s.lease("c", false, NOW + 10, t).expect("lease");
+    assert_eq!(l.series.len(), 1);
+    assert_eq!(&*l.series[0].labels, "{cgroup=\"/b\"}");
+    assert_eq!(l.series[0].points, vec![(NOW + 2, 4.0)]);
+}

@@ -27,12 +27,9 @@ fn labels(cgroup: &str) -> Arc<CgroupLabels> {
     })
 }
 
-fn cgroup_point(id: u64, l: &Arc<CgroupLabels>, ms: i64, joules: f64) -> Point {
+fn cgroup_point(id: u64, ms: i64, joules: f64) -> Point {
     Point {
-        series: Series::Cgroup {
-            id,
-            labels: l.clone(),
-        },
+        key: SeriesKey::Cgroup(id),
         ms,
         joules,
     }
@@ -40,7 +37,7 @@ fn cgroup_point(id: u64, l: &Arc<CgroupLabels>, ms: i64, joules: f64) -> Point {
 
 fn package_point(ms: i64, joules: f64) -> Point {
     Point {
-        series: Series::Package {
+        key: SeriesKey::Package {
             package: 0,
             domain: "pkg",
         },
@@ -68,16 +65,24 @@ fn a_cgroup_whose_labels_change_starts_a_new_series() {
     let (mut e, store, _) = export(None);
     let (late, named) = (labels("unresolved:5"), labels("/a.service"));
     e.write(Output {
-        points: vec![package_point(10, 1.0), cgroup_point(5, &late, 10, 0.5)],
+        labels: vec![(5, late.clone())],
+        points: vec![package_point(10, 1.0), cgroup_point(5, 10, 0.5)],
         ..Output::default()
     });
     // The same labels, as a new Arc: the same series.
     e.write(Output {
-        points: vec![cgroup_point(5, &labels("unresolved:5"), 20, 0.6)],
+        labels: vec![(5, labels("unresolved:5"))],
+        points: vec![cgroup_point(5, 20, 0.6)],
         ..Output::default()
     });
     e.write(Output {
-        points: vec![cgroup_point(5, &named, 30, 0.7)],
+        labels: vec![(5, named.clone())],
+        points: vec![cgroup_point(5, 30, 0.7)],
+        ..Output::default()
+    });
+    // Unchanged labels are not sent again: the points go on in it.
+    e.write(Output {
+        points: vec![cgroup_point(5, 40, 0.8)],
         ..Output::default()
     });
     let key = SeriesKey::Cgroup(5);
@@ -102,7 +107,7 @@ fn a_cgroup_whose_labels_change_starts_a_new_series() {
                     labels: named.clone()
                 }
                 .rendered_labels(),
-                vec![(30, 0.7)]
+                vec![(30, 0.7), (40, 0.8)]
             ),
             (
                 Series::Cgroup {
@@ -122,12 +127,14 @@ fn a_recreated_series_ends_before_the_points_and_a_folded_one_after() {
     let (mut e, store, _) = export(None);
     let l = labels("/b.service");
     e.write(Output {
-        points: vec![cgroup_point(6, &l, 10, 1.0)],
+        labels: vec![(6, l.clone())],
+        points: vec![cgroup_point(6, 10, 1.0)],
         ..Output::default()
     });
     e.write(Output {
         recreated: vec![6],
-        points: vec![cgroup_point(6, &l, 20, 2.0)],
+        labels: vec![(6, l.clone())],
+        points: vec![cgroup_point(6, 20, 2.0)],
         folded: vec![6],
         ..Output::default()
     });
@@ -150,7 +157,8 @@ fn pushed_points_go_to_the_queue_once_with_the_snapshot() {
     let (mut e, _, snap) = export(Some(q.clone()));
     let l = labels("/c.service");
     e.write(Output {
-        points: vec![package_point(10, 1.0), cgroup_point(7, &l, 10, 0.25)],
+        labels: vec![(7, l.clone())],
+        points: vec![package_point(10, 1.0), cgroup_point(7, 10, 0.25)],
         ..Output::default()
     });
     assert_eq!(q.in_memory(), 0, "held until the snapshot that covers them");

@@ -206,8 +206,8 @@ fn points_and_snapshot_carry_the_previous_runs_totals() {
         .iter()
         .rev()
         .find(|p| {
-            p.series
-                == Series::Package {
+            p.key
+                == SeriesKey::Package {
                     package: 0,
                     domain: "pkg",
                 }
@@ -398,4 +398,54 @@ fn a_cgroup_made_again_at_its_path_continues_its_series() {
         before,
         series[0].joules
     );
+}
+
+#[test]
+fn a_cgroups_labels_go_once_before_its_points_and_again_when_they_change() {
+    let tree = tempfile::tempdir().expect("tempdir");
+    let (a_path, c_path) = (tree.path().join("a.service"), tree.path().join("c.service"));
+    std::fs::create_dir(&a_path).expect("mkdir");
+    let a = inode(&a_path);
+    let mut f = Fixture::new(1, Some(tree.path()), 100, HashMap::new());
+    let run = |k: u64, ids: &[u64]| {
+        let (s, e) = (T0 + k * 10 * MS, T0 + (k + 1) * 10 * MS);
+        let each = 5 * MS / ids.len() as u64;
+        let time: Vec<(u64, u64)> = ids.iter().map(|&id| (id, each)).collect();
+        tick(0, s, e, Some(1_000_000 + (k + 1) * 100_000), &time)
+    };
+    let mut sent: HashMap<u64, String> = HashMap::new();
+    let mut check = |out: &Output| -> Vec<(u64, String)> {
+        let fresh: Vec<(u64, String)> = out
+            .labels
+            .iter()
+            .map(|(id, l)| (*id, l.cgroup.clone()))
+            .collect();
+        sent.extend(fresh.iter().cloned());
+        for p in &out.points {
+            if let SeriesKey::Cgroup(id) = p.key {
+                assert!(sent.contains_key(&id), "a point of {id} before its labels");
+            }
+        }
+        fresh
+    };
+    let (out, _) = f.drain(
+        vec![first_reading(), run(0, &[a]), run(1, &[a])],
+        T0 + 20 * MS,
+    );
+    assert!(out.points.iter().any(|p| p.key == SeriesKey::Cgroup(a)));
+    assert_eq!(check(&out), vec![(a, "/a.service".to_string())]);
+    let (out, _) = f.drain(vec![run(2, &[a])], T0 + 30 * MS);
+    assert!(out.points.iter().any(|p| p.key == SeriesKey::Cgroup(a)));
+    assert_eq!(check(&out), vec![], "unchanged labels are not sent again");
+    // Renamed, and a new cgroup whose id walks the tree: a's labels change.
+    std::fs::rename(&a_path, tree.path().join("b.service")).expect("mv");
+    std::fs::create_dir(&c_path).expect("mkdir");
+    let c = inode(&c_path);
+    let later = T0 + 40 * MS + crate::cgroups::MIN_RESCAN.as_nanos() as u64;
+    let (out, _) = f.drain(vec![run(3, &[a, c])], later);
+    let mut fresh = check(&out);
+    fresh.sort();
+    let mut want = vec![(a, "/b.service".to_string()), (c, "/c.service".to_string())];
+    want.sort();
+    assert_eq!(fresh, want);
 }

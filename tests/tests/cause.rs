@@ -82,17 +82,46 @@ fn within_1_percent(what: &str, got: f64, truth: f64, stolen: f64) {
     tests::assert_attributed(what, got, truth, 0.01, BUSY - IDLE, stolen);
 }
 
+/// CPUs' worth of time the machine ran anything but its idle task (and
+/// iowait) over `f`, from `/proc/stat`, with `f`'s result.
+fn busy_cpus_during<T>(f: impl FnOnce() -> T) -> (f64, T) {
+    let busy = || {
+        let s = tests::proc_stat_cpu_seconds();
+        let idle = s.get(3).copied().unwrap_or(0.0) + s.get(4).copied().unwrap_or(0.0);
+        s.iter().take(8).sum::<f64>() - idle
+    };
+    let (b0, t0) = (busy(), Instant::now());
+    let out = f();
+    ((busy() - b0) / t0.elapsed().as_secs_f64(), out)
+}
+
 #[test]
 fn the_learned_idle_power_converges_to_the_idle_watts_of_every_cpu() {
     require_root();
     let d = start(&[]);
-    let got = idle_power(&d);
+    // The learner fits out the residual activity's dynamic power where its
+    // samples show it; where they do not, the estimate errs high by at most
+    // that power (docs/attribution.md). So the bound above is 2% plus
+    // (BUSY − IDLE) W × the CPUs the machine kept busy meanwhile: 3 s more
+    // of near-idle samples, measured, then the estimate.
+    let (busy, got) = busy_cpus_during(|| {
+        std::thread::sleep(Duration::from_secs(3));
+        idle_power(&d)
+    });
     for (p, want) in want_idle_power() {
         let w = got[&p];
-        println!("package {p}: learned {w:.4} W, IDLE × CPUs = {want} W");
+        let residual = (BUSY - IDLE) * busy;
+        println!(
+            "package {p}: learned {w:.4} W, IDLE × CPUs = {want} W ({:+.2}%; the machine kept {busy:.4} CPUs busy meanwhile, {residual:.4} W of dynamic power)",
+            100.0 * (w / want - 1.0)
+        );
         assert!(
-            (w - want).abs() <= 0.02 * want,
-            "package {p}: learned {w} W, not within 2% of {want} W"
+            w >= 0.98 * want,
+            "package {p}: learned {w} W, more than 2% below {want} W"
+        );
+        assert!(
+            w <= 1.02 * want + residual,
+            "package {p}: learned {w} W, above {want} W by more than 2% plus the {residual} W the machine's residual activity ({busy} CPUs busy) draws"
         );
     }
     let (status, log) = d.stop();

@@ -116,24 +116,42 @@ pub const NEAR_IDLE: f64 = 0.02;
 pub const WINDOW: usize = 600;
 /// Near-idle samples needed before the estimate is used: 2 s of them.
 pub const MIN_SAMPLES: usize = 20;
-/// The estimate is this quantile of the window's powers: low, because
-/// residual activity only ever adds power, and not the minimum, which one
-/// short counter glitch would set.
+/// The estimate is this quantile of the window's corrected powers: low,
+/// because residual activity only ever adds power, and not the minimum,
+/// which one short counter glitch would set.
 pub const QUANTILE: f64 = 0.1;
+/// The fitted slope (watts per busy CPU) corrects the samples only when it
+/// is this many standard errors above zero: a slope the samples do not
+/// show is not applied.
+pub const SLOPE_T: f64 = 3.0;
+/// Nor when the samples' busy CPUs vary by less than this (standard
+/// deviation, in CPUs: 10 µs per 100 ms sample).
+pub const MIN_SPREAD: f64 = 1e-4;
 
-/// Learns a package's idle power from its near-idle samples: the
-/// [`QUANTILE`] of the powers of the last [`WINDOW`] samples of
-/// [`SAMPLE_NS`] whose busy share was at most [`NEAR_IDLE`], once there are
-/// [`MIN_SAMPLES`]. Its error is the dynamic power of that residual
-/// activity: at most `NEAR_IDLE` × the package's dynamic range, much less
-/// where the quietest samples are quieter (docs/attribution.md).
+/// Learns a package's idle power from its near-idle samples (the last
+/// [`WINDOW`] samples of [`SAMPLE_NS`] whose busy share was at most
+/// [`NEAR_IDLE`]), once there are [`MIN_SAMPLES`]:
+///
+/// 1. a least-squares line of power against busy CPUs over the window
+///    gives the watts one busy CPU adds near idle, when the samples show
+///    such a slope (at least [`SLOPE_T`] standard errors above 0);
+/// 2. each sample is corrected to zero busy CPUs along that slope (not at
+///    all without one);
+/// 3. the estimate is the [`QUANTILE`] of the corrected powers.
+///
+/// The fit is local — busy shares of 0 to 2%, where power is close to
+/// linear in load whatever turbo does at full load — and removes the
+/// dynamic power of the residual activity (the daemon, the kernel's
+/// housekeeping, a neighbour's short wake-ups), which otherwise makes the
+/// estimate err high by that much (docs/attribution.md).
 #[derive(Clone, Debug, Default)]
 pub struct Learner {
     joules: f64,
     ns: u64,
     busy_ns: u64,
     cpu_ns: u64,
-    samples: VecDeque<f64>,
+    /// (watts, busy CPUs) of each near-idle sample, oldest first.
+    samples: VecDeque<(f64, f64)>,
     estimate: Option<f64>,
 }
 
@@ -148,6 +166,7 @@ impl Learner {
         }
         let quiet = self.cpu_ns > 0 && (self.busy_ns as f64) <= NEAR_IDLE * self.cpu_ns as f64;
         let watts = self.joules / (self.ns as f64 * 1e-9);
+        let busy_cpus = self.busy_ns as f64 / self.ns as f64;
         (self.joules, self.ns, self.busy_ns, self.cpu_ns) = (0.0, 0, 0, 0);
         if !quiet || !watts.is_finite() || watts < 0.0 {
             return;
@@ -155,14 +174,50 @@ impl Learner {
         if self.samples.len() == WINDOW {
             self.samples.pop_front();
         }
-        self.samples.push_back(watts);
+        self.samples.push_back((watts, busy_cpus));
         if self.samples.len() >= MIN_SAMPLES {
-            let mut sorted: Vec<f64> = self.samples.iter().copied().collect();
-            sorted.sort_by(f64::total_cmp);
-            let i = ((sorted.len() - 1) as f64 * QUANTILE).round() as usize;
-            self.estimate = sorted.get(i).copied();
+            self.estimate = estimate(&self.samples);
         }
     }
+}
+
+/// The [`Learner`]'s estimate from its samples (steps 1–3 there).
+fn estimate(samples: &VecDeque<(f64, f64)>) -> Option<f64> {
+    let slope = fitted_slope(samples).unwrap_or(0.0);
+    let mut corrected: Vec<f64> = samples.iter().map(|&(w, x)| w - slope * x).collect();
+    corrected.sort_by(f64::total_cmp);
+    let i = ((corrected.len().checked_sub(1)?) as f64 * QUANTILE).round() as usize;
+    corrected.get(i).map(|w| w.max(0.0))
+}
+
+/// The least-squares slope of watts against busy CPUs, when it is at least
+/// [`SLOPE_T`] standard errors above zero.
+fn fitted_slope(samples: &VecDeque<(f64, f64)>) -> Option<f64> {
+    let n = samples.len() as f64;
+    if n < 3.0 {
+        return None;
+    }
+    let (sx, sy) = samples
+        .iter()
+        .fold((0.0, 0.0), |(a, b), &(w, x)| (a + x, b + w));
+    let (mx, my) = (sx / n, sy / n);
+    let (sxx, sxy) = samples.iter().fold((0.0, 0.0), |(a, b), &(w, x)| {
+        (a + (x - mx) * (x - mx), b + (x - mx) * (w - my))
+    });
+    // Busy shares that do not vary (beyond rounding) show no slope.
+    if sxx <= n * MIN_SPREAD * MIN_SPREAD {
+        return None;
+    }
+    let slope = sxy / sxx;
+    let ssr: f64 = samples
+        .iter()
+        .map(|&(w, x)| {
+            let r = w - my - slope * (x - mx);
+            r * r
+        })
+        .sum();
+    let se = (ssr / (n - 2.0) / sxx).sqrt();
+    (slope.is_finite() && slope > 0.0 && slope >= SLOPE_T * se).then_some(slope)
 }
 
 #[cfg(test)]
@@ -202,12 +257,33 @@ mod tests {
             sample(&mut l, 14.0, 0.5);
         }
         assert_eq!(l.known().map(|k| k.0), Some(4.0));
-        // Residual activity only adds power: the estimate stays low.
+    }
+
+    #[test]
+    fn the_dynamic_power_of_residual_activity_is_fitted_out() {
+        // 4 W idle, and 10 W per busy CPU of housekeeping at 0.1–1.9% busy:
+        // the quietest samples alone would say 4.02 W or more.
+        let mut l = IdlePower::new(None);
+        for k in 0..200 {
+            let busy = 0.001 + f64::from(k % 10) * 0.002;
+            sample(&mut l, 4.0 + 10.0 * busy * 2.0, busy);
+        }
+        let (w, _) = l.known().expect("known");
+        assert!((w - 4.0).abs() < 1e-6, "{w}");
+    }
+
+    #[test]
+    fn noise_that_does_not_follow_the_load_is_not_fitted() {
+        // Power noise uncorrelated with the busy share: no slope is applied
+        // and the estimate is the low quantile of the powers, as measured.
+        let mut l = IdlePower::new(None);
         for k in 0..100 {
-            sample(&mut l, 4.0 + f64::from(k % 10) * 0.01, 0.01);
+            let busy = 0.002 * f64::from((k / 10) % 5);
+            sample(&mut l, 4.0 + f64::from(k % 10) * 0.01, busy);
         }
         let (w, _) = l.known().expect("known");
         assert!((4.0..=4.011).contains(&w), "{w}");
+        assert_eq!(fitted_slope(&l.learner.samples), None);
     }
 
     #[test]

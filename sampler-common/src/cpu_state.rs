@@ -1,32 +1,63 @@
 //! Per-CPU accounting state kept by the kernel programs.
 
-use crate::record::{CgroupTime, CGROUP_SLOTS};
+use crate::record::TickRecord;
 
 #[cfg(feature = "user")]
 mod user;
 
+/// `CpuState::running`: no program has seen what runs (the CPU's idle task
+/// is not known yet when it switched).
+pub const RUNNING_UNKNOWN: u32 = 0;
+/// `CpuState::running`: the CPU's idle task runs since `since_ns`.
+pub const RUNNING_IDLE: u32 = 1;
+/// `CpuState::running`: a task other than the idle task runs since `since_ns`.
+pub const RUNNING_TASK: u32 = 2;
+
 /// The on-CPU time table of one CPU since its last flush, and what runs now.
-/// Userspace can read it at any time (per-CPU array) to learn which cgroup
-/// each CPU is running and since when, without waking the CPU.
+/// Userspace reads it at any time (per-CPU array) to close an idle CPU's
+/// timeline without waking the CPU.
+///
+/// A sequence count pair makes a copy usable without locks: every program
+/// run that changes the state adds 1 to `seq_begun` first and to
+/// `seq_done` last, and the kernel copies a per-CPU value to userspace
+/// forward, 8 bytes at a time (`bpf_long_memcpy`), so a copy reads
+/// `seq_done` (the first field) before the state and `seq_begun` (the last)
+/// after it. A copy with `seq_begun == seq_done` saw no write in progress:
+/// a write under way had raised `seq_begun` past `seq_done` already, one
+/// begun during the copy raises it before the copy reads it. This relies
+/// on stores and loads staying in program order (x86's memory model; the
+/// programs order them for the compiler with volatile accesses).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct CpuState {
-    /// Time of the last context switch or flush on this CPU (boot-time ns).
+    /// Program runs that finished changing the state.
+    pub seq_done: u64,
+    /// Time of the last context switch or timer run on this CPU (boot ns).
     pub since_ns: u64,
-    /// Start of the span the table covers (the last flush).
-    pub span_start_ns: u64,
-    /// cgroup v2 id of the task the last timer run found on the CPU.
-    pub last_cgroup: u64,
-    /// 1 when the last timer run found the idle task.
-    pub last_idle: u32,
-    pub n_cgroups: u32,
-    pub idle_ns: u64,
-    /// Time that could not be given to a cgroup (see `TickRecord::other_ns`).
-    pub other_ns: u64,
-    pub cgroups: [CgroupTime; CGROUP_SLOTS],
+    /// This CPU's idle task (its `task_struct` address, only compared),
+    /// learned when a pid-0 task switched out; 0 until then.
+    pub idle_task: u64,
+    /// What runs since `since_ns`: `RUNNING_IDLE`, `RUNNING_TASK` or
+    /// `RUNNING_UNKNOWN`.
+    pub running: u32,
+    pub _pad: u32,
+    /// The unflushed table (`span_start_ns`, `idle_ns`, `other_ns`,
+    /// `n_cgroups`, `cgroups`); a flush fills in the rest and sends the
+    /// record's first [`TickRecord::wire_len`] bytes, so only the slots in
+    /// use travel.
+    pub record: TickRecord,
+    /// Program runs that began changing the state.
+    pub seq_begun: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<CpuState>() == 304);
+const _: () = assert!(core::mem::size_of::<CpuState>() == 392);
+
+impl CpuState {
+    /// No write was in progress while this copy was taken.
+    pub fn consistent(&self) -> bool {
+        self.seq_begun == self.seq_done
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -35,9 +66,13 @@ mod tests {
 
     #[test]
     fn layout_is_what_both_sides_assume() {
-        assert_eq!(size_of::<CpuState>(), 304);
-        assert_eq!(offset_of!(CpuState, last_idle), 24);
-        assert_eq!(offset_of!(CpuState, idle_ns), 32);
-        assert_eq!(offset_of!(CpuState, cgroups), 48);
+        assert_eq!(size_of::<CpuState>(), 392);
+        assert_eq!(offset_of!(CpuState, seq_done), 0);
+        assert_eq!(offset_of!(CpuState, running), 24);
+        assert_eq!(offset_of!(CpuState, record), 32);
+        assert_eq!(offset_of!(CpuState, seq_begun), 384);
+        // The record's start is 8-aligned: the ring buffer copy is of
+        // whole 8-byte words from there.
+        assert_eq!(offset_of!(CpuState, record) % 8, 0);
     }
 }

@@ -8,9 +8,11 @@ pub mod domain;
 pub mod record;
 pub mod stats;
 
-pub use cpu_state::CpuState;
+pub use cpu_state::{CpuState, RUNNING_IDLE, RUNNING_TASK, RUNNING_UNKNOWN};
 pub use domain::{DOMAIN_NAMES, MAX_DOMAINS};
-pub use record::{CgroupTime, TickRecord, CGROUP_SLOTS, RECORD_CGROUP_FLUSH, RECORD_TICK};
+pub use record::{
+    CgroupTime, TickRecord, CGROUP_SLOTS, RECORD_CGROUP_FLUSH, RECORD_HEADER_BYTES, RECORD_TICK,
+};
 pub use stats::{
     STAT_CGROUP_OVERFLOW, STAT_COUNT, STAT_READ_ERRORS, STAT_RINGBUF_DROPS, STAT_TIMER_ERRORS,
 };

@@ -24,7 +24,8 @@ pub struct CgroupTime {
 
 const _: () = assert!(core::mem::size_of::<CgroupTime>() == 16);
 
-/// One ring-buffer record. The time table covers `[span_start_ns, ts_ns]` on
+/// One ring-buffer record, of which only the first
+/// [`TickRecord::wire_len`]`(n_cgroups)` bytes travel. The time table covers `[span_start_ns, ts_ns]` on
 /// `cpu` exactly: `idle_ns + other_ns + Σ cgroups[..n_cgroups].ns == ts_ns - span_start_ns`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -55,6 +56,43 @@ pub struct TickRecord {
 
 const _: () = assert!(core::mem::size_of::<TickRecord>() == 352);
 
+/// Bytes of a record before its table of cgroups.
+pub const RECORD_HEADER_BYTES: usize = core::mem::offset_of!(TickRecord, cgroups);
+
+impl TickRecord {
+    /// A record of zeros (kind 0, no slots in use).
+    pub const fn zeroed() -> Self {
+        Self {
+            kind: 0,
+            cpu: 0,
+            ts_ns: 0,
+            span_start_ns: 0,
+            valid_mask: 0,
+            error_mask: 0,
+            values: [0; MAX_DOMAINS],
+            idle_ns: 0,
+            other_ns: 0,
+            n_cgroups: 0,
+            _pad: 0,
+            cgroups: [CgroupTime {
+                cgroup_id: 0,
+                ns: 0,
+            }; CGROUP_SLOTS],
+        }
+    }
+
+    /// Bytes a record with `n_cgroups` slots in use takes on the wire: the
+    /// header and those slots (at most all of them).
+    pub const fn wire_len(n_cgroups: usize) -> usize {
+        let n = if n_cgroups < CGROUP_SLOTS {
+            n_cgroups
+        } else {
+            CGROUP_SLOTS
+        };
+        RECORD_HEADER_BYTES + n * core::mem::size_of::<CgroupTime>()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,5 +109,10 @@ mod tests {
         assert_eq!(offset_of!(TickRecord, n_cgroups), 88);
         assert_eq!(offset_of!(TickRecord, cgroups), 96);
         assert_eq!(size_of::<CgroupTime>(), 16);
+        assert_eq!(RECORD_HEADER_BYTES, 96);
+        assert_eq!(TickRecord::wire_len(0), 96);
+        assert_eq!(TickRecord::wire_len(1), 112);
+        assert_eq!(TickRecord::wire_len(CGROUP_SLOTS), 352);
+        assert_eq!(TickRecord::wire_len(CGROUP_SLOTS + 5), 352);
     }
 }

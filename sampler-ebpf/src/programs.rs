@@ -1,6 +1,7 @@
 use core::{
     intrinsics::{atomic_cxchg, AtomicOrdering},
-    ptr::addr_of,
+    ptr::{addr_of, read_volatile, write_volatile},
+    sync::atomic::{compiler_fence, Ordering},
 };
 
 use aya_ebpf::{
@@ -22,8 +23,8 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use sampler_common::{
     CgroupTime, CpuState, TickRecord, CGROUP_SLOTS, MAX_CPUS, MAX_DOMAINS, MAX_PACKAGES,
-    RECORD_CGROUP_FLUSH, RECORD_TICK, STAT_CGROUP_OVERFLOW, STAT_COUNT, STAT_READ_ERRORS,
-    STAT_RINGBUF_DROPS, STAT_TIMER_ERRORS,
+    RECORD_CGROUP_FLUSH, RECORD_TICK, RUNNING_IDLE, RUNNING_TASK, RUNNING_UNKNOWN,
+    STAT_CGROUP_OVERFLOW, STAT_COUNT, STAT_READ_ERRORS, STAT_RINGBUF_DROPS, STAT_TIMER_ERRORS,
 };
 
 /// `CLOCK_MONOTONIC`, the clock of the silent path's timers.
@@ -264,7 +265,24 @@ fn bump(stat: u32) -> u64 {
 #[inline(always)]
 fn slots_in_use(st: &CpuState) -> usize {
     // SAFETY: `st` is a valid reference; a volatile read of a plain u32.
-    unsafe { core::ptr::read_volatile(&st.n_cgroups) as usize }
+    unsafe { read_volatile(&st.record.n_cgroups) as usize }
+}
+
+/// Begins a change of this CPU's state: `seq_begun` moves first (see
+/// `CpuState`: a copy that overlaps the change sees it ahead of `seq_done`).
+#[inline(always)]
+fn begin(st: &mut CpuState) {
+    // SAFETY: plain volatile accesses of this CPU's own map value.
+    unsafe { write_volatile(&mut st.seq_begun, read_volatile(&st.seq_begun) + 1) };
+    compiler_fence(Ordering::SeqCst);
+}
+
+/// Ends the change `begin` began: `seq_done` catches up last.
+#[inline(always)]
+fn done(st: &mut CpuState) {
+    compiler_fence(Ordering::SeqCst);
+    // SAFETY: as in `begin`.
+    unsafe { write_volatile(&mut st.seq_done, read_volatile(&st.seq_begun)) };
 }
 
 /// Gives `d` ns to `cgroup_id` in the table; false when the table is full.
@@ -274,7 +292,7 @@ fn add_cgroup(st: &mut CpuState, cgroup_id: u64, d: u64) -> bool {
         if i >= slots_in_use(st) {
             break;
         }
-        if let Some(slot) = st.cgroups.get_mut(i) {
+        if let Some(slot) = st.record.cgroups.get_mut(i) {
             if slot.cgroup_id == cgroup_id {
                 slot.ns += d;
                 return true;
@@ -282,10 +300,10 @@ fn add_cgroup(st: &mut CpuState, cgroup_id: u64, d: u64) -> bool {
         }
     }
     let n = slots_in_use(st);
-    match st.cgroups.get_mut(n) {
+    match st.record.cgroups.get_mut(n) {
         Some(slot) => {
             *slot = CgroupTime { cgroup_id, ns: d };
-            st.n_cgroups = n as u32 + 1;
+            st.record.n_cgroups = n as u32 + 1;
             true
         }
         None => false,
@@ -299,7 +317,7 @@ fn close_span(st: &mut CpuState, now: u64, idle: bool, cgroup_id: u64) -> Option
     if st.since_ns == 0 {
         // First event on this CPU: the table starts here.
         st.since_ns = now;
-        st.span_start_ns = now;
+        st.record.span_start_ns = now;
         return None;
     }
     let d = now.saturating_sub(st.since_ns);
@@ -309,7 +327,7 @@ fn close_span(st: &mut CpuState, now: u64, idle: bool, cgroup_id: u64) -> Option
         add_busy(unsafe { bpf_get_smp_processor_id() }, d);
     }
     if idle {
-        st.idle_ns += d;
+        st.record.idle_ns += d;
         None
     } else if add_cgroup(st, cgroup_id, d) {
         None
@@ -318,44 +336,38 @@ fn close_span(st: &mut CpuState, now: u64, idle: bool, cgroup_id: u64) -> Option
     }
 }
 
-/// Copies the table into a fresh record and clears it. `values` are written
-/// by the caller. Returns false when the ring buffer was full (the table is
-/// then kept, so the time is reported by the next successful flush).
+/// Sends the table as a record (the header and the slots in use, straight
+/// from this CPU's state) and clears it. `counters` fill in the header.
+/// Returns false when the ring buffer was full (the table is then kept, so
+/// the time is reported by the next successful flush).
 #[inline(always)]
 fn flush(st: &mut CpuState, kind: u32, cpu: u32, now: u64, counters: &Counters) -> bool {
-    let Some(mut entry) = EVENTS.reserve::<TickRecord>(0) else {
+    let n = slots_in_use(st);
+    if n > CGROUP_SLOTS {
+        // Never: `add_cgroup` stops at the last slot. Bounds `len` below.
+        return false;
+    }
+    let r = &mut st.record;
+    r.kind = kind;
+    r.cpu = cpu;
+    r.ts_ns = now;
+    r.valid_mask = counters.valid;
+    r.error_mask = counters.errors;
+    r.values = counters.values;
+    r._pad = 0;
+    let len = TickRecord::wire_len(n);
+    // SAFETY: the record is the first `size_of::<TickRecord>()` >= `len`
+    // bytes of `record` in this CPU's map value, plain integers.
+    let bytes = unsafe { core::slice::from_raw_parts(addr_of!(st.record).cast::<u8>(), len) };
+    if EVENTS.output::<[u8]>(bytes, wakeup_flag()).is_err() {
         bump(STAT_RINGBUF_DROPS);
         return false;
-    };
-    let rec = entry.as_mut_ptr();
-    // SAFETY: `rec` points to a reserved, exclusively owned TickRecord.
-    unsafe {
-        (*rec).kind = kind;
-        (*rec).cpu = cpu;
-        (*rec).ts_ns = now;
-        (*rec).span_start_ns = st.span_start_ns;
-        (*rec).valid_mask = counters.valid;
-        (*rec).error_mask = counters.errors;
-        for d in 0..MAX_DOMAINS {
-            (*rec).values[d] = counters.values[d];
-        }
-        (*rec).idle_ns = st.idle_ns;
-        (*rec).other_ns = st.other_ns;
-        (*rec).n_cgroups = st.n_cgroups;
-        (*rec)._pad = 0;
-        // Only the used slots: userspace reads `n_cgroups` entries.
-        for i in 0..CGROUP_SLOTS {
-            if i >= slots_in_use(st) {
-                break;
-            }
-            (*rec).cgroups[i] = st.cgroups[i];
-        }
     }
-    entry.submit(wakeup_flag());
-    st.span_start_ns = now;
-    st.idle_ns = 0;
-    st.other_ns = 0;
-    st.n_cgroups = 0;
+    let r = &mut st.record;
+    r.span_start_ns = now;
+    r.idle_ns = 0;
+    r.other_ns = 0;
+    r.n_cgroups = 0;
     true
 }
 
@@ -459,20 +471,21 @@ fn tick(cpu: u32) {
     let Some(st) = cpu_state() else {
         return;
     };
+    begin(st);
     let (idle, cgroup_id) = current_task();
-    st.last_idle = u32::from(idle);
-    st.last_cgroup = cgroup_id;
+    st.running = if idle { RUNNING_IDLE } else { RUNNING_TASK };
     if let Some(d) = close_span(st, now, idle, cgroup_id) {
         // Table full at a timer run: the record below carries it anyway, so
         // the time goes to `other` only for this span.
         bump(STAT_CGROUP_OVERFLOW);
-        st.other_ns += d;
+        st.record.other_ns += d;
     }
     if synth_busy_mw() != 0 && counters.valid & 1 != 0 {
         // After the span is closed, so this CPU's busy time is counted up to now.
         counters.values[0] = synth_value(cpu, counters.values[0]);
     }
     flush(st, RECORD_TICK, cpu, now, &counters);
+    done(st);
 }
 
 /// The perf timer: a `cpu-clock` sampling event per CPU, which fires every
@@ -493,8 +506,6 @@ pub struct CpuTimer {
     ready: u32,
     /// Started and not cancelled: it fires again.
     armed: u32,
-    /// This CPU's idle task, seen when it switched out (0 until then).
-    idle_task: u64,
     /// When it is due to fire next (CLOCK_MONOTONIC ns).
     due_ns: u64,
     /// The last error of `bpf_timer_init`/`_set_callback`/`_start` (a
@@ -577,22 +588,17 @@ extern "C" fn timer_fired(_map: *mut c_void, key: *mut u32, t: *mut CpuTimer) ->
     0
 }
 
-/// The silent path at a switch on `cpu` to `next`: the timer runs while
-/// the CPU runs a task and is cancelled when it switches to its idle task,
-/// so an idle CPU gets no interrupt from Ergon.
+/// The silent path at a switch on `cpu`: the timer runs while the CPU
+/// runs a task and is cancelled when it switches to its idle task
+/// (`next_idle`), so an idle CPU gets no interrupt from Ergon.
 #[inline(always)]
-fn steer_timer(cpu: u32, prev_idle: bool, next: u64) {
+fn steer_timer(cpu: u32, next_idle: bool) {
     let Some(t) = TIMERS.get_ptr_mut(cpu) else {
         return;
     };
     // SAFETY: this CPU's own entry; programs do not nest on one CPU, and
     // the callback writes it only on this CPU (or after it went offline).
     let t = unsafe { &mut *t };
-    if prev_idle {
-        // SAFETY: plain helper call.
-        t.idle_task = unsafe { bpf_get_current_task() };
-    }
-    let next_idle = t.idle_task != 0 && next == t.idle_task;
     if next_idle {
         if t.armed != 0 {
             t.armed = 0;
@@ -630,36 +636,54 @@ fn steer_timer(cpu: u32, prev_idle: bool, next: u64) {
     start_timer(t, true);
 }
 
+/// `next`, the task a switch hands the CPU to: argument 2 of
+/// `sched_switch` on every kernel since 4.x (preempt, prev, next[,
+/// prev_state]); only compared, never read through.
+#[inline(always)]
+fn next_task(ctx: &BtfTracePointContext) -> u64 {
+    ctx.arg::<u64>(2)
+}
+
 /// `sched_switch` of the silent path: the same books, and the timer
 /// steered (`steer_timer`).
 #[btf_tracepoint(function = "sched_switch")]
 pub fn sched_switch_silent(ctx: BtfTracePointContext) -> u32 {
-    let prev_idle = switch();
-    // SAFETY: argument 2 of sched_switch is `next` (on every kernel since
-    // 4.x: preempt, prev, next[, prev_state]); only compared, not read.
-    let next: u64 = ctx.arg::<u64>(2);
+    let next_idle = switch(next_task(&ctx));
     // SAFETY: plain helper call.
     let cpu = unsafe { bpf_get_smp_processor_id() };
-    steer_timer(cpu, prev_idle, next);
+    steer_timer(cpu, next_idle);
     0
 }
 
 #[btf_tracepoint(function = "sched_switch")]
-pub fn sched_switch(_ctx: BtfTracePointContext) -> u32 {
-    switch();
+pub fn sched_switch(ctx: BtfTracePointContext) -> u32 {
+    switch(next_task(&ctx));
     0
 }
 
-/// The books at a switch: the outgoing task's span closed. Returns whether
-/// the outgoing task is the idle task.
+/// The books at a switch to `next`: the outgoing task's span closed, and
+/// what runs from now on written down (`CpuState::running`). Returns
+/// whether `next` is the CPU's idle task.
 #[inline(always)]
-fn switch() -> bool {
+fn switch(next: u64) -> bool {
     // SAFETY: plain helper calls. `current` is still the outgoing task here.
     let now = unsafe { bpf_ktime_get_boot_ns() };
     let Some(st) = cpu_state() else {
         return false;
     };
+    begin(st);
     let (idle, cgroup_id) = current_task();
+    if idle {
+        // The outgoing pid-0 task is this CPU's idle task.
+        // SAFETY: plain helper call.
+        st.idle_task = unsafe { bpf_get_current_task() };
+    }
+    let next_idle = st.idle_task != 0 && next == st.idle_task;
+    st.running = match (st.idle_task, next_idle) {
+        (0, _) => RUNNING_UNKNOWN,
+        (_, true) => RUNNING_IDLE,
+        (_, false) => RUNNING_TASK,
+    };
     if let Some(d) = close_span(st, now, idle, cgroup_id) {
         bump(STAT_CGROUP_OVERFLOW);
         let cpu = unsafe { bpf_get_smp_processor_id() };
@@ -673,11 +697,12 @@ fn switch() -> bool {
             &Counters::NONE,
         ) {
             if !add_cgroup(st, cgroup_id, d) {
-                st.other_ns += d;
+                st.record.other_ns += d;
             }
         } else {
-            st.other_ns += d;
+            st.record.other_ns += d;
         }
     }
-    idle
+    done(st);
+    next_idle
 }

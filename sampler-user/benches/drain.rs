@@ -40,11 +40,12 @@ fn records(cpus: u32, n: usize, cgroups: u32) -> Vec<Vec<u8>> {
                 _pad: 0,
                 cgroups: cg,
             };
+            // As the kernel sends it: the header and the slots in use.
             // SAFETY: TickRecord is repr(C) plain data with explicit padding.
             unsafe {
                 std::slice::from_raw_parts(
                     (&r as *const TickRecord).cast::<u8>(),
-                    std::mem::size_of::<TickRecord>(),
+                    TickRecord::wire_len(cgroups as usize),
                 )
             }
             .to_vec()
@@ -71,9 +72,8 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 let mut books = EnergyBooks::new(&plan, &cpu_list);
                 for r in &recs {
-                    if let Ok(ev) = decode(black_box(r)) {
-                        black_box(books.apply(&ev));
-                    }
+                    let ev = decode(black_box(r)).expect("a valid bench record");
+                    black_box(books.apply(&ev));
                 }
                 books
             })
@@ -83,9 +83,7 @@ fn bench(c: &mut Criterion) {
         g.bench_function(format!("snapshot/{cpus}cpus"), |b| {
             let mut books = EnergyBooks::new(&plan, &cpu_list);
             for r in &recs {
-                if let Ok(ev) = decode(r) {
-                    books.apply(&ev);
-                }
+                books.apply(&decode(r).expect("a valid bench record"));
             }
             b.iter(|| black_box(books.packages()))
         });

@@ -135,24 +135,38 @@ pub enum BpfError {
 /// so reading more often adds cost and cross-CPU reads, not resolution.
 pub const MIN_READ_NS: u64 = 976_000;
 
-/// Bytes one record takes in the ring buffer: the record and the ring's
+/// Bytes a record with `n_cgroups` slots in use takes in the ring buffer:
+/// the header and those slots ([`TickRecord::wire_len`]) and the ring's
 /// 8-byte header, rounded up to 8 as the kernel does.
-pub const RING_RECORD_BYTES: u64 =
-    (std::mem::size_of::<sampler_common::TickRecord>() as u64 + 8).div_ceil(8) * 8;
+///
+/// [`TickRecord::wire_len`]: sampler_common::TickRecord::wire_len
+pub const fn ring_record_bytes(n_cgroups: usize) -> u64 {
+    (sampler_common::TickRecord::wire_len(n_cgroups) as u64 + 8).div_ceil(8) * 8
+}
+
+/// The most one record takes in the ring buffer: a full table.
+pub const RING_RECORD_BYTES: u64 = ring_record_bytes(sampler_common::CGROUP_SLOTS);
 
 /// How long `ringbuf_bytes` of ring buffer holds the timer's records of
-/// `cpus` busy CPUs at `period`: each writes one record per period (early
-/// flushes come on top, on a CPU that runs more than
-/// [`sampler_common::CGROUP_SLOTS`] cgroups between two runs).
+/// `cpus` busy CPUs at `period` when each takes `record_bytes`: each CPU
+/// writes one record per period (early flushes come on top, on a CPU that
+/// runs more than [`sampler_common::CGROUP_SLOTS`] cgroups between two
+/// runs).
 ///
-/// `headroom = ringbuf_bytes / (cpus / period × RING_RECORD_BYTES)`.
-pub fn ring_headroom(ringbuf_bytes: u64, cpus: usize, period: Duration) -> Duration {
-    let bytes_per_s = cpus.max(1) as f64 / period.as_secs_f64() * RING_RECORD_BYTES as f64;
+/// `headroom = ringbuf_bytes / (cpus / period × record_bytes)`.
+pub fn ring_headroom(
+    ringbuf_bytes: u64,
+    cpus: usize,
+    period: Duration,
+    record_bytes: u64,
+) -> Duration {
+    let bytes_per_s = cpus.max(1) as f64 / period.as_secs_f64() * record_bytes as f64;
     Duration::from_secs_f64(ringbuf_bytes as f64 / bytes_per_s)
 }
 
 /// The smallest ring-buffer size (a power of two, as the kernel requires)
-/// that holds `stall` of records from `cpus` CPUs at `period`.
+/// that holds `stall` of records from `cpus` CPUs at `period`, full tables
+/// all ([`RING_RECORD_BYTES`]), so it holds that long whatever runs.
 pub fn ring_size_for(cpus: usize, period: Duration, stall: Duration) -> u64 {
     let need = cpus.max(1) as f64
         * (stall.as_secs_f64() / period.as_secs_f64())

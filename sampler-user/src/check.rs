@@ -432,18 +432,23 @@ pub fn idle_power(
 pub const RING_WAKE_HEADROOM_MIN: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// The `ring buffer` line: how long `bytes` of ring buffer holds the
-/// records of `cpus` busy CPUs at `period` ([`bpf::ring_headroom`]), and
+/// records of `cpus` busy CPUs at `period` ([`bpf::ring_headroom`]) with
+/// one cgroup per record and with full tables, and, judged on full tables,
 /// the size that holds a second when the wake-up comes too soon.
 pub fn ring_buffer(bytes: u64, cpus: usize, period: std::time::Duration) -> (Status, String) {
-    let full = bpf::ring_headroom(bytes, cpus, period);
+    let one = bpf::ring_headroom(bytes, cpus, period, bpf::ring_record_bytes(1));
+    let full = bpf::ring_headroom(bytes, cpus, period, bpf::RING_RECORD_BYTES);
     let half = full / 2;
     let ms = |d: std::time::Duration| format!("{:.0} ms", d.as_secs_f64() * 1e3);
     let held = format!(
-        "{} KiB holds {} of records from {cpus} CPUs at {} ({} B each, one per CPU per period); the drain is woken at half full, {} in",
+        "{} KiB holds {} of records from {cpus} CPUs at {} with one cgroup each ({} B, a CPU that ran one cgroup between two timer runs) and {} with full tables ({} B, {} cgroups; one record per CPU per period); at full tables the drain is woken at half full, {} in",
         bytes / 1024,
-        ms(full),
+        ms(one),
         humantime::format_duration(period),
+        bpf::ring_record_bytes(1),
+        ms(full),
         bpf::RING_RECORD_BYTES,
+        sampler_common::CGROUP_SLOTS,
         ms(half)
     );
     if half >= RING_WAKE_HEADROOM_MIN {
@@ -585,18 +590,22 @@ mod tests {
         // A second of records, the smallest power of two that holds it.
         use std::time::Duration;
         let us500 = Duration::from_micros(500);
-        // 2 CPUs at 2 kHz: 4,000 records of 360 B a second; 4 MiB holds 2.9 s.
+        // 2 CPUs at 2 kHz: 4,000 records a second, of 120 B with one
+        // cgroup (4 MiB holds 8.7 s) and 360 B with full tables (2.9 s).
+        assert_eq!(super::bpf::ring_record_bytes(1), 120);
         assert_eq!(super::bpf::RING_RECORD_BYTES, 360);
         let (status, line) = super::ring_buffer(4 << 20, 2, us500);
         assert_eq!(status, super::Status::Ok, "{line}");
         assert!(
-            line.contains("holds 2913 ms") && line.contains("1456 ms in"),
+            line.contains("holds 8738 ms")
+                && line.contains("and 2913 ms with full tables")
+                && line.contains("1456 ms in"),
             "{line}"
         );
         // 256 CPUs at 2 kHz: 184 MB/s, 23 ms in 4 MiB (the figure).
         let (status, line) = super::ring_buffer(4 << 20, 256, us500);
         assert_eq!(status, super::Status::Info, "{line}");
-        assert!(line.contains("holds 23 ms"), "{line}");
+        assert!(line.contains("and 23 ms with full tables"), "{line}");
         let size: u64 = line
             .rsplit("--ringbuf-size ")
             .next()
@@ -604,9 +613,10 @@ mod tests {
             .and_then(|s| s.parse().ok())
             .expect("a size in the fix");
         assert!(size.is_power_of_two(), "{size}");
-        let held = super::bpf::ring_headroom(size, 256, us500);
+        let full = super::bpf::RING_RECORD_BYTES;
+        let held = super::bpf::ring_headroom(size, 256, us500, full);
         assert!(held >= Duration::from_secs(1), "{size} B holds {held:?}");
-        assert!(super::bpf::ring_headroom(size / 2, 256, us500) < Duration::from_secs(1));
+        assert!(super::bpf::ring_headroom(size / 2, 256, us500, full) < Duration::from_secs(1));
         assert_eq!(size, 256 << 20, "184 MB a second");
     }
 

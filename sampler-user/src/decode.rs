@@ -1,10 +1,12 @@
 //! Ring-buffer bytes → typed, validated events.
 
-use sampler_common::{TickRecord, CGROUP_SLOTS, MAX_DOMAINS, RECORD_CGROUP_FLUSH, RECORD_TICK};
+use sampler_common::{
+    TickRecord, CGROUP_SLOTS, MAX_DOMAINS, RECORD_CGROUP_FLUSH, RECORD_HEADER_BYTES, RECORD_TICK,
+};
 
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
-    #[error("record of {len} bytes, expected {expected}: the eBPF object and the daemon were built from different sources; rebuild with `cargo xtask build`")]
+    #[error("record of {len} bytes, expected {expected} (the header and its cgroup slots in use): the eBPF object and the daemon were built from different sources; rebuild with `cargo xtask build`")]
     Size { len: usize, expected: usize },
     #[error("record kind {kind} is unknown")]
     Kind { kind: u32 },
@@ -50,27 +52,43 @@ impl Event {
     }
 }
 
+/// Decodes one record as it travels: the header and `n_cgroups` slots
+/// ([`TickRecord::wire_len`]); the slots not in use read as zero.
 pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
-    let expected = std::mem::size_of::<TickRecord>();
+    if bytes.len() < RECORD_HEADER_BYTES || bytes.len() > std::mem::size_of::<TickRecord>() {
+        return Err(DecodeError::Size {
+            len: bytes.len(),
+            expected: RECORD_HEADER_BYTES,
+        });
+    }
+    let mut record = TickRecord::zeroed();
+    // SAFETY: at most `size_of::<TickRecord>()` bytes (checked above) into
+    // a TickRecord, which is plain integers (any bit pattern is valid); the
+    // source may be unaligned, a byte copy makes no assumption.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            bytes.as_ptr(),
+            (&mut record as *mut TickRecord).cast::<u8>(),
+            bytes.len(),
+        );
+    }
+    if record.n_cgroups as usize > CGROUP_SLOTS {
+        return Err(DecodeError::Cgroups {
+            n: record.n_cgroups,
+        });
+    }
+    let expected = TickRecord::wire_len(record.n_cgroups as usize);
     if bytes.len() != expected {
         return Err(DecodeError::Size {
             len: bytes.len(),
             expected,
         });
     }
-    // SAFETY: length checked; TickRecord is plain integers, any bit pattern is valid;
-    // `read_unaligned` makes no alignment assumption about the ring buffer.
-    let record: TickRecord = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
     let kind = match record.kind {
         RECORD_TICK => Kind::Tick,
         RECORD_CGROUP_FLUSH => Kind::CgroupFlush,
         kind => return Err(DecodeError::Kind { kind }),
     };
-    if record.n_cgroups as usize > CGROUP_SLOTS {
-        return Err(DecodeError::Cgroups {
-            n: record.n_cgroups,
-        });
-    }
     if record.ts_ns < record.span_start_ns {
         return Err(DecodeError::Span {
             start: record.span_start_ns,
@@ -80,16 +98,17 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     Ok(Event { kind, record })
 }
 
+/// The bytes of `r` as the kernel sends it: the header and its slots in use.
 #[cfg(test)]
 pub(crate) fn record_bytes(r: &TickRecord) -> Vec<u8> {
     // SAFETY: TickRecord is repr(C) plain data with explicit padding.
-    unsafe {
+    let all = unsafe {
         std::slice::from_raw_parts(
             (r as *const TickRecord).cast::<u8>(),
             std::mem::size_of::<TickRecord>(),
         )
-    }
-    .to_vec()
+    };
+    all[..TickRecord::wire_len(r.n_cgroups as usize)].to_vec()
 }
 
 #[cfg(test)]
@@ -143,15 +162,37 @@ mod tests {
     }
 
     #[test]
-    fn rejects_wrong_size() {
-        let bytes = record_bytes(&blank_record());
-        assert_eq!(
-            decode(&bytes[..100]).unwrap_err(),
-            DecodeError::Size {
-                len: 100,
-                expected: bytes.len()
-            }
-        );
+    fn only_the_slots_in_use_travel_and_a_wrong_size_is_refused() {
+        let mut r = blank_record();
+        assert_eq!(record_bytes(&r).len(), 96);
+        r.n_cgroups = 1;
+        r.cgroups[0] = sampler_common::CgroupTime {
+            cgroup_id: 7,
+            ns: 5,
+        };
+        let bytes = record_bytes(&r);
+        assert_eq!(bytes.len(), 112);
+        let e = decode(&bytes).expect("valid record");
+        assert_eq!(e.record.cgroups[0].cgroup_id, 7);
+        assert_eq!(e.record.cgroups[1], sampler_common::CgroupTime::default());
+        // A slot short, a slot too many, shorter than a header, longer than
+        // a whole record.
+        for len in [100, 128] {
+            let mut b = bytes.clone();
+            b.resize(len, 0);
+            assert_eq!(
+                decode(&b).unwrap_err(),
+                DecodeError::Size { len, expected: 112 }
+            );
+        }
+        for len in [40, 400] {
+            let mut b = bytes.clone();
+            b.resize(len, 0);
+            assert_eq!(
+                decode(&b).unwrap_err(),
+                DecodeError::Size { len, expected: 96 }
+            );
+        }
     }
 
     #[test]

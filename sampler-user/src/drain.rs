@@ -151,8 +151,8 @@ impl Drainer {
         self.ledger.book_readings(&Clock::now());
         let now_ns = crate::perf::boot_ns();
         if let Some(silent) = self.ledger.silent_cpus(now_ns) {
-            let (first, second) = self.ingest.cpu_states_twice()?;
-            self.ledger.close_silent(silent, &first, &second, now_ns);
+            let states = self.ingest.cpu_states()?;
+            self.ledger.close_silent(silent, &states, now_ns);
         }
         let clock = Clock::now();
         let epoch = self.export_epoch.load(Ordering::Relaxed);

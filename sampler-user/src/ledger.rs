@@ -24,7 +24,7 @@ use std::{
 };
 
 use sampler_common::{
-    CpuState, STAT_CGROUP_OVERFLOW, STAT_COUNT, STAT_READ_ERRORS, STAT_RINGBUF_DROPS,
+    CpuState, RUNNING_IDLE, STAT_CGROUP_OVERFLOW, STAT_COUNT, STAT_READ_ERRORS, STAT_RINGBUF_DROPS,
     STAT_TIMER_ERRORS,
 };
 use tracing::{debug, info, warn};
@@ -130,9 +130,6 @@ pub struct Parts {
     pub domains: DomainGrid,
     /// Counter totals of the previous run, added to every energy counter.
     pub continuity: Continuity,
-    /// A CPU without any event for this long is idle (a busy CPU takes a
-    /// timer sample every period): its timeline may be closed from its state.
-    pub idle_silence: Duration,
 }
 
 /// One batch point: the series' counter total (joules, previous runs
@@ -184,7 +181,6 @@ pub struct Ledger {
     cgroups: Registry,
     domains: DomainGrid,
     continuity: Continuity,
-    idle_silence: Duration,
     /// Counters, snapshots' constant fields and kernel statistics that the
     /// books do not hold, carried from snapshot to snapshot.
     base: Snapshot,
@@ -221,7 +217,6 @@ impl Ledger {
             cgroups: parts.cgroups,
             domains: parts.domains,
             continuity: parts.continuity,
-            idle_silence: parts.idle_silence,
             base,
             started_ns,
             clock_offset: None,
@@ -412,52 +407,52 @@ impl Ledger {
         })
     }
 
-    /// Closes the timelines of silent CPUs from two reads of the kernel's
-    /// per-CPU state (a CPU whose state changed in between is not idle), so
-    /// the books do not wait for their next record (a tickless idle CPU can
-    /// sleep for seconds).
-    pub fn close_silent(
-        &mut self,
-        silent: Silent,
-        first: &[CpuState],
-        second: &[CpuState],
-        now_ns: u64,
-    ) {
-        // A CPU's state as the books take it, when both reads agree.
-        let state = |cpu: u32| -> Option<IdleState<'_>> {
-            let (x, y) = (first.get(cpu as usize)?, second.get(cpu as usize)?);
-            let stable = x.since_ns == y.since_ns
-                && x.span_start_ns == y.span_start_ns
-                && x.n_cgroups == y.n_cgroups;
-            let n = (x.n_cgroups as usize).min(x.cgroups.len());
-            stable.then(|| IdleState {
-                span_start: x.span_start_ns,
-                since: x.since_ns,
-                idle_ns: x.idle_ns,
-                other_ns: x.other_ns,
-                cgroups: &x.cgroups[..n],
-            })
+    /// Closes the timelines of silent CPUs from one copy of the kernel's
+    /// per-CPU state (taken after `now_ns`), so the books do not wait for
+    /// their next record (a tickless idle CPU can sleep for seconds).
+    /// Nothing is guessed: a consistent copy's table covers `[span_start,
+    /// since]` exactly, and a CPU whose idle task runs since `since` was
+    /// idle up to the copy, so up to `now_ns`; a CPU that runs a task (or
+    /// whose idle task is not known yet) closes up to `since`, and its
+    /// timer run brings the rest. A copy taken while a program was writing
+    /// is not used (the next drain reads again). The one assumption left is
+    /// for a CPU no program has run on since load (see below).
+    pub fn close_silent(&mut self, silent: Silent, states: &[CpuState], now_ns: u64) {
+        let state = |cpu: u32| -> Option<(IdleState<'_>, bool)> {
+            let x = states.get(cpu as usize).filter(|x| x.consistent())?;
+            let r = &x.record;
+            let n = (r.n_cgroups as usize).min(r.cgroups.len());
+            Some((
+                IdleState {
+                    span_start: r.span_start_ns,
+                    since: x.since_ns,
+                    idle_ns: r.idle_ns,
+                    other_ns: r.other_ns,
+                    cgroups: &r.cgroups[..n],
+                },
+                x.running == RUNNING_IDLE,
+            ))
         };
         let Silent {
             mut lagging,
             unreported,
         } = silent;
         for cpu in unreported {
-            let Some(st) = state(cpu) else { continue };
+            let Some((st, _)) = state(cpu) else { continue };
             if self.attribution.start_unreported(cpu, &st, self.started_ns) {
                 info!(cpu, "cpu sent no record since sampling began (its timer throttled on a tickless CPU?): its timeline starts from its kernel state");
                 lagging.push(cpu);
             }
         }
-        let silence = self.idle_silence.as_nanos() as u64;
         for cpu in lagging {
-            let Some(st) = state(cpu) else { continue };
-            // Silent for several periods: idle, so close up to now. A CPU
-            // that keeps switching without timer samples (its timer throttled
-            // on a tickless CPU, with no tick to lift it) closes up to its
-            // last switch: exact, no guess.
-            let to = if now_ns.saturating_sub(st.since) >= silence {
-                now_ns
+            let Some((st, idle)) = state(cpu) else {
+                continue;
+            };
+            // `since == 0`: no program has run on the CPU since load (the
+            // daemon could not visit it, `ingest::switch_each`), so no
+            // switch and no timer run: taken as idle all along.
+            let to = if idle || st.since == 0 {
+                now_ns.max(st.since)
             } else {
                 st.since
             };

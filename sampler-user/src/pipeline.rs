@@ -2,10 +2,7 @@
 //! attach the kernel programs for a plan, and build the drain with its
 //! books, snapshot and batch store.
 
-use std::{
-    sync::{atomic::AtomicU64, Arc, Mutex},
-    time::Duration,
-};
+use std::sync::{atomic::AtomicU64, Arc, Mutex};
 
 use aya_log::EbpfLogger;
 use tracing::{info, warn};
@@ -162,7 +159,6 @@ pub fn build(
                 None => r,
             }
         },
-        idle_silence: (settings.period * 4).max(Duration::from_millis(20)),
         continuity: extras.continuity,
     };
     let base = Snapshot {
@@ -175,6 +171,8 @@ pub fn build(
     let demand = Arc::new(snapshot::Demand::default());
     let hotplug = crate::hotplug::Watch::new(settings.root.clone(), &attached_cpus);
     let ingest = Ingest::new(sampler, ring, user_readings, Some(hotplug))?;
+    // Every CPU's state is known from here on (what runs, its idle task).
+    crate::ingest::switch_each(&attached_cpus);
     let drainer = Drainer::new(
         ingest,
         // Sampling began when the programs were attached, just before.

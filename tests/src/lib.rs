@@ -238,9 +238,23 @@ impl Daemon {
         }
     }
 
+    /// `/metrics`, parsed. Every scrape also asserts that no record has
+    /// contradicted a closure of a silent CPU's timeline
+    /// (`ergon_idle_closure_corrections_total`): the daemon closes them
+    /// from a consistent copy of the kernel's state, without guessing, so
+    /// every privileged test that scrapes checks it.
     pub fn metrics(&self) -> BTreeMap<String, f64> {
         let body = http_get(&self.addr, "/metrics").expect("GET /metrics");
-        parse_metrics(&body)
+        let m = parse_metrics(&body);
+        let corrections = m
+            .get("ergon_idle_closure_corrections_total")
+            .copied()
+            .unwrap_or(0.0);
+        assert_eq!(
+            corrections, 0.0,
+            "a record contradicted {corrections} closures of a silent CPU's timeline (ergon_idle_closure_corrections_total)"
+        );
+        m
     }
 
     /// The metrics once the daemon's books are complete past `instant`

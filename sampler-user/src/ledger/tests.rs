@@ -2,7 +2,7 @@
 
 use std::{collections::HashMap, os::unix::fs::MetadataExt, path::Path};
 
-use sampler_common::{CgroupTime, CGROUP_SLOTS};
+use sampler_common::{CgroupTime, RUNNING_TASK};
 
 use super::*;
 use crate::{
@@ -75,7 +75,6 @@ impl Fixture {
             ),
             domains: DomainGrid::default(),
             continuity: Continuity::new(bases),
-            idle_silence: Duration::from_millis(20),
         };
         let base = Snapshot {
             source: "rapl",
@@ -290,24 +289,31 @@ fn a_counter_no_program_reads_goes_stale_and_a_failed_read_is_handed_back() {
     assert_eq!(failed, vec![(1, 0)]);
 }
 
-/// A CPU's kernel state: idle since `since`, its table flushed at `span_start`.
-fn idle_state(span_start: u64, since: u64) -> CpuState {
+/// A consistent copy of a CPU's kernel state: `running` since `since`,
+/// its table flushed at `span_start` holding `cgroups` and idle otherwise.
+fn cpu_state(span_start: u64, since: u64, running: u32, cgroups: &[(u64, u64)]) -> CpuState {
+    let mut record = sampler_common::TickRecord::zeroed();
+    record.span_start_ns = span_start;
+    for (slot, &(id, ns)) in record.cgroups.iter_mut().zip(cgroups) {
+        *slot = CgroupTime { cgroup_id: id, ns };
+    }
+    record.n_cgroups = cgroups.len() as u32;
+    record.idle_ns = (since - span_start) - cgroups.iter().map(|c| c.1).sum::<u64>();
     CpuState {
+        seq_done: 4,
         since_ns: since,
-        span_start_ns: span_start,
-        last_cgroup: 0,
-        last_idle: 1,
-        n_cgroups: 0,
-        idle_ns: since - span_start,
-        other_ns: 0,
-        cgroups: [CgroupTime::default(); CGROUP_SLOTS],
+        idle_task: 0xffff_8880_0000_0000,
+        running,
+        _pad: 0,
+        record,
+        seq_begun: 4,
     }
 }
 
-#[test]
-fn a_cpu_that_never_reports_is_closed_from_its_kernel_state() {
+/// A fixture where only cpu 0 reports, 100 ms of it, and the books wait
+/// for cpu 1; with the silent CPUs at `now`.
+fn cpu_1_silent(now: u64) -> (Fixture, Silent) {
     let mut f = Fixture::new(2, None, 100, HashMap::new());
-    // Only cpu 0 reports: the books wait for cpu 1.
     let events: Vec<Event> = steady(7, 8)
         .into_iter()
         .filter(|e| match e {
@@ -315,7 +321,6 @@ fn a_cpu_that_never_reports_is_closed_from_its_kernel_state() {
             _ => true,
         })
         .collect();
-    let now = T0 + 200 * MS;
     let (_, s) = f.drain(events, now);
     assert_eq!(
         package_joules(&s),
@@ -324,21 +329,55 @@ fn a_cpu_that_never_reports_is_closed_from_its_kernel_state() {
     );
     let silent = f.ledger.silent_cpus(now).expect("cpu 1 is silent");
     assert_eq!(silent.unreported, vec![1]);
-    // cpu 1 has been idle since sampling began, both reads agree.
-    let states = [idle_state(T0, T0 + 10 * MS), idle_state(T0, T0)];
-    let again = states;
-    f.ledger.close_silent(silent, &states, &again, now);
+    (f, silent)
+}
+
+#[test]
+fn a_cpu_that_never_reports_is_closed_from_its_kernel_state() {
+    let now = T0 + 200 * MS;
+    let (mut f, silent) = cpu_1_silent(now);
+    // cpu 1 runs its idle task since sampling began: idle up to the copy.
+    let states = [
+        cpu_state(T0, T0 + 10 * MS, RUNNING_TASK, &[(7, 10 * MS)]),
+        cpu_state(T0, T0, RUNNING_IDLE, &[]),
+    ];
+    f.ledger.close_silent(silent, &states, now);
     let (_, s) = f.drain(Vec::new(), now);
     assert!((package_joules(&s) - 1.0).abs() < 1e-9, "{:?}", s.packages);
     assert!((cgroup_joules(&s, "unresolved:7") + s.idle[0].1 - 1.0).abs() < 1e-9);
     assert!(s.idle_closures >= 1);
-    // States that moved between the two reads are not trusted.
-    let mut f = Fixture::new(2, None, 100, HashMap::new());
-    f.drain(vec![first_reading()], now);
-    let silent = f.ledger.silent_cpus(now).expect("silent");
-    let moved = [idle_state(T0, T0), idle_state(T0, T0 + MS)];
-    f.ledger.close_silent(silent, &states, &moved, now);
-    assert_eq!(f.ledger.snapshot(&f.clock(now)).idle_closures, 0);
+    assert_eq!(s.idle_closure_corrections, 0);
+}
+
+#[test]
+fn a_silent_cpu_that_runs_a_task_is_closed_up_to_its_last_switch_only() {
+    // cpu 1 ran cgroup 9 for 10 ms, and a task since: nothing is guessed
+    // about the task, so the books reach its last switch, 10 ms in.
+    let now = T0 + 200 * MS;
+    let (mut f, silent) = cpu_1_silent(now);
+    let states = [
+        cpu_state(T0, T0 + 10 * MS, RUNNING_TASK, &[(7, 10 * MS)]),
+        cpu_state(T0, T0 + 10 * MS, RUNNING_TASK, &[(9, 10 * MS)]),
+    ];
+    f.ledger.close_silent(silent, &states, now);
+    let (_, s) = f.drain(Vec::new(), now);
+    // 10 W over the first 10 ms, half of it on each CPU's cgroup.
+    assert!((package_joules(&s) - 0.1).abs() < 1e-9, "{:?}", s.packages);
+    assert!((cgroup_joules(&s, "unresolved:9") - 0.05).abs() < 1e-9);
+    assert_eq!(s.idle_closure_corrections, 0);
+}
+
+#[test]
+fn a_copy_taken_while_a_program_wrote_the_state_is_not_used() {
+    let now = T0 + 200 * MS;
+    let (mut f, silent) = cpu_1_silent(now);
+    let mut torn = cpu_state(T0, T0, RUNNING_IDLE, &[]);
+    torn.seq_begun += 1;
+    let states = [cpu_state(T0, T0, RUNNING_IDLE, &[]), torn];
+    f.ledger.close_silent(silent, &states, now);
+    let (_, s) = f.drain(Vec::new(), now);
+    assert_eq!(s.idle_closures, 0);
+    assert_eq!(package_joules(&s), 0.0);
 }
 
 #[test]

@@ -213,51 +213,70 @@ impl Ingest {
     /// (its timeline is then closed from its kernel state); the daemon goes
     /// on.
     fn follow_hotplug(&mut self) {
-        let out = &mut self.hotplug_events;
         let Some(watch) = self.hotplug.as_mut() else {
             return;
         };
         for change in watch.poll(Instant::now()) {
             match change {
-                Change::Offline(cpu) => match self.sampler.detach_cpu(cpu) {
-                    Ok(d) => {
-                        out.extend(d.died.iter().map(|&counter| Event::Parked { counter }));
-                        for &(counter, to) in &d.moved {
-                            out.push(Event::Moved { counter, to });
-                            info!(cpu, counter, to, "the kernel moved a package counter off the offline cpu: cpu {to} reads it");
-                        }
-                        info!(cpu, counters_parked = d.died.len(), "cpu went offline: its timer is detached and its timeline is idle until it returns");
-                    }
-                    Err(e) => {
-                        warn!(cpu, error = %crate::source::chain(&e), "cpu went offline; detaching its timer failed")
-                    }
-                },
-                Change::Online(cpu) => {
-                    let mut reopened = Vec::new();
-                    let r = self.sampler.attach_cpu(cpu, &mut reopened);
-                    out.extend(
-                        reopened
-                            .iter()
-                            .map(|&(counter, ts_ns, raw)| Event::Reopened {
-                                counter,
-                                ts_ns,
-                                raw,
-                            }),
-                    );
-                    if r.is_ok() {
-                        switch_each(&[cpu]);
-                    }
-                    match r {
-                        Ok(()) => info!(
-                            cpu,
-                            counters_reopened = reopened.len(),
-                            "cpu came back online: its timer and counters are attached again"
-                        ),
-                        Err(e) => {
-                            warn!(cpu, error = %crate::source::chain(&e), "cpu came back online but attaching it failed: its timeline is closed from its kernel state and what failed to reopen stays parked until ergon restarts")
-                        }
-                    }
+                Change::Offline(cpu) => {
+                    self.hotplug_events.push(Event::Offline { cpu });
+                    self.detach(cpu);
                 }
+                Change::Online(cpu) => {
+                    self.hotplug_events.push(Event::Online { cpu });
+                    self.attach(cpu);
+                }
+            }
+        }
+    }
+
+    /// Detaches CPU `cpu`, which went offline.
+    fn detach(&mut self, cpu: u32) {
+        let out = &mut self.hotplug_events;
+        match self.sampler.detach_cpu(cpu) {
+            Ok(d) => {
+                out.extend(d.died.iter().map(|&counter| Event::Parked { counter }));
+                for &(counter, to) in &d.moved {
+                    out.push(Event::Moved { counter, to });
+                    info!(
+                        cpu,
+                        counter,
+                        to,
+                        "the kernel moved a package counter off the offline cpu: cpu {to} reads it"
+                    );
+                }
+                info!(cpu, counters_parked = d.died.len(), "cpu went offline: its timer is detached and its timeline is idle until it returns");
+            }
+            Err(e) => {
+                warn!(cpu, error = %crate::source::chain(&e), "cpu went offline; detaching its timer failed")
+            }
+        }
+    }
+
+    /// Attaches CPU `cpu`, which came back online.
+    fn attach(&mut self, cpu: u32) {
+        let mut reopened = Vec::new();
+        let r = self.sampler.attach_cpu(cpu, &mut reopened);
+        self.hotplug_events.extend(
+            reopened
+                .iter()
+                .map(|&(counter, ts_ns, raw)| Event::Reopened {
+                    counter,
+                    ts_ns,
+                    raw,
+                }),
+        );
+        match r {
+            Ok(()) => {
+                switch_each(&[cpu]);
+                info!(
+                    cpu,
+                    counters_reopened = reopened.len(),
+                    "cpu came back online: its timer and counters are attached again"
+                )
+            }
+            Err(e) => {
+                warn!(cpu, error = %crate::source::chain(&e), "cpu came back online but attaching it failed: its timeline is closed from its kernel state and what failed to reopen stays parked until ergon restarts")
             }
         }
     }

@@ -112,6 +112,11 @@ pub enum Event {
     Parked { counter: usize },
     /// The kernel moved a package counter off an offline CPU to `to`.
     Moved { counter: usize, to: u32 },
+    /// A CPU went offline: it runs nothing until it is back, so its
+    /// timeline closes as idle from its last switch.
+    Offline { cpu: u32 },
+    /// A CPU came back online.
+    Online { cpu: u32 },
     /// A counter reopened when its CPU came back, with its first count:
     /// its book is rebased on it.
     Reopened {
@@ -181,6 +186,8 @@ pub struct Ledger {
     cgroups: Registry,
     domains: DomainGrid,
     continuity: Continuity,
+    /// CPUs offline now (`Event::Offline`).
+    offline: HashSet<u32>,
     /// Counters, snapshots' constant fields and kernel statistics that the
     /// books do not hold, carried from snapshot to snapshot.
     base: Snapshot,
@@ -217,6 +224,7 @@ impl Ledger {
             cgroups: parts.cgroups,
             domains: parts.domains,
             continuity: parts.continuity,
+            offline: HashSet::new(),
             base,
             started_ns,
             clock_offset: None,
@@ -306,6 +314,12 @@ impl Ledger {
                     if self.books.reading(counter, ts_ns, raw) && idle_read {
                         self.base.idle_counter_reads += 1;
                     }
+                }
+                Event::Offline { cpu } => {
+                    self.offline.insert(cpu);
+                }
+                Event::Online { cpu } => {
+                    self.offline.remove(&cpu);
                 }
                 Event::Parked { counter } => self.books.park(counter),
                 Event::Moved { counter, to } => self.books.moved_to(to, counter),
@@ -412,7 +426,8 @@ impl Ledger {
     /// their next record (a tickless idle CPU can sleep for seconds).
     /// Nothing is guessed: a consistent copy's table covers `[span_start,
     /// since]` exactly, and a CPU whose idle task runs since `since` was
-    /// idle up to the copy, so up to `now_ns`; a CPU that runs a task (or
+    /// idle up to the copy, so up to `now_ns`, as was an offline CPU; a CPU
+    /// that runs a task (or
     /// whose idle task is not known yet) closes up to `since`, and its
     /// timer run brings the rest. A copy taken while a program was writing
     /// is not used (the next drain reads again). The one assumption left is
@@ -440,7 +455,7 @@ impl Ledger {
         for cpu in unreported {
             let Some((st, _)) = state(cpu) else { continue };
             if self.attribution.start_unreported(cpu, &st, self.started_ns) {
-                info!(cpu, "cpu sent no record since sampling began (its timer throttled on a tickless CPU?): its timeline starts from its kernel state");
+                info!(cpu, "cpu sent no record since sampling began (idle, or its timer throttled on a tickless CPU): its timeline starts from its kernel state");
                 lagging.push(cpu);
             }
         }
@@ -448,10 +463,11 @@ impl Ledger {
             let Some((st, idle)) = state(cpu) else {
                 continue;
             };
+            // An offline CPU runs nothing after its last program run.
             // `since == 0`: no program has run on the CPU since load (the
             // daemon could not visit it, `ingest::switch_each`), so no
             // switch and no timer run: taken as idle all along.
-            let to = if idle || st.since == 0 {
+            let to = if idle || st.since == 0 || self.offline.contains(&cpu) {
                 now_ns.max(st.since)
             } else {
                 st.since

@@ -368,6 +368,33 @@ fn a_silent_cpu_that_runs_a_task_is_closed_up_to_its_last_switch_only() {
 }
 
 #[test]
+fn an_offline_cpu_is_closed_up_to_the_copy_whatever_it_ran_last() {
+    let now = T0 + 200 * MS;
+    let (mut f, silent) = cpu_1_silent(now);
+    assert!(f.ledger.apply([Event::Offline { cpu: 1 }]).is_empty());
+    let states = [
+        cpu_state(T0, T0 + 10 * MS, RUNNING_TASK, &[(7, 10 * MS)]),
+        cpu_state(T0, T0 + 10 * MS, RUNNING_TASK, &[(9, 10 * MS)]),
+    ];
+    f.ledger.close_silent(silent, &states, now);
+    let (_, s) = f.drain(Vec::new(), now);
+    // cpu 0's 100 ms are booked: cpu 1's closed span is its 200 ms, 10 ms
+    // of cgroup 9 and the rest idle, and its first half is booked (a span
+    // is spread evenly over its length, as every span is): 5 W × 5 ms.
+    assert!((package_joules(&s) - 1.0).abs() < 1e-9, "{:?}", s.packages);
+    assert!((cgroup_joules(&s, "unresolved:9") - 0.025).abs() < 1e-9);
+    // Back online, it is a CPU like any other again.
+    assert!(f.ledger.apply([Event::Online { cpu: 1 }]).is_empty());
+    let silent = f.ledger.silent_cpus(T0 + 300 * MS).expect("silent");
+    let states = [
+        states[0],
+        cpu_state(T0, T0 + 150 * MS, RUNNING_TASK, &[(9, 10 * MS)]),
+    ];
+    f.ledger.close_silent(silent, &states, T0 + 300 * MS);
+    assert_eq!(f.ledger.snapshot(&f.clock(now)).idle_closure_corrections, 0);
+}
+
+#[test]
 fn a_copy_taken_while_a_program_wrote_the_state_is_not_used() {
     let now = T0 + 200 * MS;
     let (mut f, silent) = cpu_1_silent(now);

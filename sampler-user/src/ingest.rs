@@ -11,7 +11,7 @@ use std::{collections::HashSet, sync::mpsc::Receiver, time::Instant};
 use aya::maps::{MapData, RingBuf};
 use sampler_common::{CpuState, STAT_COUNT};
 use tokio::io::unix::AsyncFd;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::{
     bpf::{BpfError, ProgramStats, Sampler},
@@ -47,50 +47,6 @@ pub struct Ingest {
     /// Counters narrowed to their opening CPU: logged once each.
     narrowed: HashSet<usize>,
     idle_read_complaint: Complaint,
-}
-
-/// Makes each of `cpus` switch tasks at least twice: a thread pinned to it
-/// sleeps 1 ms. The programs then know each CPU's idle task (it switched
-/// out) and what it runs, right after they attach, instead of after the
-/// CPU's first switch out of idle on its own, which a CPU that runs one
-/// task throughout may never make; the drain closes a silent CPU's
-/// timeline from that state without guessing (`Ledger::close_silent`).
-/// A CPU this process may not run on (a cpuset) is left alone: its state
-/// becomes known at its own first switch out of idle, and until then a
-/// CPU no program has run on is taken as idle since load.
-pub fn switch_each(cpus: &[u32]) {
-    let threads: Vec<_> = cpus
-        .iter()
-        .map(|&cpu| {
-            std::thread::Builder::new()
-                .name(format!("ergon-visit-{cpu}"))
-                .spawn(move || {
-                    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET
-                    // bounds-checks the index; 0 is this thread.
-                    let pinned = unsafe {
-                        let mut set: libc::cpu_set_t = std::mem::zeroed();
-                        libc::CPU_SET(cpu as usize, &mut set);
-                        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
-                            == 0
-                    };
-                    if pinned {
-                        std::thread::sleep(std::time::Duration::from_millis(1));
-                    }
-                    pinned
-                })
-        })
-        .collect();
-    let missed: Vec<u32> = threads
-        .into_iter()
-        .zip(cpus)
-        .filter_map(|(t, &cpu)| {
-            let pinned = t.ok().is_some_and(|t| t.join().unwrap_or(false));
-            (!pinned).then_some(cpu)
-        })
-        .collect();
-    if !missed.is_empty() {
-        debug!(?missed, "could not run on these cpus (cpuset): their state is known from their first switch out of idle");
-    }
 }
 
 impl Ingest {
@@ -267,14 +223,11 @@ impl Ingest {
                 }),
         );
         match r {
-            Ok(()) => {
-                switch_each(&[cpu]);
-                info!(
-                    cpu,
-                    counters_reopened = reopened.len(),
-                    "cpu came back online: its timer and counters are attached again"
-                )
-            }
+            Ok(()) => info!(
+                cpu,
+                counters_reopened = reopened.len(),
+                "cpu came back online: its timer and counters are attached again"
+            ),
             Err(e) => {
                 warn!(cpu, error = %crate::source::chain(&e), "cpu came back online but attaching it failed: its timeline is closed from its kernel state and what failed to reopen stays parked until ergon restarts")
             }

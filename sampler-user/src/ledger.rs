@@ -464,9 +464,10 @@ impl Ledger {
                 continue;
             };
             // An offline CPU runs nothing after its last program run.
-            // `since == 0`: no program has run on the CPU since load (the
-            // daemon could not visit it, `ingest::switch_each`), so no
-            // switch and no timer run: taken as idle all along.
+            // `since == 0`: no program has run on the CPU since load, no
+            // switch and no timer run: taken as idle all along (a CPU that
+            // runs one task throughout, never switching, would be the
+            // exception on the silent path, whose timer is armed at a switch).
             let to = if idle || st.since == 0 || self.offline.contains(&cpu) {
                 now_ns.max(st.since)
             } else {

@@ -110,7 +110,7 @@ impl Collector for SnapshotCollector {
         counter1(
             &mut enc,
             "ergon_idle_closure_corrections",
-            "Early closures that the CPU's later record contradicted (a CPU thought idle was running a task).",
+            "Early closures that the CPU's later record contradicted; 0 while closures are made from a consistent copy of the kernel state (a check, docs/attribution.md).",
             s.idle_closure_corrections,
         )?;
         counter1(

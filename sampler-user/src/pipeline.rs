@@ -171,8 +171,6 @@ pub fn build(
     let demand = Arc::new(snapshot::Demand::default());
     let hotplug = crate::hotplug::Watch::new(settings.root.clone(), &attached_cpus);
     let ingest = Ingest::new(sampler, ring, user_readings, Some(hotplug))?;
-    // Every CPU's state is known from here on (what runs, its idle task).
-    crate::ingest::switch_each(&attached_cpus);
     let drainer = Drainer::new(
         ingest,
         // Sampling began when the programs were attached, just before.

@@ -8,7 +8,10 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ergon::attribution::{Attributor, Cause, GridConfig, IdleWatts, PackageSpec};
-use sampler_common::{CgroupTime, TickRecord, CGROUP_SLOTS, MAX_DOMAINS, RECORD_TICK};
+use sampler_common::TickRecord;
+
+#[path = "common/mod.rs"]
+mod common;
 
 const PERIOD: u64 = 500_000;
 
@@ -17,33 +20,18 @@ const PERIOD: u64 = 500_000;
 fn records(cpus: u32, ticks: u64, cgroups: u64, per_record: usize) -> Vec<TickRecord> {
     let mut out = Vec::with_capacity((cpus as u64 * ticks) as usize);
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let share = PERIOD / (per_record as u64 + 1);
     for t in 1..=ticks {
         for cpu in 0..cpus {
-            let mut cg = [CgroupTime::default(); CGROUP_SLOTS];
-            let share = PERIOD / (per_record as u64 + 1);
-            for slot in cg.iter_mut().take(per_record) {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                *slot = CgroupTime {
-                    cgroup_id: 1000 + seed % cgroups,
-                    ns: share,
-                };
-            }
-            out.push(TickRecord {
-                kind: RECORD_TICK,
-                cpu,
-                ts_ns: t * PERIOD,
-                span_start_ns: (t - 1) * PERIOD,
-                valid_mask: 1,
-                error_mask: 0,
-                values: [0; MAX_DOMAINS],
-                idle_ns: PERIOD - share * per_record as u64,
-                other_ns: 0,
-                n_cgroups: per_record as u32,
-                _pad: 0,
-                cgroups: cg,
-            });
+            let ids: Vec<u64> = (0..per_record)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    1000 + seed % cgroups
+                })
+                .collect();
+            out.push(common::tick(cpu, t, PERIOD, &ids, share));
         }
     }
     out

@@ -23,7 +23,10 @@ use ergon::{
     attribution::{Attributor, GridConfig, PackageSpec},
     batch::{Family, SeriesKey, Store},
 };
-use sampler_common::{CgroupTime, TickRecord, CGROUP_SLOTS, MAX_DOMAINS, RECORD_TICK};
+use sampler_common::TickRecord;
+
+#[path = "common/mod.rs"]
+mod common;
 
 const PERIOD: u64 = 500_000;
 const CPUS: u32 = 2;
@@ -62,30 +65,14 @@ impl Node {
     }
 
     fn record(&mut self, cpu: u32) -> TickRecord {
-        let mut cg = [CgroupTime::default(); CGROUP_SLOTS];
         let share = PERIOD / (PER_RECORD as u64 + 1);
-        for slot in cg.iter_mut().take(PER_RECORD) {
-            *slot = CgroupTime {
-                cgroup_id: 1000 + self.next_cgroup,
-                ns: share,
-            };
+        // An array, not a Vec: this runs inside the measured step.
+        let mut ids = [0u64; PER_RECORD];
+        for id in &mut ids {
+            *id = 1000 + self.next_cgroup;
             self.next_cgroup = (self.next_cgroup + 1) % self.live;
         }
-        let t = self.tick;
-        TickRecord {
-            kind: RECORD_TICK,
-            cpu,
-            ts_ns: t * PERIOD,
-            span_start_ns: (t - 1) * PERIOD,
-            valid_mask: 1,
-            error_mask: 0,
-            values: [0; MAX_DOMAINS],
-            idle_ns: PERIOD - share * PER_RECORD as u64,
-            other_ns: 0,
-            n_cgroups: PER_RECORD as u32,
-            _pad: 0,
-            cgroups: cg,
-        }
+        common::tick(cpu, self.tick, PERIOD, &ids, share)
     }
 
     /// One drain: 10 ms of records, the books advanced, the points stored.

@@ -115,17 +115,7 @@ pub(crate) fn record_bytes(r: &TickRecord) -> Vec<u8> {
 pub(crate) fn blank_record() -> TickRecord {
     TickRecord {
         kind: RECORD_TICK,
-        cpu: 0,
-        ts_ns: 0,
-        span_start_ns: 0,
-        valid_mask: 0,
-        error_mask: 0,
-        values: [0; MAX_DOMAINS],
-        idle_ns: 0,
-        other_ns: 0,
-        n_cgroups: 0,
-        _pad: 0,
-        cgroups: [sampler_common::CgroupTime::default(); CGROUP_SLOTS],
+        ..TickRecord::zeroed()
     }
 }
 

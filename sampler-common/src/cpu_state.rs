@@ -46,11 +46,25 @@ pub struct CpuState {
     /// record's first [`TickRecord::wire_len`] bytes, so only the slots in
     /// use travel.
     pub record: TickRecord,
+    /// This CPU's run queue (`struct rq` address, reached from a task's
+    /// `se.cfs_rq->rq` once and checked by its `cpu`), read for the time
+    /// the scheduler leaves out of tasks' runtime; 0 until found, or when
+    /// the kernel's layout is not known (`RqLayout`).
+    pub rq: u64,
+    /// The run queue's cumulative steal and irq ns (`prev_steal_time_rq`,
+    /// `prev_irq_time`) at the last look.
+    pub steal_seen: u64,
+    pub irq_seen: u64,
+    /// Steal and irq ns seen but not yet booked: each closed span gives up
+    /// to its length to them (as the `STEAL_CGROUP` / `IRQ_CGROUP` slots)
+    /// before the rest goes to what ran.
+    pub steal_owed: u64,
+    pub irq_owed: u64,
     /// Program runs that began changing the state.
     pub seq_begun: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<CpuState>() == 392);
+const _: () = assert!(core::mem::size_of::<CpuState>() == 432);
 
 impl CpuState {
     /// No write was in progress while this copy was taken.
@@ -66,11 +80,12 @@ mod tests {
 
     #[test]
     fn layout_is_what_both_sides_assume() {
-        assert_eq!(size_of::<CpuState>(), 392);
+        assert_eq!(size_of::<CpuState>(), 432);
         assert_eq!(offset_of!(CpuState, seq_done), 0);
         assert_eq!(offset_of!(CpuState, running), 24);
         assert_eq!(offset_of!(CpuState, record), 32);
-        assert_eq!(offset_of!(CpuState, seq_begun), 384);
+        assert_eq!(offset_of!(CpuState, rq), 384);
+        assert_eq!(offset_of!(CpuState, seq_begun), 424);
         // The record's start is 8-aligned: the ring buffer copy is of
         // whole 8-byte words from there.
         assert_eq!(offset_of!(CpuState, record) % 8, 0);

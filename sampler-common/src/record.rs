@@ -14,6 +14,35 @@ pub const RECORD_TICK: u32 = 1;
 /// An early flush of the time table from `sched_switch` (no counter values).
 pub const RECORD_CGROUP_FLUSH: u32 = 2;
 
+/// The table slot id of wall-clock time the scheduler gave to no task
+/// because the hypervisor ran something else (steal): not a cgroup (cgroup
+/// v2 ids are kernfs node ids, far below these).
+pub const STEAL_CGROUP: u64 = u64::MAX - 1;
+/// The table slot id of time spent in hard and soft interrupts where the
+/// kernel accounts it apart from tasks (`CONFIG_IRQ_TIME_ACCOUNTING`).
+pub const IRQ_CGROUP: u64 = u64::MAX - 2;
+
+/// Run-queue field offsets from the kernel's BTF (`/sys/kernel/btf/vmlinux`),
+/// handed to the programs as read-only data (`RQ_LAYOUT`); a 0 offset
+/// means the field is not there and that part is left out (all 0: no
+/// steal or irq time is told apart, spans are booked in wall-clock time).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RqLayout {
+    /// `task_struct.se` + `sched_entity.cfs_rq`.
+    pub task_cfs_rq: u32,
+    /// `cfs_rq.rq`.
+    pub cfs_rq_rq: u32,
+    /// `rq.cpu`.
+    pub rq_cpu: u32,
+    /// `rq.prev_steal_time_rq` (`CONFIG_PARAVIRT_TIME_ACCOUNTING`).
+    pub rq_steal: u32,
+    /// `rq.prev_irq_time` (`CONFIG_IRQ_TIME_ACCOUNTING`).
+    pub rq_irq: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<RqLayout>() == 24);
+
 /// On-CPU nanoseconds of one cgroup (v2 id) on one CPU.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -13,8 +13,8 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task,
         bpf_get_smp_processor_id, bpf_ktime_get_boot_ns, bpf_ktime_get_ns,
-        bpf_perf_event_read_value, bpf_timer_cancel, bpf_timer_init, bpf_timer_set_callback,
-        bpf_timer_start,
+        bpf_perf_event_read_value, bpf_probe_read_kernel, bpf_timer_cancel, bpf_timer_init,
+        bpf_timer_set_callback, bpf_timer_start,
     },
     macros::{btf_map, btf_tracepoint, map, perf_event},
     maps::{Array, PerCpuArray, PerfEventArray, RingBuf},
@@ -22,9 +22,10 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use sampler_common::{
-    CgroupTime, CpuState, TickRecord, CGROUP_SLOTS, MAX_CPUS, MAX_DOMAINS, MAX_PACKAGES,
-    RECORD_CGROUP_FLUSH, RECORD_TICK, RUNNING_IDLE, RUNNING_TASK, RUNNING_UNKNOWN,
+    CgroupTime, CpuState, RqLayout, TickRecord, CGROUP_SLOTS, IRQ_CGROUP, MAX_CPUS, MAX_DOMAINS,
+    MAX_PACKAGES, RECORD_CGROUP_FLUSH, RECORD_TICK, RUNNING_IDLE, RUNNING_TASK, RUNNING_UNKNOWN,
     STAT_CGROUP_OVERFLOW, STAT_COUNT, STAT_READ_ERRORS, STAT_RINGBUF_DROPS, STAT_TIMER_ERRORS,
+    STEAL_CGROUP,
 };
 
 /// `CLOCK_MONOTONIC`, the clock of the silent path's timers.
@@ -102,6 +103,112 @@ static CPU_BUSY_NS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// (load-dependent synthetic, package layout).
 #[map]
 static PKG_BUSY_NS: Array<u64> = Array::with_max_entries(MAX_PACKAGES, 0);
+
+/// Run-queue field offsets from the kernel's BTF, set by the daemon
+/// (`sampler_user::kernel_layout`); all 0 (as `ergon check` loads it)
+/// books spans in wall-clock time. Read-only data.
+#[unsafe(no_mangle)]
+static RQ_LAYOUT: RqLayout = RqLayout {
+    task_cfs_rq: 0,
+    cfs_rq_rq: 0,
+    rq_cpu: 0,
+    rq_steal: 0,
+    rq_irq: 0,
+    _pad: 0,
+};
+
+/// A `T` at `base + off` in kernel memory; None when the read faults.
+#[inline(always)]
+fn kread<T>(base: u64, off: u32) -> Option<T> {
+    // SAFETY: bpf_probe_read_kernel checks the address and fails on a fault.
+    unsafe { bpf_probe_read_kernel((base + u64::from(off)) as *const T).ok() }
+}
+
+/// This CPU's run queue, found once from the running task
+/// (`task->se.cfs_rq->rq`, every task's cfs_rq points at its CPU's run
+/// queue) and kept when its `cpu` is this CPU; 0 when not found. Finding
+/// it sets the baselines: steal and irq time before it are not owed.
+#[inline(always)]
+fn run_queue(st: &mut CpuState, l: &RqLayout) -> u64 {
+    if st.rq != 0 {
+        return st.rq;
+    }
+    // SAFETY: plain helper calls.
+    let (task, cpu) = unsafe { (bpf_get_current_task(), bpf_get_smp_processor_id()) };
+    let Some(cfs_rq) = kread::<u64>(task, l.task_cfs_rq).filter(|&p| p != 0) else {
+        return 0;
+    };
+    let Some(rq) = kread::<u64>(cfs_rq, l.cfs_rq_rq).filter(|&p| p != 0) else {
+        return 0;
+    };
+    if kread::<u32>(rq, l.rq_cpu) != Some(cpu) {
+        return 0;
+    }
+    st.rq = rq;
+    if l.rq_steal != 0 {
+        st.steal_seen = kread::<u64>(rq, l.rq_steal).unwrap_or(0);
+    }
+    if l.rq_irq != 0 {
+        st.irq_seen = kread::<u64>(rq, l.rq_irq).unwrap_or(0);
+    }
+    rq
+}
+
+/// Adds what the run-queue clock `off` gained since `seen` to `owed`.
+#[inline(always)]
+fn gained(rq: u64, off: u32, seen: &mut u64, owed: &mut u64) {
+    if off == 0 {
+        return;
+    }
+    if let Some(v) = kread::<u64>(rq, off) {
+        if v > *seen {
+            *owed += v - *seen;
+            *seen = v;
+        }
+    }
+}
+
+/// Takes the steal and irq time the run queue gained (and any still owed)
+/// out of a span of `d` ns, into the `STEAL_CGROUP` and `IRQ_CGROUP`
+/// slots, and returns what is left for the task or the idle task: the
+/// scheduler's clock (`rq_clock_task`, which `cpu.stat` and
+/// `sum_exec_runtime` count in) is the wall clock less those two. The
+/// kernel advances them at its clock updates (every switch and tick), so
+/// time can be owed for up to a tick and is booked from the next spans.
+#[inline(always)]
+fn unaccounted(st: &mut CpuState, d: u64) -> u64 {
+    // SAFETY: a plain read of the loader-set constant.
+    let l = unsafe { read_volatile(&RQ_LAYOUT) };
+    if l.task_cfs_rq == 0 || (l.rq_steal == 0 && l.rq_irq == 0) {
+        return d;
+    }
+    let rq = run_queue(st, &l);
+    if rq == 0 {
+        return d;
+    }
+    gained(rq, l.rq_steal, &mut st.steal_seen, &mut st.steal_owed);
+    gained(rq, l.rq_irq, &mut st.irq_seen, &mut st.irq_owed);
+    let mut left = d;
+    let take = if st.steal_owed < left {
+        st.steal_owed
+    } else {
+        left
+    };
+    if take != 0 && add_cgroup(st, STEAL_CGROUP, take) {
+        st.steal_owed -= take;
+        left -= take;
+    }
+    let take = if st.irq_owed < left {
+        st.irq_owed
+    } else {
+        left
+    };
+    if take != 0 && add_cgroup(st, IRQ_CGROUP, take) {
+        st.irq_owed -= take;
+        left -= take;
+    }
+    left
+}
 
 #[inline(always)]
 fn synth_busy_mw() -> u64 {
@@ -310,8 +417,9 @@ fn add_cgroup(st: &mut CpuState, cgroup_id: u64, d: u64) -> bool {
     }
 }
 
-/// Closes the running task's span `[since_ns, now]`. Returns `Some(d)` with the
-/// span length when the table had no room for the task's cgroup.
+/// Closes the running task's span `[since_ns, now]`, steal and irq time
+/// first (`unaccounted`). Returns `Some(d)` with the rest of the span
+/// when the table had no room for the task's cgroup.
 #[inline(always)]
 fn close_span(st: &mut CpuState, now: u64, idle: bool, cgroup_id: u64) -> Option<u64> {
     if st.since_ns == 0 {
@@ -326,6 +434,7 @@ fn close_span(st: &mut CpuState, now: u64, idle: bool, cgroup_id: u64) -> Option
         // SAFETY: plain helper call.
         add_busy(unsafe { bpf_get_smp_processor_id() }, d);
     }
+    let d = unaccounted(st, d);
     if idle {
         st.record.idle_ns += d;
         None

@@ -46,6 +46,24 @@ const ONE: u128 = 1 << FRAC_BITS;
 /// Pseudo cgroup id for time whose cgroup is unknown (kernel table full).
 pub const OTHER_CGROUP: u64 = u64::MAX;
 
+/// The `reason` of a table id that stands for time no task ran on the
+/// scheduler's clock (the kernel programs' `STEAL_CGROUP` and
+/// `IRQ_CGROUP` slots, `crate::kernel_layout`): booked like a cgroup, so
+/// the books balance, and exported as
+/// `ergon_unattributed_energy_joules_total{package,reason}`, not as one.
+pub fn unattributed_reason(id: u64) -> Option<&'static str> {
+    match id {
+        sampler_common::STEAL_CGROUP => Some("steal"),
+        sampler_common::IRQ_CGROUP => Some("irq"),
+        _ => None,
+    }
+}
+
+/// A table id that is no cgroup of the tree: `other` or an unattributed one.
+pub fn is_pseudo_cgroup(id: u64) -> bool {
+    id == OTHER_CGROUP || unattributed_reason(id).is_some()
+}
+
 /// One span of a CPU's timeline; its `n` cgroup entries are the next `n`
 /// in the CPU's `entries` queue (kept apart so a span costs what it holds,
 /// not the record's 16 slots).

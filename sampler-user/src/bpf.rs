@@ -190,6 +190,9 @@ pub struct LoadOptions {
     pub synthetic: Option<crate::source::synthetic::KernelScale>,
     /// Which timer samples each CPU ([`timer_path`] resolves `--timer`).
     pub timer: Timer,
+    /// Run-queue offsets ([`crate::kernel_layout`]); all 0 books spans in
+    /// wall-clock time.
+    pub rq_layout: sampler_common::RqLayout,
 }
 
 /// One opened energy counter and where it is read.
@@ -277,6 +280,7 @@ impl Sampler {
             .override_global("SYNTH_BUSY_MW", &synth_busy_mw, true)
             .override_global("TIMER_PERIOD_NS", &timer_period_ns, true)
             .override_global("TIMER_START_FLAGS", &timer_flags, true)
+            .override_global("RQ_LAYOUT", &opts.rq_layout, true)
             .load(BPF_OBJECT)
             .map_err(load_error)?;
         let synthetic = match opts.synthetic {

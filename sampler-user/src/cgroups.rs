@@ -30,7 +30,7 @@ use std::{
 use rustc_hash::FxHashMap;
 
 use crate::{
-    attribution::OTHER_CGROUP,
+    attribution::{is_pseudo_cgroup, OTHER_CGROUP},
     identity::identify,
     names::{Directory, Names},
     sysroot::SysRoot,
@@ -292,7 +292,7 @@ impl Registry {
     /// `unresolved:<id>` without further walks (it died; the periodic walk
     /// still looks).
     fn ensure(&mut self, id: u64, now: Instant) {
-        if id == OTHER_CGROUP {
+        if is_pseudo_cgroup(id) {
             return;
         }
         if let Some(e) = self.entries.get_mut(&id) {
@@ -421,7 +421,7 @@ impl Registry {
         let mut d = Decisions::default();
         let mut keep: Vec<(u64, f64)> = Vec::with_capacity(live.len());
         for &(id, j) in live {
-            if id == OTHER_CGROUP {
+            if is_pseudo_cgroup(id) {
                 continue;
             }
             let expired = self

@@ -31,6 +31,7 @@ enum Fixed {
     Package(u32, &'static str),
     Cpu(u32),
     Idle(u32),
+    Unattributed(u32, &'static str),
 }
 
 impl Fixed {
@@ -39,6 +40,7 @@ impl Fixed {
             Fixed::Package(package, domain) => Series::Package { package, domain },
             Fixed::Cpu(cpu) => Series::Cpu { cpu },
             Fixed::Idle(package) => Series::Idle { package },
+            Fixed::Unattributed(package, reason) => Series::Unattributed { package, reason },
         }
     }
 }
@@ -109,6 +111,9 @@ impl Continuity {
         for (p, j) in &mut s.idle {
             *j += self.fixed(Fixed::Idle(*p));
         }
+        for (p, reason, j) in &mut s.unattributed {
+            *j += self.fixed(Fixed::Unattributed(*p, reason));
+        }
         for c in &mut s.cgroups {
             let (e, cpu) = self.cgroup(c.id, &c.labels);
             c.joules += e;
@@ -137,6 +142,9 @@ pub fn totals(s: &Snapshot) -> Vec<(String, f64)> {
             .iter()
             .map(|&(package, j)| (Series::Idle { package }.continuity_key(), j)),
     );
+    out.extend(s.unattributed.iter().map(|&(package, reason, j)| {
+        (Series::Unattributed { package, reason }.continuity_key(), j)
+    }));
     for c in &s.cgroups {
         out.push((c.energy_series().continuity_key(), c.joules));
         out.push((c.cpu_series().continuity_key(), c.cpu_seconds));

@@ -30,7 +30,7 @@ use sampler_common::{
 use tracing::{debug, info, warn};
 
 use crate::{
-    attribution::{Attributor, IdleState},
+    attribution::{unattributed_reason, Attributor, IdleState},
     batch::{domains::DomainGrid, SeriesKey},
     bpf::ProgramStats,
     cgroups::{CgroupLabels, Registry},
@@ -535,6 +535,10 @@ impl Ledger {
             });
         }
         for &(id, ms, j) in &points.cgroups {
+            if unattributed_reason(id).is_some() {
+                // Served on /metrics only, as idle is.
+                continue;
+            }
             let (labels, fresh) = self.cgroups.labels_to_send(id);
             let joules = j + self.continuity.cgroup(id, labels).0;
             if fresh {
@@ -612,10 +616,20 @@ impl Ledger {
             .filter_map(|(p, known)| Some((p, known?.0)))
             .collect();
         s.cpus = self.attribution.cpus();
+        s.unattributed.clear();
+        for (&id, t) in self.attribution.cgroups() {
+            if let Some(reason) = unattributed_reason(id) {
+                for (package, j) in self.attribution.joules_by_package(t) {
+                    s.unattributed.push((package, reason, j));
+                }
+            }
+        }
+        s.unattributed.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
         let mut cgroups: Vec<CgroupEnergy> = self
             .attribution
             .cgroups()
             .iter()
+            .filter(|&(&id, _)| unattributed_reason(id).is_none())
             .map(|(&id, t)| CgroupEnergy {
                 id,
                 labels: self.cgroups.known_labels(id),

@@ -46,6 +46,7 @@ mod hotplug;
 mod identity;
 mod ingest;
 mod jobs;
+pub mod kernel_layout;
 mod ledger;
 mod measure_plot;
 mod metrics;

@@ -93,6 +93,14 @@ impl Collector for SnapshotCollector {
                 .iter()
                 .map(|&(package, j)| (Series::Idle { package }, j)),
         )?;
+        series_family(
+            &mut enc,
+            series::UNATTRIBUTED_ENERGY,
+            "Package energy of wall-clock time no task ran on the scheduler's clock (the clock cgroup cpu.stat counts in): reason=\"steal\", the hypervisor ran something else; reason=\"irq\", interrupts where the kernel accounts them apart (CONFIG_IRQ_TIME_ACCOUNTING). Package = cgroups + idle + this.",
+            s.unattributed
+                .iter()
+                .map(|&(package, reason, j)| (Series::Unattributed { package, reason }, j)),
+        )?;
         gauge(
             &mut enc,
             "ergon_package_idle_power_watts",

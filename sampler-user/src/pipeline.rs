@@ -2,7 +2,10 @@
 //! attach the kernel programs for a plan, and build the drain with its
 //! books, snapshot and batch store.
 
-use std::sync::{atomic::AtomicU64, Arc, Mutex};
+use std::{
+    path::Path,
+    sync::{atomic::AtomicU64, Arc, Mutex},
+};
 
 use aya_log::EbpfLogger;
 use tracing::{info, warn};
@@ -73,6 +76,19 @@ pub fn build(
     }
     let (timer, why) = crate::bpf::timer_path(settings.timer)?;
     info!(timer = timer.name(), "timer: {why}");
+    // The programs run on this kernel whatever --sysfs-root says, so its
+    // own BTF gives the layout.
+    let rq_layout =
+        match crate::kernel_layout::rq_layout(Path::new(crate::kernel_layout::KERNEL_BTF)) {
+            Ok(l) => {
+                info!("scheduler clock: {}", crate::kernel_layout::describe(&l));
+                l
+            }
+            Err(why) => {
+                info!("scheduler clock: spans in wall-clock time ({why})");
+                sampler_common::RqLayout::default()
+            }
+        };
     let mut sampler = Sampler::load(
         plan,
         topo,
@@ -81,6 +97,7 @@ pub fn build(
             period_ns: settings.period.as_nanos() as u64,
             ringbuf_bytes: settings.ringbuf_bytes,
             bpf_stats: settings.bpf_stats,
+            rq_layout,
             synthetic: (plan.source == crate::source::Resolved::Synthetic)
                 .then(|| settings.synthetic.kernel_scale())
                 .flatten(),

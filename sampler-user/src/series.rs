@@ -24,6 +24,7 @@ use crate::{
 pub const PACKAGE_ENERGY: &str = "ergon_package_energy_joules";
 pub const CPU_ENERGY: &str = "ergon_cpu_energy_joules";
 pub const IDLE_ENERGY: &str = "ergon_idle_energy_joules";
+pub const UNATTRIBUTED_ENERGY: &str = "ergon_unattributed_energy_joules";
 pub const CGROUP_ENERGY: &str = "ergon_cgroup_energy_joules";
 pub const CGROUP_CPU: &str = "ergon_cgroup_cpu_seconds";
 pub const JOB_ENERGY: &str = "ergon_job_energy_joules";
@@ -38,6 +39,8 @@ pub enum Series {
     Cpu { cpu: u32 },
     /// Package energy attributed to idle time.
     Idle { package: u32 },
+    /// Package energy of time no task ran on the scheduler's clock.
+    Unattributed { package: u32, reason: &'static str },
     /// A cgroup's energy, with the labels it had when booked.
     Cgroup { id: u64, labels: Arc<CgroupLabels> },
     /// A cgroup's on-CPU time.
@@ -64,6 +67,7 @@ impl Series {
             Series::Package { .. } => PACKAGE_ENERGY,
             Series::Cpu { .. } => CPU_ENERGY,
             Series::Idle { .. } => IDLE_ENERGY,
+            Series::Unattributed { .. } => UNATTRIBUTED_ENERGY,
             Series::Cgroup { .. } => CGROUP_ENERGY,
             Series::CgroupCpu { .. } => CGROUP_CPU,
             Series::JobEnergy { .. } => JOB_ENERGY,
@@ -85,6 +89,9 @@ impl Series {
             }
             Series::Cpu { cpu } => f(&[("cpu", &cpu.to_string())]),
             Series::Idle { package } => f(&[("package", &package.to_string())]),
+            Series::Unattributed { package, reason } => {
+                f(&[("package", &package.to_string()), ("reason", reason)])
+            }
             Series::Cgroup { labels, .. } => f(&labels.pairs()),
             Series::CgroupCpu { labels, .. } => f(&[("cgroup", &labels.cgroup)]),
             Series::JobEnergy { job } | Series::JobRuns { job } => f(&[("job", job)]),
@@ -147,6 +154,10 @@ mod tests {
             },
             Series::Cpu { cpu: 3 },
             Series::Idle { package: 0 },
+            Series::Unattributed {
+                package: 0,
+                reason: "steal",
+            },
             Series::Cgroup {
                 id: 7,
                 labels: named(),

@@ -55,6 +55,10 @@ pub struct Snapshot {
     pub cgroups: Vec<CgroupEnergy>,
     /// Idle energy per package.
     pub idle: Vec<(u32, f64)>,
+    /// Energy of time no task ran on the scheduler's clock, per (package,
+    /// reason: `steal`, `irq`); with `idle` and `cgroups` it sums to the
+    /// package.
+    pub unattributed: Vec<(u32, &'static str, f64)>,
     /// Idle power per package split by cause, once known (declared or learned).
     pub idle_power: Vec<(u32, f64)>,
     /// Cgroups folded into `other` because of `--max-cgroups`.

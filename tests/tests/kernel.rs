@@ -41,6 +41,12 @@ fn load(period: Duration, timer: Timer) -> (Sampler, Topology) {
             bpf_stats: false,
             synthetic: None,
             timer,
+            // As the daemon loads them: steal and irq time booked apart
+            // where this kernel's BTF shows where to read them.
+            rq_layout: ergon::kernel_layout::rq_layout(std::path::Path::new(
+                ergon::kernel_layout::KERNEL_BTF,
+            ))
+            .unwrap_or_default(),
         },
     )
     .expect("the kernel programs load and attach (kernel 5.8+ with BTF)");

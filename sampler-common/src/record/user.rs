@@ -2,3 +2,5 @@
 unsafe impl aya::Pod for super::CgroupTime {}
 // SAFETY: as above.
 unsafe impl aya::Pod for super::TickRecord {}
+// SAFETY: as above.
+unsafe impl aya::Pod for super::RqLayout {}

@@ -56,6 +56,15 @@ impl Attributor {
             .flat_map(|c| c.entries.iter().map(|e| e.cgroup_id))
     }
 
+    /// Joules of a cgroup's totals per package id (packages it has units in).
+    pub fn joules_by_package(&self, t: &CgroupTotals) -> Vec<(u32, f64)> {
+        t.units
+            .iter()
+            .zip(&self.packages)
+            .map(|(&u, p)| (p.spec.package, units_to_joules(u, p.spec.joules_per_count)))
+            .collect()
+    }
+
     /// Joules of a cgroup's totals.
     pub fn joules(&self, t: &CgroupTotals) -> f64 {
         t.units

@@ -190,6 +190,52 @@ fn a_snapshot_balances_and_splits_by_time() {
     );
 }
 
+/// Time the kernel programs booked as steal and irq (their `STEAL_CGROUP`
+/// and `IRQ_CGROUP` slots) is served per package and reason, is no cgroup
+/// (no series, no batch point, no registry entry) and keeps the books
+/// balanced: cgroups + idle + unattributed = package.
+#[test]
+fn steal_and_irq_time_is_unattributed_and_the_books_still_balance() {
+    use sampler_common::{IRQ_CGROUP, STEAL_CGROUP};
+    let mut f = Fixture::new(2, None, 100, HashMap::new());
+    let mut events = vec![first_reading()];
+    for k in 0..10u64 {
+        let (a, b) = (T0 + k * 10 * MS, T0 + (k + 1) * 10 * MS);
+        let value = Some(1_000_000 + (k + 1) * 100_000);
+        // cpu 0: 8 ms of cgroup 7, 1 ms stolen, 1 ms of irq; cpu 1 idle.
+        events.push(tick(
+            0,
+            a,
+            b,
+            value,
+            &[(7, 8 * MS), (STEAL_CGROUP, MS), (IRQ_CGROUP, MS)],
+        ));
+        events.push(tick(1, a, b, value, &[]));
+    }
+    let (out, s) = f.drain(events, T0 + 100 * MS);
+    let idle: f64 = s.idle.iter().map(|i| i.1).sum();
+    let cgroups: f64 = s.cgroups.iter().map(|c| c.joules).sum();
+    let unattributed: f64 = s.unattributed.iter().map(|u| u.2).sum();
+    assert!(
+        (cgroups + idle + unattributed - package_joules(&s)).abs() < 1e-9,
+        "cgroups {cgroups} + idle {idle} + unattributed {unattributed} = package {}",
+        package_joules(&s)
+    );
+    let reasons: Vec<(u32, &str)> = s.unattributed.iter().map(|u| (u.0, u.1)).collect();
+    assert_eq!(reasons, vec![(0, "irq"), (0, "steal")]);
+    // By time: 1 ms each against cgroup 7's 8 ms.
+    for u in &s.unattributed {
+        let r = cgroup_joules(&s, "unresolved:7") / u.2;
+        assert!((r - 8.0).abs() < 1e-6, "{u:?}: cgroup 7 / {} = {r}", u.1);
+    }
+    assert_eq!(s.cgroups.len(), 1, "{:?}", s.cgroups);
+    assert!(out.points.iter().all(|p| match p.key {
+        SeriesKey::Cgroup(id) => id == 7,
+        _ => true,
+    }));
+    assert!(out.labels.iter().all(|(id, _)| *id == 7));
+}
+
 #[test]
 fn points_and_snapshot_carry_the_previous_runs_totals() {
     let bases = HashMap::from([(continuity::package_key(0, "pkg"), 5.0)]);
@@ -306,6 +352,11 @@ fn cpu_state(span_start: u64, since: u64, running: u32, cgroups: &[(u64, u64)]) 
         running,
         _pad: 0,
         record,
+        rq: 0,
+        steal_seen: 0,
+        irq_seen: 0,
+        steal_owed: 0,
+        irq_owed: 0,
         seq_begun: 4,
     }
 }

@@ -147,6 +147,19 @@ pub fn inspect(root: &SysRoot, declared: &Declared, probe: &dyn Probe) -> Report
             Status::Ok,
             format!("{} present (tp_btf programs can load)", btf.display()),
         );
+        // The words the daemon logs at start-up.
+        match crate::kernel_layout::rq_layout(&btf) {
+            Ok(l) => r.push(
+                "scheduler clock",
+                Status::Ok,
+                crate::kernel_layout::describe(&l),
+            ),
+            Err(why) => r.push(
+                "scheduler clock",
+                Status::Info,
+                format!("spans in wall-clock time ({why}): steal, where the host steals, counts as the running task's; a kernel with CONFIG_PARAVIRT_TIME_ACCOUNTING tells it apart"),
+            ),
+        }
     } else {
         r.push("btf", Status::Fail, format!("{} missing: the kernel was built without CONFIG_DEBUG_INFO_BTF; use a kernel with BTF", btf.display()));
     }

@@ -113,8 +113,9 @@ impl Cgroup {
     /// Burns one CPU in this cgroup for 2 s (`burn`: the `burn` binary's
     /// path) while `d` runs a synthetic source of `watts` per CPU, then
     /// asserts the package energy is served and the cgroup's joules are
-    /// within 2% of `watts` × its `cpu.stat` (plus what the host stole
-    /// meanwhile, which `cpu.stat` does not count); prints the figures
+    /// within 2% of `watts` × its `cpu.stat` ([`crate::assert_attributed`]:
+    /// plus what the host stole meanwhile only where steal is not told
+    /// apart); prints the figures
     /// after `what`.
     pub fn burns_within_2_percent(&self, d: &Daemon, burn: &str, watts: f64, what: &str) {
         let steal0 = crate::steal_seconds();
@@ -131,10 +132,7 @@ impl Cgroup {
         );
         assert!(pkg > 0.0, "package energy served: {m:?}");
         assert!(truth > 1.0, "the cgroup ran: {truth} J");
-        assert!(
-            got >= truth * 0.98 && got <= truth * 1.02 + watts * stolen,
-            "{got} J vs {truth} J"
-        );
+        crate::assert_attributed(&self.rel, got, truth, 0.02, watts, stolen);
     }
 
     pub fn joules(&self, d: &Daemon) -> f64 {

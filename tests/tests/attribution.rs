@@ -5,7 +5,8 @@
 use std::time::{Duration, SystemTime};
 
 use tests::{
-    assert_attributed, cgroup::Cgroup, http_get, require_root, steal_seconds, sum_of, Daemon,
+    assert_attributed, cgroup::Cgroup, http_get, online_cpus, require_root, steal_booked_apart,
+    steal_seconds, sum_of, Daemon,
 };
 
 const W: f64 = 10.0;
@@ -16,7 +17,7 @@ fn settle(d: &Daemon) {
 }
 
 #[test]
-fn steady_and_duty_cycled_cgroups_match_cpu_stat_within_2_percent() {
+fn steady_and_duty_cycled_cgroups_match_cpu_stat_within_1_percent() {
     require_root();
     let d = Daemon::start(&["--source", "synthetic", "--synthetic-watts", "10"]);
     let full = Cgroup::new("full");
@@ -33,7 +34,7 @@ fn steady_and_duty_cycled_cgroups_match_cpu_stat_within_2_percent() {
         let got = cg.joules(&d);
         println!("{}: attributed {got:.4} J, cpu.stat × W = {truth:.4} J (host steal meanwhile {stolen:.3} s)", cg.rel);
         assert!(truth > 1.0, "{} barely ran: {truth} J", cg.rel);
-        assert_attributed(&cg.rel, got, truth, 0.02, W, stolen);
+        assert_attributed(&cg.rel, got, truth, 0.01, W, stolen);
     }
 }
 
@@ -56,11 +57,11 @@ fn a_hundred_20ms_processes_are_all_attributed() {
         truth > 10.0 * 0.02 * 100.0 * 0.9,
         "the processes ran: {truth} J"
     );
-    assert_attributed("100 × 20 ms", got, truth, 0.02, W, stolen);
+    assert_attributed("100 × 20 ms", got, truth, 0.01, W, stolen);
 }
 
 #[test]
-fn every_scrape_balances_cgroups_plus_idle_against_the_package() {
+fn every_scrape_balances_cgroups_plus_idle_plus_unattributed_against_the_package() {
     require_root();
     let d = Daemon::start(&["--source", "synthetic", "--synthetic-watts", "10"]);
     let cg = Cgroup::new("balance");
@@ -77,11 +78,12 @@ fn every_scrape_balances_cgroups_plus_idle_against_the_package() {
             .sum();
         let cgroups = sum_of(&m, "ergon_cgroup_energy_joules_total");
         let idle = sum_of(&m, "ergon_idle_energy_joules_total");
+        let unattributed = sum_of(&m, "ergon_unattributed_energy_joules_total");
         let cpus = sum_of(&m, "ergon_cpu_energy_joules_total");
         last_pkg = pkg;
         assert!(
-            ((cgroups + idle) - pkg).abs() <= 1e-6 * pkg,
-            "Σcgroup {cgroups} + idle {idle} != package {pkg}"
+            ((cgroups + idle + unattributed) - pkg).abs() <= 1e-6 * pkg,
+            "Σcgroup {cgroups} + idle {idle} + unattributed {unattributed} != package {pkg}"
         );
         assert!(
             (cpus - pkg).abs() <= 1e-6 * pkg,
@@ -91,6 +93,50 @@ fn every_scrape_balances_cgroups_plus_idle_against_the_package() {
     }
     assert!(last_pkg > 0.0, "the books advanced during the test");
     assert!(p.wait().expect("wait").success());
+}
+
+const UNATTRIBUTED: &str = "ergon_unattributed_energy_joules_total";
+
+/// Steal told apart (probed as the daemon does): under the synthetic
+/// source every CPU draws W all the time, so the energy served as
+/// `reason="steal"` over a window is W × the steal the host reported in
+/// `/proc/stat` over it, within 3 ticks (30 ms) per CPU each way — the
+/// kernel advances both at its own ticks and a silent CPU's owed steal
+/// waits for its next span — plus 2%. Where steal is not told apart, no
+/// steal series is served.
+#[test]
+fn steal_is_served_as_unattributed_energy_at_the_declared_watts() {
+    require_root();
+    let d = Daemon::start(&["--source", "synthetic", "--synthetic-watts", "10"]);
+    let cg = Cgroup::new("stolen");
+    let mut warm = cg.burn(env!("CARGO_BIN_EXE_burn"), 1.0, 1.0);
+    assert!(warm.wait().expect("wait").success());
+    let (m0, _) = d.metrics_complete_at(SystemTime::now());
+    let steal0 = steal_seconds();
+    let mut a = cg.burn(env!("CARGO_BIN_EXE_burn"), 4.0, 1.0);
+    let mut b = cg.burn(env!("CARGO_BIN_EXE_burn"), 4.0, 0.5);
+    assert!(a.wait().expect("wait").success());
+    assert!(b.wait().expect("wait").success());
+    let (m1, _) = d.metrics_complete_at(SystemTime::now());
+    let stolen = steal_seconds() - steal0;
+    if !steal_booked_apart() {
+        println!("this kernel's BTF shows no rq.prev_steal_time_rq: steal is not told apart");
+        assert!(
+            !m1.keys()
+                .any(|k| k.starts_with(UNATTRIBUTED) && k.contains("reason=\"steal\"")),
+            "a steal series is served where steal is not told apart: {m1:?}"
+        );
+        return;
+    }
+    let got = sum_of(&m1, UNATTRIBUTED) - sum_of(&m0, UNATTRIBUTED);
+    let truth = W * stolen;
+    let slack = W * 0.03 * online_cpus().len() as f64 + 0.02 * truth;
+    println!("steal: served {got:.4} J, W × /proc/stat steal = {truth:.4} J ({stolen:.3} s), slack {slack:.3} J");
+    assert!(got >= 0.0, "unattributed energy went back: {got} J");
+    assert!(
+        (got - truth).abs() <= slack,
+        "steal served {got} J vs {truth} J from /proc/stat (± {slack} J)"
+    );
 }
 
 /// Labels → value for one series name, keyed by the `cgroup` label.
@@ -140,7 +186,8 @@ fn beyond_max_cgroups_the_smallest_fold_into_other_and_books_still_balance() {
         "the biggest consumer stays: {shown:?}"
     );
     let pkg = sum_of(&m, "ergon_idle_energy_joules_total")
-        + sum_of(&m, "ergon_cgroup_energy_joules_total");
+        + sum_of(&m, "ergon_cgroup_energy_joules_total")
+        + sum_of(&m, "ergon_unattributed_energy_joules_total");
     let want: f64 = m
         .iter()
         .filter(|(k, _)| {

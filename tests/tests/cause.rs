@@ -155,10 +155,11 @@ fn under_separate_a_steady_and_a_40_percent_cgroup_get_their_marginal_energy() {
     }
     let pkg = sum_of(&m, "ergon_package_energy_joules_total");
     let books = sum_of(&m, "ergon_cgroup_energy_joules_total")
-        + sum_of(&m, "ergon_idle_energy_joules_total");
+        + sum_of(&m, "ergon_idle_energy_joules_total")
+        + sum_of(&m, "ergon_unattributed_energy_joules_total");
     assert!(
         (books - pkg).abs() <= 1e-6 * pkg,
-        "Σcgroups + idle {books} != package {pkg}"
+        "Σcgroups + idle + unattributed {books} != package {pkg}"
     );
     assert!(
         (sum_of(&m, "ergon_cpu_energy_joules_total") - pkg).abs() <= 1e-6 * pkg,

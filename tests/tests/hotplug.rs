@@ -81,16 +81,17 @@ fn cpu_energy(m: &std::collections::BTreeMap<String, f64>, cpu: u32) -> f64 {
         .unwrap_or_else(|| panic!("no energy series for cpu {cpu}"))
 }
 
-/// Σ cgroups + idle = Σ CPUs = package, as every snapshot must.
+/// Σ cgroups + idle + unattributed = Σ CPUs = package, as every snapshot must.
 fn balances(m: &std::collections::BTreeMap<String, f64>, when: &str) {
     let p = pkg(m);
     let cgroups = sum_of(m, "ergon_cgroup_energy_joules_total");
-    let idle = sum_of(m, "ergon_idle_energy_joules_total");
+    let idle = sum_of(m, "ergon_idle_energy_joules_total")
+        + sum_of(m, "ergon_unattributed_energy_joules_total");
     let cpus = sum_of(m, "ergon_cpu_energy_joules_total");
     assert!(p > 0.0, "{when}: the books have energy");
     assert!(
         ((cgroups + idle) - p).abs() <= 1e-6 * p,
-        "{when}: Σcgroup {cgroups} + idle {idle} != package {p}"
+        "{when}: Σcgroup {cgroups} + idle and unattributed {idle} != package {p}"
     );
     assert!(
         (cpus - p).abs() <= 1e-6 * p,

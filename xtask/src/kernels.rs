@@ -636,8 +636,23 @@ fn judge(text: &str) -> Result<String> {
         bail!("ergon run exited {exit} on SIGINT: {}", log.join(" | "));
     }
     let load = load_dependent(text)?;
+    // What the scheduler-clock line of `ergon check` found in this
+    // kernel's BTF: which times are told apart, or wall clock.
+    let clock = match check.iter().find(|l| l.contains("scheduler clock")) {
+        Some(l) if l.starts_with("ok") => l
+            .split_once("scheduler clock")
+            .and_then(|(_, rest)| rest.split_once(" time booked apart"))
+            .map_or("?".to_string(), |(parts, _)| {
+                format!("{} apart", parts.trim())
+            }),
+        Some(_) => "wall clock".to_string(),
+        None => bail!(
+            "`ergon check` has no scheduler clock line: {}",
+            check.join(" | ")
+        ),
+    };
     Ok(format!(
-        "check all ok, timer bpf; package {package_w:.3} W vs {declared} W declared ({:+.2}%); cgroup {cgroup_w:.3} W vs {truth_w:.3} W from cpu.stat ({:+.2}%); {load}",
+        "check all ok, timer bpf, scheduler clock: {clock}; package {package_w:.3} W vs {declared} W declared ({:+.2}%); cgroup {cgroup_w:.3} W vs {truth_w:.3} W from cpu.stat ({:+.2}%); {load}",
         package_err * 100.0,
         cgroup_err * 100.0
     ))

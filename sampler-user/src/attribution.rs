@@ -345,21 +345,37 @@ impl Attributor {
         if let Some(c) = line.consumed.take() {
             if c.start == span.start && c.end < span.end {
                 // This record's head was booked early: take exactly that out.
-                // `short`: the record holds less than was booked early.
-                let sub = |have: &mut u64, took: u64| -> bool {
-                    let short = *have < took;
+                // `deficit`: what the record holds less of than was booked
+                // early; `missing`: a cgroup booked early is not in it.
+                let mut deficit = 0u64;
+                let mut sub = |have: &mut u64, took: u64| {
+                    deficit += took.saturating_sub(*have);
                     *have = have.saturating_sub(took);
-                    short
                 };
-                let mut short = sub(&mut span.idle_ns, c.idle);
-                short |= sub(&mut span.other_ns, c.other);
+                sub(&mut span.idle_ns, c.idle);
+                sub(&mut span.other_ns, c.other);
+                let mut missing = false;
                 for &(id, ns) in &c.cgroups {
-                    short |= match cgroups[..n].iter_mut().find(|e| e.cgroup_id == id) {
+                    match cgroups[..n].iter_mut().find(|e| e.cgroup_id == id) {
                         Some(e) => sub(&mut e.ns, ns),
-                        None => true,
-                    };
+                        None => missing = true,
+                    }
                 }
-                if short {
+                // The kernel books steal and irq time when its run queue
+                // shows it, which can be after the head was closed from the
+                // CPU's state (a vCPU stolen while idle learns it when it
+                // wakes): that head's booking stands, and the same amount
+                // comes out of the record's steal and irq slots. No guess
+                // was wrong.
+                for e in cgroups[..n]
+                    .iter_mut()
+                    .filter(|e| unattributed_reason(e.cgroup_id).is_some())
+                {
+                    let t = e.ns.min(deficit);
+                    e.ns -= t;
+                    deficit -= t;
+                }
+                if missing || deficit > 0 {
                     self.closure_corrections += 1;
                 }
                 span.start = c.end;

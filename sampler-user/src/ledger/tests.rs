@@ -400,6 +400,43 @@ fn a_cpu_that_never_reports_is_closed_from_its_kernel_state() {
     assert_eq!(s.idle_closure_corrections, 0);
 }
 
+/// A vCPU stolen while idle learns it when it wakes: its first record
+/// after an early close carries steal that fell in the head already booked
+/// as idle. The head stands, the steal slot gives up the overlap, no
+/// correction is counted and the books balance.
+#[test]
+fn steal_learned_after_an_early_close_is_not_a_correction() {
+    use sampler_common::STEAL_CGROUP;
+    let now = T0 + 200 * MS;
+    let (mut f, silent) = cpu_1_silent(now);
+    let states = [
+        cpu_state(T0, T0 + 10 * MS, RUNNING_TASK, &[(7, 10 * MS)]),
+        cpu_state(T0, T0, RUNNING_IDLE, &[]),
+    ];
+    f.ledger.close_silent(silent, &states, now);
+    // cpu 1's next record ends at T0 + 202 ms with 3 ms of steal, more
+    // than the 2 ms after the early close; the counter reads 10 W.
+    let end = T0 + 202 * MS;
+    let value = Some(1_000_000 + 2_020_000);
+    let events = vec![
+        tick(0, T0 + 100 * MS, end, value, &[(7, 102 * MS)]),
+        tick(1, T0, end, value, &[(STEAL_CGROUP, 3 * MS)]),
+    ];
+    let (_, s) = f.drain(events, end);
+    assert_eq!(s.idle_closure_corrections, 0);
+    let idle: f64 = s.idle.iter().map(|i| i.1).sum();
+    let unattributed: f64 = s.unattributed.iter().map(|u| u.2).sum();
+    let cgroups: f64 = s.cgroups.iter().map(|c| c.joules).sum();
+    let pkg = package_joules(&s);
+    assert!((pkg - 2.02).abs() < 1e-9, "{:?}", s.packages);
+    assert!(
+        (cgroups + idle + unattributed - pkg).abs() < 1e-9,
+        "cgroups {cgroups} + idle {idle} + unattributed {unattributed} = {pkg}"
+    );
+    // Of the 3 ms, the 2 ms after the early close stay steal.
+    assert!((unattributed - 0.01).abs() < 1e-9, "{unattributed} J");
+}
+
 #[test]
 fn a_silent_cpu_that_runs_a_task_is_closed_up_to_its_last_switch_only() {
     // cpu 1 ran cgroup 9 for 10 ms, and a task since: nothing is guessed

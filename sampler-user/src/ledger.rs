@@ -24,8 +24,8 @@ use std::{
 };
 
 use sampler_common::{
-    CpuState, RUNNING_IDLE, STAT_CGROUP_OVERFLOW, STAT_COUNT, STAT_READ_ERRORS, STAT_RINGBUF_DROPS,
-    STAT_TIMER_ERRORS,
+    CpuState, IRQ_CGROUP, RUNNING_IDLE, STAT_CGROUP_OVERFLOW, STAT_COUNT, STAT_READ_ERRORS,
+    STAT_RINGBUF_DROPS, STAT_TIMER_ERRORS, STEAL_CGROUP,
 };
 use tracing::{debug, info, warn};
 
@@ -617,11 +617,14 @@ impl Ledger {
             .collect();
         s.cpus = self.attribution.cpus();
         s.unattributed.clear();
-        for (&id, t) in self.attribution.cgroups() {
-            if let Some(reason) = unattributed_reason(id) {
-                for (package, j) in self.attribution.joules_by_package(t) {
-                    s.unattributed.push((package, reason, j));
-                }
+        for id in [IRQ_CGROUP, STEAL_CGROUP] {
+            let (Some(t), Some(reason)) =
+                (self.attribution.cgroups().get(&id), unattributed_reason(id))
+            else {
+                continue;
+            };
+            for (package, j) in self.attribution.joules_by_package(t) {
+                s.unattributed.push((package, reason, j));
             }
         }
         s.unattributed.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));

@@ -736,7 +736,7 @@ mod tests_ {
     /// a CPU and got 9 W.
     const EXACT: Scrape = (90.0, 104.0, 37.0, 4_600_000, 54.0);
 
-    const CHECK_OK: &str = "ok    kernel       6.1 (5.12 or newer needed)\nok    programs     on_timer and sched_switch pass the verifier\nok    timer        bpf: a BPF timer per CPU, run while the CPU runs a task: idle CPUs get no wake-ups from ergon";
+    const CHECK_OK: &str = "ok    kernel       6.1 (5.12 or newer needed)\nok    programs     on_timer and sched_switch pass the verifier\nok    timer        bpf: a BPF timer per CPU, run while the CPU runs a task: idle CPUs get no wake-ups from ergon\ninfo  scheduler clock spans in wall-clock time (this kernel accounts neither steal nor irq time apart from tasks (no rq.prev_steal_time_rq, no rq.prev_irq_time): wall-clock spans are the scheduler's)";
 
     #[test]
     fn a_perf_timer_fallback_fails_the_matrix() {
@@ -757,6 +757,27 @@ mod tests_ {
         assert!(v.contains("package 20.000 W"), "{v}");
         assert!(v.contains("load-dependent package 12.000 W"), "{v}");
         assert!(v.contains("cgroup 9.000 W vs 9.000 W"), "{v}");
+    }
+
+    #[test]
+    fn the_summary_names_the_scheduler_clock_check_found() {
+        let wall = judge(&console(CHECK_OK, BEFORE, EXACT)).expect("passes");
+        assert!(wall.contains("scheduler clock: wall clock"), "{wall}");
+        let without: Vec<&str> = CHECK_OK
+            .lines()
+            .filter(|l| !l.contains("scheduler clock"))
+            .collect();
+        let steal = format!(
+            "{}\nok    scheduler clock steal time booked apart (ergon_unattributed_energy_joules_total), the rest of each span on the scheduler's clock",
+            without.join("\n")
+        );
+        let v = judge(&console(&steal, BEFORE, EXACT)).expect("passes");
+        assert!(v.contains("scheduler clock: steal apart"), "{v}");
+        let e = format!(
+            "{:#}",
+            judge(&console(&without.join("\n"), BEFORE, EXACT)).unwrap_err()
+        );
+        assert!(e.contains("no scheduler clock line"), "{e}");
     }
 
     #[test]

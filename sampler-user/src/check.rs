@@ -157,7 +157,7 @@ pub fn inspect(root: &SysRoot, declared: &Declared, probe: &dyn Probe) -> Report
             Err(why) => r.push(
                 "scheduler clock",
                 Status::Info,
-                format!("spans in wall-clock time ({why}): steal, where the host steals, counts as the running task's; a kernel with CONFIG_PARAVIRT_TIME_ACCOUNTING tells it apart"),
+                format!("spans in wall-clock time ({why}): steal, where a host steals, counts as the running task's, as it does in this kernel's own cpu.stat when the kernel lacks CONFIG_PARAVIRT_TIME_ACCOUNTING"),
             ),
         }
     } else {

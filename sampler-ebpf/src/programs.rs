@@ -189,25 +189,22 @@ fn unaccounted(st: &mut CpuState, d: u64) -> u64 {
     gained(rq, l.rq_steal, &mut st.steal_seen, &mut st.steal_owed);
     gained(rq, l.rq_irq, &mut st.irq_seen, &mut st.irq_owed);
     let mut left = d;
-    let take = if st.steal_owed < left {
-        st.steal_owed
-    } else {
-        left
-    };
-    if take != 0 && add_cgroup(st, STEAL_CGROUP, take) {
-        st.steal_owed -= take;
-        left -= take;
-    }
-    let take = if st.irq_owed < left {
-        st.irq_owed
-    } else {
-        left
-    };
-    if take != 0 && add_cgroup(st, IRQ_CGROUP, take) {
-        st.irq_owed -= take;
-        left -= take;
-    }
+    st.steal_owed -= book_owed(st, STEAL_CGROUP, st.steal_owed, &mut left);
+    st.irq_owed -= book_owed(st, IRQ_CGROUP, st.irq_owed, &mut left);
     left
+}
+
+/// Books up to `owed` ns of the `left` ns of a span to slot `id` and
+/// returns what it booked (taken from `left`); 0 when the table is full,
+/// so the time stays owed.
+#[inline(always)]
+fn book_owed(st: &mut CpuState, id: u64, owed: u64, left: &mut u64) -> u64 {
+    let take = owed.min(*left);
+    if take == 0 || !add_cgroup(st, id, take) {
+        return 0;
+    }
+    *left -= take;
+    take
 }
 
 #[inline(always)]

@@ -430,6 +430,24 @@ pub fn sum_of(m: &BTreeMap<String, f64>, name: &str) -> f64 {
         .sum()
 }
 
+/// The base domain's (`pkg`) package energy served, all packages.
+pub fn pkg_joules(m: &BTreeMap<String, f64>) -> f64 {
+    m.iter()
+        .filter(|(k, _)| {
+            k.starts_with("ergon_package_energy_joules_total{") && k.contains("domain=\"pkg\"")
+        })
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// What the package energy is split into: Σ cgroups + idle + unattributed
+/// (steal, irq); every snapshot has it equal to [`pkg_joules`].
+pub fn booked_joules(m: &BTreeMap<String, f64>) -> f64 {
+    sum_of(m, "ergon_cgroup_energy_joules_total")
+        + sum_of(m, "ergon_idle_energy_joules_total")
+        + sum_of(m, "ergon_unattributed_energy_joules_total")
+}
+
 /// Threads spinning on the given CPUs until dropped.
 pub struct Busy {
     stop: Arc<AtomicBool>,

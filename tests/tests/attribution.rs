@@ -5,8 +5,8 @@
 use std::time::{Duration, SystemTime};
 
 use tests::{
-    assert_attributed, cgroup::Cgroup, http_get, online_cpus, require_root, steal_booked_apart,
-    steal_seconds, sum_of, Daemon,
+    assert_attributed, booked_joules, cgroup::Cgroup, http_get, online_cpus, pkg_joules,
+    require_root, steal_booked_apart, steal_seconds, sum_of, Daemon,
 };
 
 const W: f64 = 10.0;
@@ -69,21 +69,13 @@ fn every_scrape_balances_cgroups_plus_idle_plus_unattributed_against_the_package
     let mut last_pkg = 0.0;
     for _ in 0..10 {
         let m = d.metrics();
-        let pkg: f64 = m
-            .iter()
-            .filter(|(k, _)| {
-                k.starts_with("ergon_package_energy_joules_total{") && k.contains("domain=\"pkg\"")
-            })
-            .map(|(_, v)| v)
-            .sum();
-        let cgroups = sum_of(&m, "ergon_cgroup_energy_joules_total");
-        let idle = sum_of(&m, "ergon_idle_energy_joules_total");
-        let unattributed = sum_of(&m, "ergon_unattributed_energy_joules_total");
+        let pkg = pkg_joules(&m);
+        let booked = booked_joules(&m);
         let cpus = sum_of(&m, "ergon_cpu_energy_joules_total");
         last_pkg = pkg;
         assert!(
-            ((cgroups + idle + unattributed) - pkg).abs() <= 1e-6 * pkg,
-            "Σcgroup {cgroups} + idle {idle} + unattributed {unattributed} != package {pkg}"
+            (booked - pkg).abs() <= 1e-6 * pkg,
+            "Σcgroup + idle + unattributed {booked} != package {pkg}"
         );
         assert!(
             (cpus - pkg).abs() <= 1e-6 * pkg,
@@ -185,16 +177,8 @@ fn beyond_max_cgroups_the_smallest_fold_into_other_and_books_still_balance() {
         shown.contains_key(&big.rel),
         "the biggest consumer stays: {shown:?}"
     );
-    let pkg = sum_of(&m, "ergon_idle_energy_joules_total")
-        + sum_of(&m, "ergon_cgroup_energy_joules_total")
-        + sum_of(&m, "ergon_unattributed_energy_joules_total");
-    let want: f64 = m
-        .iter()
-        .filter(|(k, _)| {
-            k.starts_with("ergon_package_energy_joules_total{") && k.contains("domain=\"pkg\"")
-        })
-        .map(|(_, v)| v)
-        .sum();
+    let pkg = booked_joules(&m);
+    let want = pkg_joules(&m);
     assert!(
         (pkg - want).abs() <= 1e-6 * want,
         "books balance after folding: {pkg} vs {want}"

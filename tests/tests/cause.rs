@@ -154,9 +154,7 @@ fn under_separate_a_steady_and_a_40_percent_cgroup_get_their_marginal_energy() {
         );
     }
     let pkg = sum_of(&m, "ergon_package_energy_joules_total");
-    let books = sum_of(&m, "ergon_cgroup_energy_joules_total")
-        + sum_of(&m, "ergon_idle_energy_joules_total")
-        + sum_of(&m, "ergon_unattributed_energy_joules_total");
+    let books = tests::booked_joules(&m);
     assert!(
         (books - pkg).abs() <= 1e-6 * pkg,
         "Σcgroups + idle + unattributed {books} != package {pkg}"

@@ -60,15 +60,6 @@ fn hotpluggable() -> Option<u32> {
     Some(cpu)
 }
 
-fn pkg(m: &std::collections::BTreeMap<String, f64>) -> f64 {
-    m.iter()
-        .filter(|(k, _)| {
-            k.starts_with("ergon_package_energy_joules_total{") && k.contains("domain=\"pkg\"")
-        })
-        .map(|(_, v)| v)
-        .sum()
-}
-
 fn books(m: &std::collections::BTreeMap<String, f64>) -> f64 {
     m.get("ergon_books_timestamp_seconds")
         .copied()
@@ -83,15 +74,13 @@ fn cpu_energy(m: &std::collections::BTreeMap<String, f64>, cpu: u32) -> f64 {
 
 /// Σ cgroups + idle + unattributed = Σ CPUs = package, as every snapshot must.
 fn balances(m: &std::collections::BTreeMap<String, f64>, when: &str) {
-    let p = pkg(m);
-    let cgroups = sum_of(m, "ergon_cgroup_energy_joules_total");
-    let idle = sum_of(m, "ergon_idle_energy_joules_total")
-        + sum_of(m, "ergon_unattributed_energy_joules_total");
+    let p = tests::pkg_joules(m);
+    let booked = tests::booked_joules(m);
     let cpus = sum_of(m, "ergon_cpu_energy_joules_total");
     assert!(p > 0.0, "{when}: the books have energy");
     assert!(
-        ((cgroups + idle) - p).abs() <= 1e-6 * p,
-        "{when}: Σcgroup {cgroups} + idle and unattributed {idle} != package {p}"
+        (booked - p).abs() <= 1e-6 * p,
+        "{when}: Σcgroup + idle + unattributed {booked} != package {p}"
     );
     assert!(
         (cpus - p).abs() <= 1e-6 * p,
@@ -104,7 +93,7 @@ fn watts(
     a: &std::collections::BTreeMap<String, f64>,
     b: &std::collections::BTreeMap<String, f64>,
 ) -> f64 {
-    (pkg(b) - pkg(a)) / (books(b) - books(a))
+    (tests::pkg_joules(b) - tests::pkg_joules(a)) / (books(b) - books(a))
 }
 
 fn within(got: f64, want: f64, tolerance: f64, what: &str) {

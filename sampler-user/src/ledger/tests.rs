@@ -383,16 +383,22 @@ fn cpu_1_silent(now: u64) -> (Fixture, Silent) {
     (f, silent)
 }
 
-#[test]
-fn a_cpu_that_never_reports_is_closed_from_its_kernel_state() {
-    let now = T0 + 200 * MS;
+/// [`cpu_1_silent`] with cpu 1 closed from its kernel state at `now`: it
+/// runs its idle task since sampling began, so it is idle up to the copy.
+fn cpu_1_closed_idle(now: u64) -> Fixture {
     let (mut f, silent) = cpu_1_silent(now);
-    // cpu 1 runs its idle task since sampling began: idle up to the copy.
     let states = [
         cpu_state(T0, T0 + 10 * MS, RUNNING_TASK, &[(7, 10 * MS)]),
         cpu_state(T0, T0, RUNNING_IDLE, &[]),
     ];
     f.ledger.close_silent(silent, &states, now);
+    f
+}
+
+#[test]
+fn a_cpu_that_never_reports_is_closed_from_its_kernel_state() {
+    let now = T0 + 200 * MS;
+    let mut f = cpu_1_closed_idle(now);
     let (_, s) = f.drain(Vec::new(), now);
     assert!((package_joules(&s) - 1.0).abs() < 1e-9, "{:?}", s.packages);
     assert!((cgroup_joules(&s, "unresolved:7") + s.idle[0].1 - 1.0).abs() < 1e-9);
@@ -407,13 +413,7 @@ fn a_cpu_that_never_reports_is_closed_from_its_kernel_state() {
 #[test]
 fn steal_learned_after_an_early_close_is_not_a_correction() {
     use sampler_common::STEAL_CGROUP;
-    let now = T0 + 200 * MS;
-    let (mut f, silent) = cpu_1_silent(now);
-    let states = [
-        cpu_state(T0, T0 + 10 * MS, RUNNING_TASK, &[(7, 10 * MS)]),
-        cpu_state(T0, T0, RUNNING_IDLE, &[]),
-    ];
-    f.ledger.close_silent(silent, &states, now);
+    let mut f = cpu_1_closed_idle(T0 + 200 * MS);
     // cpu 1's next record ends at T0 + 202 ms with 3 ms of steal, more
     // than the 2 ms after the early close; the counter reads 10 W.
     let end = T0 + 202 * MS;

@@ -57,21 +57,19 @@ impl Attributor {
     }
 
     /// Joules of a cgroup's totals per package id (packages it has units in).
-    pub fn joules_by_package(&self, t: &CgroupTotals) -> Vec<(u32, f64)> {
+    pub fn joules_by_package<'a>(
+        &'a self,
+        t: &'a CgroupTotals,
+    ) -> impl Iterator<Item = (u32, f64)> + 'a {
         t.units
             .iter()
             .zip(&self.packages)
             .map(|(&u, p)| (p.spec.package, units_to_joules(u, p.spec.joules_per_count)))
-            .collect()
     }
 
     /// Joules of a cgroup's totals.
     pub fn joules(&self, t: &CgroupTotals) -> f64 {
-        t.units
-            .iter()
-            .zip(&self.packages)
-            .map(|(&u, p)| units_to_joules(u, p.spec.joules_per_count))
-            .sum()
+        self.joules_by_package(t).map(|(_, j)| j).sum()
     }
 
     /// (package id, energy J, idle J) per package, up to its frontier.

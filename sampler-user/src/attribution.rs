@@ -196,6 +196,19 @@ impl Mix {
     fn busy(&self) -> u64 {
         self.other + self.cgroups.iter().map(|&(_, ns)| ns).sum::<u64>()
     }
+
+    /// Time tasks ran: [`Self::busy`] without the steal and irq slots. The
+    /// idle-power learner counts this, since steal that falls while a vCPU
+    /// idles draws no dynamic power.
+    fn running(&self) -> u64 {
+        self.other
+            + self
+                .cgroups
+                .iter()
+                .filter(|&&(id, _)| unattributed_reason(id).is_none())
+                .map(|&(_, ns)| ns)
+                .sum::<u64>()
+    }
 }
 
 /// Where cgroup `id`'s energy goes: itself, or the end of its chain of
@@ -538,7 +551,7 @@ impl Attributor {
             (true, Some((w, _))) => Some(w),
             _ => None,
         };
-        let (energy_total, idle_total, busy) = match idle_watts {
+        let (energy_total, idle_total, running) = match idle_watts {
             Some(w) => self.book_by_cause(p, &lines, to, shared, w, to - from),
             None => self.book_by_time(p, &lines, to, shared, by_core, own),
         };
@@ -546,7 +559,7 @@ impl Attributor {
             let joules = units_to_joules(energy_total, self.packages[p].spec.joules_per_count);
             self.packages[p]
                 .idle_power
-                .observe(joules, to - from, busy, lines.len());
+                .observe(joules, to - from, running, lines.len());
         }
         // Readings before the last one at or before `to` are no longer needed.
         let spec = &self.packages[p].spec;
@@ -574,7 +587,7 @@ impl Attributor {
     /// Steps 2–3 by time: a package counter's `shared` energy to the CPUs
     /// in equal parts (or by core energy), own counters to their CPUs, and
     /// each CPU's energy over what ran on it by time. Returns (energy,
-    /// idle part, busy ns) of the interval.
+    /// idle part, ns tasks ran) of the interval.
     fn book_by_time(
         &mut self,
         p: usize,
@@ -594,16 +607,16 @@ impl Attributor {
                 }
             }
         }
-        let (mut idle_total, mut energy_total, mut busy) = (0u128, 0u128, 0u64);
+        let (mut idle_total, mut energy_total, mut running) = (0u128, 0u128, 0u64);
         for (j, &ci) in lines.iter().enumerate() {
             self.take_mix(ci, to);
-            busy += self.mix.busy();
+            running += self.mix.running();
             let e = cpu_energy[j];
             energy_total += e;
             self.cpus[ci].energy += e;
             idle_total += self.book_mix(p, e);
         }
-        (energy_total, idle_total, busy)
+        (energy_total, idle_total, running)
     }
 
     /// Steps 2–3 by cause ([`cause`]): of the package counter's `shared`
@@ -612,7 +625,7 @@ impl Attributor {
     /// the idle bucket (or, under `share`, to what ran by on-CPU time); the
     /// dynamic rest to what ran, by its on-CPU time across the package, and
     /// to the CPU it ran on. With nothing run, all of it is idle, in equal
-    /// parts. Returns (energy, idle part, busy ns) of the interval.
+    /// parts. Returns (energy, idle part, ns tasks ran) of the interval.
     fn book_by_cause(
         &mut self,
         p: usize,
@@ -674,8 +687,9 @@ impl Attributor {
         for (j, &ci) in lines.iter().enumerate() {
             self.cpus[ci].energy += cpu_energy[j];
         }
+        let running = mixes.iter().map(Mix::running).sum();
         self.mixes = mixes;
-        (shared, idle_total, busy)
+        (shared, idle_total, running)
     }
 
     /// A package counter's energy `shared` over `[from, to]` split by the

@@ -33,7 +33,16 @@ pub const MIN_PERIOD: Duration = Duration::from_micros(50);
 pub const MAX_PERIOD: Duration = Duration::from_secs(1);
 pub const DEFAULT_SYNTHETIC_WATTS: f64 = 10.0;
 pub const DEFAULT_RINGBUF_BYTES: u64 = 4 << 20;
-pub const DEFAULT_DRAIN_INTERVAL: Duration = Duration::from_millis(100);
+/// The safety tick when nothing else wakes the drain: a reader drains at
+/// once and a half-full ring buffer wakes it, so the tick only bounds how
+/// long records wait in the kernel when nobody looks (docs/architecture.md,
+/// "When the drain wakes"). Each wake-up costs ~100 µs of CPU on these VMs
+/// whatever it finds, so it is slow.
+pub const DEFAULT_DRAIN_INTERVAL: Duration = Duration::from_secs(1);
+/// The tick while pushing (`--remote-write-url`): points reach the durable
+/// push queue one drain after they happen, so the drain is the queue's
+/// durability window beside `--fsync-interval`.
+pub const PUSH_DRAIN_INTERVAL: Duration = Duration::from_millis(100);
 pub const DEFAULT_CGROUP_RETENTION: Duration = Duration::from_secs(600);
 pub const DEFAULT_MAX_CGROUPS: usize = 5000;
 
@@ -79,7 +88,7 @@ pub struct RunArgs {
 
     /// How often the daemon drains the ring buffer when nothing else wakes
     /// it (a read of /metrics, /metrics/batch or /health, or a half-full
-    /// ring buffer), 1ms..1s [default: 100ms].
+    /// ring buffer), 1ms..1s [default: 100ms while pushing, else 1s].
     #[arg(long, env = "ERGON_DRAIN_INTERVAL")]
     pub drain_interval: Option<String>,
 
@@ -375,15 +384,6 @@ impl RunArgs {
                 "pass e.g. --ringbuf-size 4194304",
             ));
         }
-        let drain_interval = duration_or(
-            "drain_interval",
-            &self.drain_interval,
-            &file.drain_interval,
-            Duration::from_millis(1),
-            Duration::from_secs(1),
-            DEFAULT_DRAIN_INTERVAL,
-            "pass e.g. --drain-interval 100ms (1ms..1s)",
-        )?;
         let cgroup_retention = duration_or(
             "cgroup_retention",
             &self.cgroup_retention,
@@ -404,6 +404,23 @@ impl RunArgs {
         )?;
         let serve = self.serve.settings(&file, env)?;
         let push = self.push.settings(&file, env)?;
+        let pushing = push
+            .state
+            .as_ref()
+            .is_some_and(|s| s.remote_write.is_some());
+        let drain_interval = duration_or(
+            "drain_interval",
+            &self.drain_interval,
+            &file.drain_interval,
+            Duration::from_millis(1),
+            Duration::from_secs(1),
+            if pushing {
+                PUSH_DRAIN_INTERVAL
+            } else {
+                DEFAULT_DRAIN_INTERVAL
+            },
+            "pass e.g. --drain-interval 100ms (1ms..1s)",
+        )?;
         let names = self.names.settings(&file, env)?;
         let cause = self.attribution.settings(&file)?;
         let d = SysRoot::default();

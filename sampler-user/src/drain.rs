@@ -7,7 +7,7 @@
 //! as of now ([`crate::snapshot::Demand`]: a scrape, `/metrics/batch`,
 //! `/health`), when the ring buffer is half full (the kernel program that
 //! takes it past half wakes the drain), and every `--drain-interval` (a
-//! slow safety tick, 100 ms by default). A snapshot is built only when a
+//! slow safety tick: 1 s by default, 100 ms while pushing). A snapshot is built only when a
 //! reader asked, the last one is [`PUBLISH_EVERY`] old, or there are points
 //! for the push queue: a drain nobody reads moves records into the books
 //! and the batch store, nothing else.

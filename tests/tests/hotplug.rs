@@ -16,9 +16,17 @@ use tests::{
 
 const W: f64 = 10.0;
 
-/// The detection interval of the daemon (`hotplug::CHECK_EVERY`) plus a
-/// drain, with room to spare.
-const NOTICED: Duration = Duration::from_millis(700);
+/// Waits until the daemon has seen a hotplug change and booked what its
+/// detach or attach read: the online list is read at a drain at least
+/// `hotplug::CHECK_EVERY` (250 ms) after the last look, so the wait is
+/// that plus room, then a read (which drains at once: the safety tick is
+/// 1 s), then one more drain for what the change's own reads brought.
+fn noticed(d: &Daemon) {
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_millis(350));
+        d.metrics();
+    }
+}
 
 /// A CPU taken offline; brought back online on drop, whatever happens.
 struct Offline {
@@ -122,7 +130,7 @@ fn offline_and_back(layout: &str) {
 
     // Away: detached, the books go on.
     let off = Offline::take(cpu);
-    std::thread::sleep(NOTICED);
+    noticed(&d);
     let (m1, _) = d.metrics_complete_at(SystemTime::now());
     let reads1 = sum_of(&m1, "ergon_energy_reads_total");
     let wall1 = std::time::Instant::now();
@@ -161,7 +169,7 @@ fn offline_and_back(layout: &str) {
 
     // Back: attached again, and a cgroup burning that very CPU gets its share.
     drop(off);
-    std::thread::sleep(NOTICED);
+    noticed(&d);
     let (m3, _) = d.metrics_complete_at(SystemTime::now());
     balances(&m3, "back online");
     let cg = Cgroup::new(&format!("hotplug-{layout}"));

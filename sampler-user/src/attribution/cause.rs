@@ -105,16 +105,18 @@ impl IdlePower {
 }
 
 /// Length of one sample: consecutive booked intervals are summed until they
-/// span this much (a drain books ~10–100 ms at a time, a RAPL counter
-/// moves every ~1 ms, so one sample averages many counter updates).
+/// span this much (a drain books one interval: 1 s at the default tick, less
+/// when readers drain more often; a RAPL counter moves every ~1 ms, so one
+/// sample averages many counter updates).
 pub const SAMPLE_NS: u64 = 100_000_000;
 /// A sample is near idle when the package's CPUs ran anything but the idle
 /// task for at most this share of their time. Not zero: the daemon itself
 /// and the kernel's housekeeping run on every node, every 100 ms.
 pub const NEAR_IDLE: f64 = 0.02;
-/// Near-idle samples kept (the newest): 60 s of near-idle time.
+/// Near-idle samples kept (the newest): 60 s to 10 min of near-idle time,
+/// with samples of one drain each.
 pub const WINDOW: usize = 600;
-/// Near-idle samples needed before the estimate is used: 2 s of them.
+/// Near-idle samples needed before the estimate is used: 2 to 20 s of them.
 pub const MIN_SAMPLES: usize = 20;
 /// The estimate is this quantile of the window's corrected powers: low,
 /// because residual activity only ever adds power, and not the minimum,

@@ -16,10 +16,33 @@ fn defaults() {
     assert_eq!(s.synthetic.watts, 10.0);
     assert_eq!(s.synthetic.layout, Layout::PerCpu);
     assert_eq!(s.ringbuf_bytes, 4 << 20);
-    assert_eq!(s.drain_interval, Duration::from_millis(100));
+    assert_eq!(s.drain_interval, Duration::from_secs(1));
     assert_eq!(s.root, SysRoot::default());
     assert_eq!(s.cgroup_retention, Duration::from_secs(600));
     assert_eq!(s.max_cgroups, 5000);
+}
+
+#[test]
+fn the_drain_ticks_every_100ms_while_pushing_unless_told_otherwise() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut a = args();
+    a.push.remote_write_url = Some("http://127.0.0.1:9/api/v1/write".into());
+    a.push.state_dir = Some(dir.path().to_path_buf());
+    let s = a.settings().expect("remote_write settings are valid");
+    assert_eq!(s.drain_interval, PUSH_DRAIN_INTERVAL);
+    a.drain_interval = Some("1s".into());
+    let s = a.settings().expect("valid");
+    assert_eq!(
+        s.drain_interval,
+        Duration::from_secs(1),
+        "a given interval stands"
+    );
+    let mut a = args();
+    a.drain_interval = Some("50ms".into());
+    assert_eq!(
+        a.settings().expect("valid").drain_interval,
+        Duration::from_millis(50)
+    );
 }
 
 #[test]
